@@ -1,0 +1,36 @@
+# Roost — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CONFIG ?= conf/roost.yaml
+
+.PHONY: deps build release run test check fmt fmt-check lint clean
+
+deps:            ## install system packages and Rust (Debian/Ubuntu)
+	@scripts/deps.sh
+
+build:           ## debug build
+	cargo build --all-targets
+
+release:         ## optimized binary at target/release/roost
+	cargo build --release --bins
+
+run: deps release ## three demo backends + Roost on conf/example-local.yaml (Ctrl-C stops)
+	@scripts/run-example.sh
+
+test: deps check ## everything CI runs: formatting, lints, unit and integration tests
+	cargo test --all-targets
+
+check: fmt-check lint
+	@for f in conf/*.yaml; do cargo run -q --bin roost -- -c "$$f" -t || exit 1; done
+
+fmt-check:
+	cargo fmt --check
+
+fmt:
+	cargo fmt
+
+lint:
+	cargo clippy --all-targets -- -D warnings
+
+clean:
+	cargo clean

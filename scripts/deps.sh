@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what building and testing Roost needs on Debian/Ubuntu: a C toolchain and cmake
+# (pingora's zlib-ng), curl, nginx and haproxy (parity tests and benchmarks), wrk, and Rust
+# through rustup when cargo is missing. Safe to run again: it skips what is already there.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need=()
+for pair in cc:build-essential cmake:cmake pkg-config:pkg-config curl:curl \
+            nginx:nginx-light haproxy:haproxy wrk:wrk python3:python3; do
+    cmd="${pair%%:*}"; pkg="${pair#*:}"
+    if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then need+=("$pkg"); fi
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "deps: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" ca-certificates
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && ! [ -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "deps: installing Rust (rustup, stable)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+fi
+echo "deps: ok"

@@ -1,0 +1,174 @@
+//! A small HTTP/1.1 server that answers with its own name: the stand-in WPS backend for
+//! `make run` and for the integration tests. Thread per connection, keep-alive, bodies by
+//! Content-Length or chunked. Not part of the proxy.
+//!
+//! Routes:
+//! - `GET /health` → `ok`
+//! - `GET /echo` → the request line and headers as received
+//! - `GET /slow?ms=N` → the name, after N milliseconds
+//! - `GET /bytes?n=N` → N bytes of payload
+//! - any request with a body → `<name> received <N> bytes`
+//! - anything else → `<name>`
+//!
+//! Every answer carries `X-Backend: <name>`.
+//!
+//! Usage: `roost-demo-backend --name NAME --listen 127.0.0.1:0`; prints `listening on ADDR`.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+fn main() {
+    let mut name = String::from("backend");
+    let mut listen = String::from("127.0.0.1:0");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--name" => name = args.next().expect("--name needs a value"),
+            "--listen" => listen = args.next().expect("--listen needs a value"),
+            other => {
+                eprintln!("usage: roost-demo-backend --name NAME --listen ADDR (got {other})");
+                std::process::exit(2);
+            }
+        }
+    }
+    let listener = TcpListener::bind(&listen).unwrap_or_else(|e| {
+        eprintln!("roost-demo-backend: cannot listen on {listen}: {e}");
+        std::process::exit(1);
+    });
+    println!("listening on {}", listener.local_addr().expect("bound"));
+    io::stdout().flush().expect("stdout");
+    for stream in listener.incoming().flatten() {
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let _ = serve(stream, &name);
+        });
+    }
+}
+
+struct Request {
+    method: String,
+    target: String,
+    head: String,
+    body_len: usize,
+    close: bool,
+}
+
+fn serve(stream: TcpStream, name: &str) -> io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    while let Some(req) = read_request(&mut reader)? {
+        let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+        let param = |k: &str| {
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(key, _)| *key == k)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        };
+        let body: Vec<u8> = match path {
+            "/health" => b"ok\n".to_vec(),
+            "/echo" => req.head.clone().into_bytes(),
+            "/slow" => {
+                std::thread::sleep(Duration::from_millis(param("ms").unwrap_or(1000)));
+                format!("{name}\n").into_bytes()
+            }
+            "/bytes" => vec![b'x'; param("n").unwrap_or(0) as usize],
+            _ if req.body_len > 0 || req.method == "POST" => {
+                format!("{name} received {} bytes\n", req.body_len).into_bytes()
+            }
+            _ => format!("{name}\n").into_bytes(),
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {name}\r\n{}\r\n",
+            body.len(),
+            if req.close { "Connection: close\r\n" } else { "" }
+        );
+        writer.write_all(head.as_bytes())?;
+        if req.method != "HEAD" {
+            for chunk in body.chunks(64 * 1024) {
+                writer.write_all(chunk)?;
+            }
+        }
+        writer.flush()?;
+        if req.close {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Read one request; `None` at a clean end of the connection. The body is read and counted.
+fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("/").to_string();
+    let version = parts.next().unwrap_or("HTTP/1.0").to_string();
+    let mut head = line.clone();
+    let mut content_length = 0usize;
+    let mut chunked = false;
+    let mut close = version == "HTTP/1.0";
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 {
+            return Ok(None);
+        }
+        head.push_str(&h);
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
+            match k.as_str() {
+                "content-length" => content_length = v.parse().unwrap_or(0),
+                "transfer-encoding" => chunked = v.contains("chunked"),
+                "connection" if v == "close" => close = true,
+                "connection" if v == "keep-alive" => close = false,
+                _ => {}
+            }
+        }
+    }
+    let body_len = if chunked {
+        read_chunked(reader)?
+    } else {
+        io::copy(
+            &mut reader.by_ref().take(content_length as u64),
+            &mut io::sink(),
+        )? as usize
+    };
+    Ok(Some(Request {
+        method,
+        target,
+        head,
+        body_len,
+        close,
+    }))
+}
+
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line)?;
+        let size_text = size_line.trim().split(';').next().unwrap_or("");
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+        if size == 0 {
+            // Trailers, then the empty line.
+            loop {
+                let mut t = String::new();
+                if reader.read_line(&mut t)? == 0 || t.trim().is_empty() {
+                    return Ok(total);
+                }
+            }
+        }
+        total += io::copy(&mut reader.by_ref().take(size as u64), &mut io::sink())? as usize;
+        let mut crlf = String::new();
+        reader.read_line(&mut crlf)?;
+    }
+}

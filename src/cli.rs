@@ -1,0 +1,121 @@
+//! Command line: `roost [-c FILE] [-t | -d | -u]` and `roost route -c FILE SERVICE KEY`.
+//! Parses arguments, sets up logging, and dispatches; the work happens elsewhere.
+
+use crate::config::Config;
+use crate::pool::Pool;
+use crate::select::Decision;
+use crate::server::{self, RunOptions};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Default log filter: Roost's own events at info. Pingora's load-balancing crate repeats
+/// every health transition Roost already logs, so it is kept to errors.
+const DEFAULT_LOG_FILTER: &str = "info,pingora_load_balancing=error";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "roost",
+    version,
+    about = "Sticky, health-checked HTTP load balancer for OGC WPS services"
+)]
+pub struct Cli {
+    /// Configuration file
+    #[arg(
+        short = 'c',
+        long = "conf",
+        global = true,
+        default_value = "conf/roost.yaml"
+    )]
+    pub conf: PathBuf,
+    /// Validate the configuration, print every error, and exit (0 when valid)
+    #[arg(short = 't', long = "test")]
+    pub test: bool,
+    /// Run in the background (pid file from server.pid_file)
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+    /// Take over the listeners of the running instance (then send it SIGQUIT)
+    #[arg(short = 'u', long = "upgrade")]
+    pub upgrade: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the backend (host:port) KEY maps to for SERVICE with every backend healthy
+    Route {
+        /// Service name from the configuration
+        service: String,
+        /// Affinity key (the machineid header's value)
+        key: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG_FILTER))
+        .init();
+
+    let config = match Config::load(&cli.conf) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "roost: {}: {} error{}; nothing was started",
+                cli.conf.display(),
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+
+    if let Some(Command::Route { service, key }) = &cli.command {
+        return route(&config, service, key);
+    }
+    if cli.test {
+        let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
+        println!(
+            "roost: {}: OK ({} services, {} backends)",
+            config.source,
+            config.services.len(),
+            backends
+        );
+        return ExitCode::SUCCESS;
+    }
+    let options = RunOptions {
+        daemon: cli.daemon,
+        upgrade: cli.upgrade,
+    };
+    server::build(&config, options).run_forever()
+}
+
+/// `roost route`: the same selection code the proxy runs, with every backend healthy.
+fn route(config: &Config, service: &str, key: &str) -> ExitCode {
+    let Some(service_config) = config.service(service) else {
+        let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+        eprintln!(
+            "roost: no service named '{service}' in {} (services: {})",
+            config.source,
+            names.join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        eprintln!("roost: an empty key is not hashed; requests without a key follow hash.missing");
+        return ExitCode::from(2);
+    }
+    let pool = Pool::new(service_config);
+    match pool.select_by_key(key.as_bytes(), None) {
+        Decision::Forward { backend, .. } => {
+            println!("{}", pool.address_of(&backend).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Decision::OwnerDown | Decision::NoneHealthy => {
+            eprintln!("roost: no backend for this key");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The typed configuration: what the rest of Roost sees. Addresses are `SocketAddr`s, durations
+//! are `Duration`s, choices are enums. Defaults are named constants documented in the README's
+//! config reference.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_THREADS: usize = 1;
+pub const DEFAULT_PID_FILE: &str = "/tmp/roost.pid";
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/roost_upgrade.sock";
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 30;
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 10;
+pub const DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE: usize = 128;
+pub const DEFAULT_HASH_HEADER: &str = "machineid";
+pub const DEFAULT_WEIGHT: u32 = 1;
+pub const DEFAULT_HC_PATH: &str = "/";
+pub const DEFAULT_HC_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_HC_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_HC_RISE: usize = 2;
+pub const DEFAULT_HC_FALL: usize = 3;
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from, as named on the command line (used in messages).
+    pub source: String,
+    pub server: ServerSettings,
+    pub admin: Option<AdminSettings>,
+    pub services: Vec<ServiceConfig>,
+}
+
+impl Config {
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// Process-wide settings handed to Pingora's `ServerConf`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Worker threads per service.
+    pub threads: usize,
+    pub pid_file: PathBuf,
+    pub upgrade_sock: PathBuf,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Where a daemonized Roost writes its log (stderr otherwise).
+    pub error_log: Option<PathBuf>,
+    pub work_stealing: bool,
+    pub upstream_keepalive_pool_size: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            threads: DEFAULT_THREADS,
+            pid_file: DEFAULT_PID_FILE.into(),
+            upgrade_sock: DEFAULT_UPGRADE_SOCK.into(),
+            grace_period_seconds: DEFAULT_GRACE_PERIOD_SECONDS,
+            graceful_shutdown_timeout_seconds: DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS,
+            error_log: None,
+            work_stealing: true,
+            upstream_keepalive_pool_size: DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+/// One load-balanced WPS service: a listener in front of a pool of backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub hash: HashPolicy,
+    pub backends: Vec<BackendConfig>,
+    pub health_check: Option<HealthCheckConfig>,
+    pub when_down: WhenDown,
+    /// Keep X-Forwarded-Proto/-Host sent by the client instead of replacing them. Only for a
+    /// Roost that sits behind another proxy you trust.
+    pub trust_forwarded_headers: bool,
+}
+
+/// Where the affinity key comes from and what to do without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashPolicy {
+    /// Request header carrying the key, lower-cased.
+    pub header: String,
+    pub missing: MissingKey,
+}
+
+/// What a request without the key gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingKey {
+    /// Weighted round robin across healthy backends (what NGINX `hash` does for an empty key).
+    RoundRobin,
+    /// Hash the client's IP address instead.
+    ClientIp,
+    /// Answer 400.
+    Reject,
+}
+
+/// What a request gets when its key's backend is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenDown {
+    /// Walk the ring to the next healthy backend.
+    Failover,
+    /// Answer 503 with Retry-After: the job's files are only on that backend.
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// The address as written (`10.0.0.11:8093`, `wps1:8093`).
+    pub address: String,
+    /// What it resolved to when the configuration was loaded.
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes for a down backend to come back.
+    pub rise: usize,
+    /// Consecutive failures for an up backend to go down.
+    pub fall: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// GET `path` and expect a 2xx or 3xx answer.
+    Http { path: String, host: Option<String> },
+    /// Open a TCP connection.
+    Tcp,
+}

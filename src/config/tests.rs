@@ -1,0 +1,386 @@
+//! Loader tests: every error kind, with its key path and line.
+
+use super::*;
+use std::net::SocketAddr;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "PORT" => Some("9001".into()),
+        "THREADS" => Some("3".into()),
+        "HOST" => Some("10.1.1.1".into()),
+        _ => None,
+    }
+}
+
+/// Resolves `wps1`/`wps2` like a tiny /etc/hosts; everything else fails.
+fn resolver(address: &str) -> std::io::Result<Vec<SocketAddr>> {
+    let (host, port) = address.rsplit_once(':').unwrap();
+    let ip = match host {
+        "wps1" => "10.9.0.1",
+        "wps2" => "10.9.0.2",
+        _ => return Err(std::io::Error::other("no such host")),
+    };
+    Ok(vec![format!("{ip}:{port}").parse().unwrap()])
+}
+
+fn load(yaml: &str) -> Result<Config, ConfigErrors> {
+    Config::from_yaml_with(yaml, "test.yaml", &env, &resolver)
+}
+
+fn errors(yaml: &str) -> ConfigErrors {
+    load(yaml).expect_err("expected errors")
+}
+
+const MINIMAL: &str = "\
+services:
+  - name: fp
+    listen: 0.0.0.0:8093
+    backends: [10.0.0.1:8093]
+";
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.server, ServerSettings::default());
+    assert_eq!(c.admin, None);
+    let s = &c.services[0];
+    assert_eq!(s.name, "fp");
+    assert_eq!(s.listen, "0.0.0.0:8093".parse().unwrap());
+    assert_eq!(s.hash.header, "machineid");
+    assert_eq!(s.hash.missing, MissingKey::RoundRobin);
+    assert_eq!(s.when_down, WhenDown::Failover);
+    assert_eq!(s.health_check, None);
+    assert!(!s.trust_forwarded_headers);
+    assert_eq!(
+        s.backends,
+        vec![BackendConfig {
+            address: "10.0.0.1:8093".into(),
+            addr: "10.0.0.1:8093".parse().unwrap(),
+            weight: 1
+        }]
+    );
+}
+
+#[test]
+fn full_file() {
+    let c = load(
+        "\
+server:
+  threads: ${THREADS}
+  pid_file: /run/roost/roost.pid
+  upgrade_sock: /run/roost/upgrade.sock
+  grace_period_seconds: 5
+  graceful_shutdown_timeout_seconds: '3'
+  error_log: /var/log/roost.log
+  work_stealing: false
+  upstream_keepalive_pool_size: 64
+admin:
+  listen: 127.0.0.1:9900
+services:
+  - name: flyingpigeon
+    listen: \"0.0.0.0:${PORT:-8093}\"
+    hash: { header: MachineID, missing: client_ip }
+    backends:
+      - ${HOST}:8093
+      - { address: wps1:8093, weight: 2 }
+    health_check:
+      type: http
+      path: /wps?service=WPS&request=GetCapabilities
+      host: wps.local
+      interval: 1s
+      timeout: 500ms
+      rise: 1
+      fall: 4
+    when_down: reject
+    trust_forwarded_headers: true
+  - name: emu
+    listen: 8094
+    backends: [wps2:8094]
+    health_check: { type: tcp }
+",
+    )
+    .unwrap();
+    assert_eq!(c.server.threads, 3);
+    assert_eq!(c.server.pid_file, PathBuf::from("/run/roost/roost.pid"));
+    assert_eq!(c.server.graceful_shutdown_timeout_seconds, 3);
+    assert!(!c.server.work_stealing);
+    assert_eq!(c.server.upstream_keepalive_pool_size, 64);
+    assert_eq!(
+        c.admin.as_ref().unwrap().listen,
+        "127.0.0.1:9900".parse().unwrap()
+    );
+    let fp = c.service("flyingpigeon").unwrap();
+    assert_eq!(fp.listen, "0.0.0.0:9001".parse().unwrap());
+    assert_eq!(fp.hash.header, "machineid");
+    assert_eq!(fp.hash.missing, MissingKey::ClientIp);
+    assert_eq!(fp.backends[0].addr, "10.1.1.1:8093".parse().unwrap());
+    assert_eq!(fp.backends[1].address, "wps1:8093");
+    assert_eq!(fp.backends[1].addr, "10.9.0.1:8093".parse().unwrap());
+    assert_eq!(fp.backends[1].weight, 2);
+    assert_eq!(
+        fp.health_check,
+        Some(HealthCheckConfig {
+            kind: CheckKind::Http {
+                path: "/wps?service=WPS&request=GetCapabilities".into(),
+                host: Some("wps.local".into())
+            },
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 1,
+            fall: 4,
+        })
+    );
+    assert_eq!(fp.when_down, WhenDown::Reject);
+    assert!(fp.trust_forwarded_headers);
+    let emu = c.service("emu").unwrap();
+    assert_eq!(emu.listen, "0.0.0.0:8094".parse().unwrap());
+    let hc = emu.health_check.as_ref().unwrap();
+    assert_eq!(hc.kind, CheckKind::Tcp);
+    assert_eq!(
+        (hc.interval, hc.timeout, hc.rise, hc.fall),
+        (DEFAULT_HC_INTERVAL, DEFAULT_HC_TIMEOUT, 2, 3)
+    );
+}
+
+#[test]
+fn yaml_syntax_error_has_line() {
+    let e = errors("services:\n  - name: a\n    listen: [oops\n");
+    assert_eq!(e.0.len(), 1);
+    assert!(e.0[0].line.is_some());
+    assert!(e.0[0].message.starts_with("invalid YAML"), "{e}");
+}
+
+#[test]
+fn unknown_keys_name_key_and_line() {
+    let e = errors(
+        "\
+servers: {}
+services:
+  - name: a
+    listen: 1.2.3.4:1
+    backends: [10.0.0.1:1]
+    helth_check: {}
+",
+    );
+    assert!(e.has("servers", "unknown key `servers`"), "{e}");
+    assert!(
+        e.has("services[0].helth_check", "unknown field `helth_check`"),
+        "{e}"
+    );
+    let line = |k: &str| {
+        e.0.iter()
+            .find(|x| x.key.as_deref() == Some(k))
+            .unwrap()
+            .line
+    };
+    assert_eq!(line("servers"), Some(1));
+    assert_eq!(line("services[0].helth_check"), Some(6));
+}
+
+#[test]
+fn unknown_keys_in_nested_sections() {
+    let e = errors(
+        "\
+server: { thread: 2 }
+admin: { listen: 127.0.0.1:1, token: x }
+services:
+  - name: a
+    listen: 1.2.3.4:1
+    backends: [{ address: 10.0.0.1:1, weigth: 2 }]
+",
+    );
+    assert!(e.has("server.thread", "unknown field"), "{e}");
+    assert!(e.has("admin.token", "unknown field"), "{e}");
+    assert!(
+        e.has("services[0].backends[0].weigth", "unknown field"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let e = errors(
+        "\
+server:
+  threads: 0
+  pid_file: roost.pid
+services:
+  - name: a
+    listen: 0.0.0.0:8093
+    backends:
+      - 10.0.0.1
+      - { address: 10.0.0.2:80, weight: 0 }
+      - ${UNSET_VAR}:80
+      - nowhere:80
+      - 10.0.0.3:0
+      - 10.0.0.4:http
+  - name: a
+    listen: 0.0.0.0:8093
+    hash: { header: \"bad header\", missing: maybe }
+    backends: []
+    health_check: { type: udp, interval: 1x, timeout: 0s, rise: 0, fall: 0 }
+    when_down: panic
+  - name: \"bad name!\"
+    listen: nope
+    backends: [10.0.0.5:80, 10.0.0.5:80]
+",
+    );
+    let expect = [
+        ("server.threads", "at least 1", 2),
+        ("server.pid_file", "absolute path", 3),
+        ("services[0].backends[0]", "has no port", 8),
+        ("services[0].backends[1].weight", "at least 1", 9),
+        ("services[0].backends[2]", "UNSET_VAR is not set", 10),
+        ("services[0].backends[3]", "cannot resolve `nowhere`", 11),
+        ("services[0].backends[4]", "port 0", 12),
+        ("services[0].backends[5]", "not a port number", 13),
+        (
+            "services[1].name",
+            "duplicate service name `a` (also services[0].name)",
+            14,
+        ),
+        ("services[1].listen", "duplicate listen address", 15),
+        (
+            "services[1].hash.header",
+            "not a valid HTTP header name",
+            16,
+        ),
+        (
+            "services[1].hash.missing",
+            "not one of: round_robin, client_ip, reject",
+            16,
+        ),
+        ("services[1].backends", "at least one backend", 17),
+        ("services[1].health_check.type", "not one of: http, tcp", 18),
+        ("services[1].health_check.interval", "not a duration", 18),
+        ("services[1].health_check.timeout", "longer than zero", 18),
+        ("services[1].health_check.rise", "at least 1", 18),
+        ("services[1].health_check.fall", "at least 1", 18),
+        ("services[1].when_down", "not one of: failover, reject", 19),
+        ("services[2].name", "letters, digits", 20),
+        ("services[2].listen", "not an IP:port", 21),
+        ("services[2].backends[1]", "listed twice", 22),
+    ];
+    for (key, needle, line) in expect {
+        let found =
+            e.0.iter()
+                .find(|x| x.key.as_deref() == Some(key) && x.message.contains(needle));
+        let found = found.unwrap_or_else(|| panic!("no error `{needle}` at {key} in:\n{e}"));
+        assert_eq!(found.line, Some(line), "{found}");
+        assert_eq!(found.file, "test.yaml");
+    }
+    assert_eq!(e.0.len(), expect.len(), "unexpected extra errors:\n{e}");
+    // Errors come in file order.
+    let lines: Vec<_> = e.0.iter().map(|x| x.line.unwrap()).collect();
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
+}
+
+#[test]
+fn unset_variable_is_reported_once_at_its_key() {
+    let e = errors(
+        "services:\n  - name: a\n    listen: \"0.0.0.0:${NOPE}\"\n    backends: [10.0.0.1:1]\n",
+    );
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert!(e.has("services[0].listen", "NOPE is not set"));
+    assert_eq!(e.0[0].line, Some(3));
+    assert_eq!(
+        e.to_string(),
+        "test.yaml:3: services[0].listen: environment variable NOPE is not set (set it, or write ${NOPE:-default})"
+    );
+}
+
+#[test]
+fn structural_errors() {
+    assert!(errors("- a\n- b\n").0[0]
+        .message
+        .contains("expected a mapping"));
+    assert!(errors("server: {}\n").has("services", "at least one service"));
+    assert!(errors("services: []\n").has("services", "at least one service"));
+    assert!(errors("services: {a: 1}\n").has("services", "expected a list"));
+    assert!(errors("services:\n  - name: a\n").has("services[0].listen", "is required"));
+    assert!(
+        errors("services:\n  - listen: 1.2.3.4:5\n    backends: [10.0.0.1:1]\n")
+            .has("services[0].name", "is required")
+    );
+    assert!(
+        errors("services:\n  - {name: a, listen: 1.2.3.4:5, backends: [{weight: 2}]}\n")
+            .has("services[0].backends[0].address", "is required")
+    );
+    assert!(errors("services:\n  - {name: a, listen: 1.2.3.4:5, backends: [10.0.0.1:1], health_check: {type: tcp, path: /}}\n")
+        .has("services[0].health_check.path", "only applies to `type: http`"));
+    assert!(errors("services:\n  - {name: a, listen: 1.2.3.4:5, backends: [10.0.0.1:1], health_check: {path: wps}}\n")
+        .has("services[0].health_check.path", "must start with `/`"));
+    assert!(errors("services:\n  - {name: a, listen: 1.2.3.4:5, backends: [10.0.0.1:1], health_check: {interval: 1s, timeout: 2s}}\n")
+        .has("services[0].health_check.timeout", "longer than the interval"));
+    assert!(errors("server: {threads: two}\nservices: []\n")
+        .has("server.threads", "`two` is not a whole number"));
+}
+
+#[test]
+fn admin_and_service_listen_must_differ() {
+    let e = errors("admin: {listen: 127.0.0.1:9900}\nservices:\n  - {name: a, listen: 127.0.0.1:9900, backends: [10.0.0.1:1]}\n");
+    assert!(e.has("services[0].listen", "also admin.listen"), "{e}");
+    // A bare admin port binds loopback, not every interface.
+    let c = load(&format!("admin: {{listen: 9900}}\n{MINIMAL}")).unwrap();
+    assert_eq!(c.admin.unwrap().listen, "127.0.0.1:9900".parse().unwrap());
+}
+
+#[test]
+fn pid_file_and_upgrade_sock_must_differ() {
+    let e = errors(&format!(
+        "server: {{pid_file: /tmp/x, upgrade_sock: /tmp/x}}\n{MINIMAL}"
+    ));
+    assert!(e.has("server.upgrade_sock", "must differ"), "{e}");
+}
+
+#[test]
+fn ipv6_backends_and_listeners() {
+    let c = load("services:\n  - {name: a, listen: \"[::1]:8093\", backends: [\"[::1]:9000\"]}\n")
+        .unwrap();
+    assert_eq!(c.services[0].listen, "[::1]:8093".parse().unwrap());
+    assert_eq!(
+        c.services[0].backends[0].addr,
+        "[::1]:9000".parse().unwrap()
+    );
+}
+
+#[test]
+fn missing_file_is_an_error_naming_it() {
+    let e = Config::load(Path::new("/nonexistent/roost.yaml")).unwrap_err();
+    assert_eq!(e.0[0].file, "/nonexistent/roost.yaml");
+    assert!(e.0[0].message.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn an_unknown_or_mistyped_key_does_not_hide_the_other_errors_of_its_section() {
+    let e = errors(
+        "\
+server:
+  threads: many
+  pid_file: relative.pid
+  colour: blue
+services:
+  - name: fp
+    listen: 0.0.0.0:8093
+    backends: []
+    helth_check: {}
+  - name: fp
+    listen: 0.0.0.0:8094
+    backends: [10.0.0.1:8093]
+",
+    );
+    assert!(e.has("server.threads", "many"), "{e}");
+    assert!(e.has("server.colour", "unknown field"), "{e}");
+    assert!(e.has("server.pid_file", "absolute"), "{e}");
+    assert!(e.has("services[0].helth_check", "unknown field"), "{e}");
+    assert!(e.has("services[0].backends", "at least one backend"), "{e}");
+    assert!(e.has("services[1].name", "duplicate"), "{e}");
+    // The removed `threads` is reported once, not again as "missing" or defaulted silently.
+    assert_eq!(
+        e.0.iter()
+            .filter(|x| x.key.as_deref() == Some("server.threads"))
+            .count(),
+        1
+    );
+    assert_eq!(e.0.len(), 6, "{e}");
+}

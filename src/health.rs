@@ -1,0 +1,152 @@
+//! Active health checks: builds Pingora's HTTP/TCP checks from the config, bounds each probe by
+//! the configured timeout, applies rise/fall, and reports every up/down transition (log line
+//! and the pool's counters). The periodic loop that drives it lives in `pool`.
+
+use crate::config::{CheckKind, HealthCheckConfig};
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::Backend;
+use pingora::{Error, ErrorType, Result};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Health transitions seen so far, shared with whoever reports on the pool.
+#[derive(Debug, Default)]
+pub struct Transitions {
+    pub up: AtomicU64,
+    pub down: AtomicU64,
+}
+
+/// A configured health check for one service's backends.
+pub struct Checker {
+    service: String,
+    inner: Box<dyn HealthCheck + Send + Sync>,
+    timeout: Duration,
+    rise: usize,
+    fall: usize,
+    transitions: Arc<Transitions>,
+    /// The last failure per backend, so the "down" log line can say why.
+    last_error: Mutex<HashMap<String, String>>,
+}
+
+impl Checker {
+    pub fn new(service: &str, config: &HealthCheckConfig, transitions: Arc<Transitions>) -> Self {
+        let inner: Box<dyn HealthCheck + Send + Sync> = match &config.kind {
+            CheckKind::Http { path, host } => {
+                let host = host.as_deref().unwrap_or("localhost");
+                let mut check = HttpHealthCheck::new(host, false);
+                let mut req = RequestHeader::build("GET", path.as_bytes(), None)
+                    .expect("path validated by config");
+                req.insert_header("Host", host).expect("host validated");
+                req.insert_header("User-Agent", "roost-health-check")
+                    .expect("static header");
+                check.req = req;
+                check.peer_template.options.connection_timeout = Some(config.timeout);
+                check.peer_template.options.read_timeout = Some(config.timeout);
+                check.validator = Some(Box::new(accept_2xx_3xx));
+                Box::new(check)
+            }
+            CheckKind::Tcp => {
+                let mut check = TcpHealthCheck::new();
+                check.peer_template.options.connection_timeout = Some(config.timeout);
+                check
+            }
+        };
+        Self {
+            service: service.to_string(),
+            inner,
+            timeout: config.timeout,
+            rise: config.rise,
+            fall: config.fall,
+            transitions,
+            last_error: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// WPS servers answer GetCapabilities with 200; a redirect still proves the server is alive.
+fn accept_2xx_3xx(resp: &ResponseHeader) -> Result<()> {
+    let code = resp.status.as_u16();
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Error::e_explain(
+            ErrorType::CustomCode("unhealthy status", code),
+            format!("health check answered {code}"),
+        )
+    }
+}
+
+/// `ConnectRefused: Connection refused (os error 111)` rather than Pingora's full chain, which
+/// embeds the whole peer configuration.
+fn brief(e: &Error) -> String {
+    let root = e.root_cause().to_string();
+    let etype = e.root_etype().as_str();
+    if root.is_empty() || root == etype {
+        etype.to_string()
+    } else if let Some(context) = e.context.as_ref().filter(|_| root.contains(etype)) {
+        format!("{root} ({})", context.as_str())
+    } else {
+        format!("{etype}: {root}")
+    }
+}
+
+#[async_trait]
+impl HealthCheck for Checker {
+    async fn check(&self, target: &Backend) -> Result<()> {
+        // Pingora's connect/read timeouts do not bound a server that trickles its answer;
+        // the configured timeout is for the whole probe.
+        let result = match tokio::time::timeout(self.timeout, self.inner.check(target)).await {
+            Ok(result) => result,
+            Err(_) => Error::e_explain(
+                ErrorType::ReadTimedout,
+                format!("no answer within {:?}", self.timeout),
+            ),
+        };
+        if let Err(e) = &result {
+            let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            last.insert(target.addr.to_string(), brief(e));
+        }
+        result
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        let backend = target.addr.to_string();
+        if healthy {
+            self.transitions.up.fetch_add(1, Ordering::Relaxed);
+            info!(
+                "health: service={} backend={} state=up (after {} good checks)",
+                self.service, backend, self.rise
+            );
+        } else {
+            self.transitions.down.fetch_add(1, Ordering::Relaxed);
+            let reason = self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&backend)
+                .cloned()
+                .unwrap_or_default();
+            warn!(
+                "health: service={} backend={} state=down (after {} failed checks; last: {})",
+                self.service, backend, self.fall, reason
+            );
+        }
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        format!("service={} backend={}", self.service, target.addr)
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        if success {
+            self.rise
+        } else {
+            self.fall
+        }
+    }
+}

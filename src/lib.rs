@@ -1,0 +1,30 @@
+//! Roost: a sticky, health-checked HTTP load balancer for OGC Web Processing Services, built on
+//! Cloudflare's Pingora.
+//!
+//! A WPS job leaves its status document and outputs on the disk of the machine that ran it, so
+//! every request carrying the same `machineid` header must reach the same backend. Roost hashes
+//! that header onto Pingora's Ketama ring (the same mapping as NGINX `hash ... consistent` for
+//! `IP:port` servers), checks backends actively, and moves only a down backend's keys.
+//!
+//! # Layout
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | the YAML file: env expansion, validation with file:line:key errors, typed model |
+//! | [`key`] | reading the affinity key from request headers (pure) |
+//! | [`select`] | the selection policy: owner, failover walk, reject, round robin (pure) |
+//! | [`headers`] | forwarding headers added upstream (pure) |
+//! | [`health`] | active health checks: probe, timeout, rise/fall, transition reports |
+//! | [`pool`] | one service's Ketama load balancer, health loop and counters |
+//! | [`proxy`] | the Pingora `ProxyHttp` for one service |
+//! | [`server`] | building the Pingora server: one proxy and one health service per WPS service |
+//! | [`cli`] | command-line parsing and dispatch |
+
+pub mod cli;
+pub mod config;
+pub mod headers;
+pub mod health;
+pub mod key;
+pub mod pool;
+pub mod proxy;
+pub mod select;
+pub mod server;

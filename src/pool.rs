@@ -1,0 +1,457 @@
+//! One service's backend pool: Pingora's `LoadBalancer<KetamaHashing>` (the ring and the
+//! health state), the round-robin rotation for keyless requests, the health-check loop, and
+//! the counters about them. Turns a key into a [`Decision`] with the rules in `select`.
+
+use crate::config::{MissingKey, ServiceConfig, WhenDown};
+use crate::health::{Checker, Transitions};
+use crate::select::{Decision, RingWalk, RoundRobin};
+use async_trait::async_trait;
+use futures::FutureExt;
+use http::HeaderName;
+use pingora::lb::discovery::Static;
+use pingora::lb::selection::consistent::KetamaHashing;
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora_ketama::DEFAULT_POINT_MULTIPLE;
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Counters about a pool's upstream connections.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Connections to a backend that failed (refused, timed out, unreachable).
+    pub connect_failures: AtomicU64,
+    /// Requests re-sent to the next backend after such a failure.
+    pub retries: AtomicU64,
+}
+
+/// A backend as the pool reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// As written in the config.
+    pub address: String,
+    pub addr: std::net::SocketAddr,
+    pub weight: u32,
+    pub healthy: bool,
+}
+
+pub struct Pool {
+    pub name: String,
+    pub header: HeaderName,
+    pub missing: MissingKey,
+    pub when_down: WhenDown,
+    pub trust_forwarded_headers: bool,
+    lb: LoadBalancer<KetamaHashing>,
+    /// Backends in config order, with the address text they were written as.
+    members: Vec<(Backend, String)>,
+    /// Points on the Ketama ring: a failover walk may need all of them.
+    ring_points: usize,
+    rotation: RoundRobin,
+    health_interval: Option<Duration>,
+    pub stats: PoolStats,
+    pub transitions: Arc<Transitions>,
+}
+
+impl Pool {
+    /// Build the pool for `config`. Health checks are configured but not started: see
+    /// [`HealthService`].
+    pub fn new(config: &ServiceConfig) -> Self {
+        let members: Vec<(Backend, String)> = config
+            .backends
+            .iter()
+            .map(|b| {
+                let backend = Backend::new_with_weight(&b.addr.to_string(), b.weight as usize)
+                    .expect("a SocketAddr always parses");
+                (backend, b.address.clone())
+            })
+            .collect();
+        let set: BTreeSet<Backend> = members.iter().map(|(b, _)| b.clone()).collect();
+        let mut lb = LoadBalancer::<KetamaHashing>::from_backends(Backends::new(Static::new(set)));
+        let transitions = Arc::new(Transitions::default());
+        if let Some(hc) = &config.health_check {
+            lb.set_health_check(Box::new(Checker::new(
+                &config.name,
+                hc,
+                Arc::clone(&transitions),
+            )));
+        }
+        // Static discovery answers without waiting, so the first update completes here and the
+        // ring is ready before the first request.
+        lb.update()
+            .now_or_never()
+            .expect("static discovery does not wait")
+            .expect("static discovery does not fail");
+        let ring_points = config
+            .backends
+            .iter()
+            .map(|b| b.weight as usize * DEFAULT_POINT_MULTIPLE as usize)
+            .sum();
+        Self {
+            name: config.name.clone(),
+            header: HeaderName::from_bytes(config.hash.header.as_bytes())
+                .expect("header name validated by config"),
+            missing: config.hash.missing,
+            when_down: config.when_down,
+            trust_forwarded_headers: config.trust_forwarded_headers,
+            lb,
+            members,
+            ring_points,
+            rotation: RoundRobin::default(),
+            health_interval: config.health_check.as_ref().map(|hc| hc.interval),
+            stats: PoolStats::default(),
+            transitions,
+        }
+    }
+
+    /// Where a request with affinity key `key` goes. `exclude` is a backend that just refused
+    /// a connection for this request.
+    pub fn select_by_key(&self, key: &[u8], exclude: Option<&Backend>) -> Decision<Backend> {
+        let walk = RingWalk::new(self.when_down, exclude);
+        let picked = self
+            .lb
+            .select_with(key, walk.max_steps(self.ring_points), |b, healthy| {
+                walk.accept(b, healthy)
+            });
+        walk.finish(picked)
+    }
+
+    /// Where a request without a key goes under `missing: round_robin`.
+    pub fn select_round_robin(&self, exclude: Option<&Backend>) -> Decision<Backend> {
+        let usable: Vec<(u32, bool)> = self
+            .members
+            .iter()
+            .map(|(b, _)| {
+                (
+                    b.weight as u32,
+                    Some(b) != exclude && self.lb.backends().ready(b),
+                )
+            })
+            .collect();
+        match self.rotation.pick(&usable) {
+            Some(i) => Decision::Forward {
+                backend: self.members[i].0.clone(),
+                role: crate::select::Role::Owner,
+            },
+            None => Decision::NoneHealthy,
+        }
+    }
+
+    /// The address text a backend was configured with (used as Host for requests without one).
+    pub fn address_of(&self, backend: &Backend) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|(b, _)| b == backend)
+            .map(|(_, a)| a.as_str())
+    }
+
+    /// Every backend with its current health, in config order.
+    pub fn status(&self) -> Vec<BackendStatus> {
+        self.members
+            .iter()
+            .map(|(b, address)| BackendStatus {
+                address: address.clone(),
+                addr: b.as_inet().copied().expect("pools hold inet backends"),
+                weight: b.weight as u32,
+                healthy: self.lb.backends().ready(b),
+            })
+            .collect()
+    }
+
+    /// How long a client should wait before retrying a key whose backend is down: one
+    /// health-check interval, at least a second.
+    pub fn retry_after_secs(&self) -> u64 {
+        self.health_interval.map_or(1, |i| i.as_secs().max(1))
+    }
+
+    /// One round of health checks over every backend, all probed in parallel so one slow
+    /// backend cannot delay the verdict on the others.
+    pub async fn check_health(&self) {
+        self.lb.backends().run_health_check(true).await;
+    }
+}
+
+/// The background task that runs a pool's health checks every `interval`.
+pub struct HealthService {
+    pub pool: Arc<Pool>,
+}
+
+#[async_trait]
+impl BackgroundService for HealthService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(interval) = self.pool.health_interval else {
+            return;
+        };
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.pool.check_health().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The NGINX parity pins. Expected backends were recorded from a real NGINX 1.22 run
+    //! (`hash $http_machineid consistent;`, backends on 127.0.0.11-13:8093); Roost must keep
+    //! choosing exactly these so a site can swap NGINX for Roost without moving a single job.
+
+    use super::*;
+    use crate::config::{BackendConfig, HashPolicy};
+
+    const KEYS: [&str; 20] = [
+        "machine-0",
+        "machine-1",
+        "machine-2",
+        "machine-3",
+        "machine-4",
+        "machine-5",
+        "machine-6",
+        "machine-7",
+        "machine-8",
+        "machine-9",
+        "machine-10",
+        "machine-11",
+        "abc",
+        "def",
+        "ghi",
+        "6f1c2a44-1f0e-4c8a-9a57-2f5b0c3d9e11",
+        "0a7d3c52-9b1e-4f6a-8c2d-5e4f3a2b1c0d",
+        "pavics-user-42",
+        "birdy-session",
+        "hostname.example.org",
+    ];
+    /// Last octet of the backend NGINX chose for each of `KEYS`, three equal servers.
+    const NGINX_EQUAL: [u8; 20] = [
+        12, 13, 11, 13, 13, 13, 11, 11, 12, 11, 12, 12, 11, 13, 12, 11, 12, 13, 12, 12,
+    ];
+    /// Same, with `server 127.0.0.12:8093 weight=2;`.
+    const NGINX_WEIGHTED: [u8; 20] = [
+        12, 13, 12, 13, 13, 13, 11, 11, 12, 11, 12, 12, 11, 12, 12, 12, 12, 13, 12, 12,
+    ];
+    /// Same, with .12 removed from the list — and, identically, with `server ... down;`.
+    const NGINX_WITHOUT_12: [u8; 20] = [
+        11, 13, 11, 13, 13, 13, 11, 11, 13, 11, 11, 13, 11, 13, 13, 11, 13, 13, 11, 13,
+    ];
+
+    fn service(backends: &[(u8, u32)], when_down: WhenDown) -> ServiceConfig {
+        ServiceConfig {
+            name: "fp".into(),
+            listen: "127.0.0.1:8093".parse().unwrap(),
+            hash: HashPolicy {
+                header: "machineid".into(),
+                missing: MissingKey::RoundRobin,
+            },
+            backends: backends
+                .iter()
+                .map(|(octet, weight)| {
+                    let address = format!("127.0.0.{octet}:8093");
+                    BackendConfig {
+                        addr: address.parse().unwrap(),
+                        address,
+                        weight: *weight,
+                    }
+                })
+                .collect(),
+            health_check: None,
+            when_down,
+            trust_forwarded_headers: false,
+        }
+    }
+
+    fn owner(pool: &Pool, key: &str) -> u8 {
+        match pool.select_by_key(key.as_bytes(), None) {
+            Decision::Forward { backend, .. } => match backend.as_inet().unwrap().ip() {
+                std::net::IpAddr::V4(ip) => ip.octets()[3],
+                other => panic!("unexpected {other}"),
+            },
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+
+    fn mapping(pool: &Pool) -> Vec<u8> {
+        KEYS.iter().map(|k| owner(pool, k)).collect()
+    }
+
+    impl Pool {
+        fn set_enabled(&self, octet: u8, enabled: bool) {
+            let (backend, _) = self
+                .members
+                .iter()
+                .find(|(_, a)| a.starts_with(&format!("127.0.0.{octet}:")))
+                .unwrap();
+            self.lb.backends().set_enable(backend, enabled);
+        }
+    }
+
+    #[test]
+    fn matches_nginx_hash_consistent() {
+        let pool = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover));
+        assert_eq!(mapping(&pool), NGINX_EQUAL);
+    }
+
+    #[test]
+    fn matches_nginx_with_weights() {
+        let pool = Pool::new(&service(&[(11, 1), (12, 2), (13, 1)], WhenDown::Failover));
+        assert_eq!(mapping(&pool), NGINX_WEIGHTED);
+    }
+
+    #[test]
+    fn config_order_does_not_matter() {
+        let pool = Pool::new(&service(&[(13, 1), (11, 1), (12, 1)], WhenDown::Failover));
+        assert_eq!(mapping(&pool), NGINX_EQUAL);
+    }
+
+    #[test]
+    fn removed_backend_matches_nginx_and_only_its_keys_move() {
+        let pool = Pool::new(&service(&[(11, 1), (13, 1)], WhenDown::Failover));
+        assert_eq!(mapping(&pool), NGINX_WITHOUT_12);
+        for (i, before) in NGINX_EQUAL.iter().enumerate() {
+            if *before != 12 {
+                assert_eq!(NGINX_WITHOUT_12[i], *before, "key {} moved", KEYS[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn down_backend_fails_over_like_nginx_down() {
+        let pool = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover));
+        pool.set_enabled(12, false);
+        assert_eq!(mapping(&pool), NGINX_WITHOUT_12);
+        pool.set_enabled(12, true);
+        assert_eq!(mapping(&pool), NGINX_EQUAL);
+    }
+
+    #[test]
+    fn roles_and_reject() {
+        let pool = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Reject));
+        pool.set_enabled(12, false);
+        for (i, key) in KEYS.iter().enumerate() {
+            let decision = pool.select_by_key(key.as_bytes(), None);
+            if NGINX_EQUAL[i] == 12 {
+                assert_eq!(decision, Decision::OwnerDown, "{key}");
+            } else {
+                assert!(
+                    matches!(
+                        decision,
+                        Decision::Forward {
+                            role: crate::select::Role::Owner,
+                            ..
+                        }
+                    ),
+                    "{key}"
+                );
+            }
+        }
+        let failover = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover));
+        failover.set_enabled(12, false);
+        let decision = failover.select_by_key(b"machine-0", None);
+        assert!(matches!(
+            decision,
+            Decision::Forward {
+                role: crate::select::Role::Failover,
+                ..
+            }
+        ));
+    }
+
+    /// Over many keys and every single-backend outage in a 5-backend pool: a key moves if and
+    /// only if its owner is the one that is down, and it moves to its owner in the smaller ring.
+    #[test]
+    fn only_a_down_backends_keys_move() {
+        let octets: Vec<(u8, u32)> = (21..26).map(|o| (o, 1)).collect();
+        let pool = Pool::new(&service(&octets, WhenDown::Failover));
+        let keys: Vec<String> = (0..5000).map(|i| format!("key-{i}")).collect();
+        let before: Vec<u8> = keys.iter().map(|k| owner(&pool, k)).collect();
+        for (down, _) in &octets {
+            pool.set_enabled(*down, false);
+            let smaller: Vec<(u8, u32)> =
+                octets.iter().copied().filter(|(o, _)| o != down).collect();
+            let without = Pool::new(&service(&smaller, WhenDown::Failover));
+            let mut moved = 0;
+            for (k, b) in keys.iter().zip(&before) {
+                let now = owner(&pool, k);
+                if b == down {
+                    moved += 1;
+                    assert_ne!(now, *down);
+                    assert_eq!(
+                        now,
+                        owner(&without, k),
+                        "{k}: failover differs from removal"
+                    );
+                } else {
+                    assert_eq!(now, *b, "{k} moved although its backend is up");
+                }
+            }
+            assert!(
+                moved > 500,
+                "backend {down} owned only {moved} of 5000 keys"
+            );
+            pool.set_enabled(*down, true);
+        }
+    }
+
+    #[test]
+    fn all_down() {
+        let pool = Pool::new(&service(&[(11, 1), (12, 1)], WhenDown::Failover));
+        pool.set_enabled(11, false);
+        pool.set_enabled(12, false);
+        assert_eq!(pool.select_by_key(b"abc", None), Decision::NoneHealthy);
+        assert_eq!(pool.select_round_robin(None), Decision::NoneHealthy);
+    }
+
+    #[test]
+    fn retry_excludes_the_refusing_backend() {
+        let pool = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover));
+        let Decision::Forward { backend: first, .. } = pool.select_by_key(b"machine-0", None)
+        else {
+            panic!()
+        };
+        let Decision::Forward {
+            backend: second,
+            role,
+        } = pool.select_by_key(b"machine-0", Some(&first))
+        else {
+            panic!()
+        };
+        assert_ne!(first, second);
+        assert_eq!(role, crate::select::Role::Failover);
+        // The retry goes where the key would fail over to: the next backend on the ring.
+        pool.set_enabled(12, false);
+        assert_eq!(
+            owner(&pool, "machine-0"),
+            second
+                .as_inet()
+                .map(|a| match a.ip() {
+                    std::net::IpAddr::V4(ip) => ip.octets()[3],
+                    _ => 0,
+                })
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn round_robin_is_even_and_skips_down() {
+        let pool = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover));
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..300 {
+            if let Decision::Forward { backend, .. } = pool.select_round_robin(None) {
+                *counts.entry(backend.addr.to_string()).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(counts.len(), 3);
+        assert!(counts.values().all(|&c| c == 100), "{counts:?}");
+        pool.set_enabled(11, false);
+        for _ in 0..30 {
+            let Decision::Forward { backend, .. } = pool.select_round_robin(None) else {
+                panic!()
+            };
+            assert_ne!(backend.addr.to_string(), "127.0.0.11:8093");
+        }
+    }
+}

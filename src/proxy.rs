@@ -1,0 +1,304 @@
+//! The per-service Pingora `ProxyHttp`: picks the backend for each request (affinity key →
+//! ring, or round robin), answers refusals itself (400/503 with a one-line body), retries a
+//! refused connection once on the next backend, and sets the forwarding headers.
+
+use crate::config::{MissingKey, WhenDown};
+use crate::headers::{self, Forwarding};
+use crate::key::{self, Key};
+use crate::pool::Pool;
+use crate::select::Decision;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::lb::Backend;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long to wait for a backend to accept a connection before trying the next one.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle pooled connection to a backend is kept for reuse.
+pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct WpsProxy {
+    pool: Arc<Pool>,
+}
+
+impl WpsProxy {
+    pub fn new(pool: Arc<Pool>) -> Self {
+        Self { pool }
+    }
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct RequestCtx {
+    /// The backend chosen for this request.
+    backend: Option<Backend>,
+    /// A backend that refused the connection; the retry picks another one.
+    refused: Option<Backend>,
+    /// Whether the request may go to a backend other than its key's owner.
+    may_fail_over: bool,
+    /// Whether a connection to a backend failed for this request.
+    connect_failed: bool,
+    /// Whether the one retry after a refused connection was used.
+    retried: bool,
+}
+
+/// A request Roost answers itself instead of forwarding.
+struct Refusal {
+    status: u16,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl WpsProxy {
+    /// Decide where this request goes. `exclude` is a backend that just refused it.
+    fn choose(
+        &self,
+        session: &Session,
+        exclude: Option<&Backend>,
+        ctx: &mut RequestCtx,
+    ) -> Result<Backend, Refusal> {
+        let pool = &self.pool;
+        let decision = match key::extract(&session.req_header().headers, &pool.header) {
+            Key::Present(k) => {
+                ctx.may_fail_over = pool.when_down == WhenDown::Failover;
+                pool.select_by_key(k, exclude)
+            }
+            Key::Invalid(reason) => {
+                return Err(Refusal {
+                    status: 400,
+                    message: format!("{} header refused: {reason}", pool.header),
+                    retry_after: None,
+                })
+            }
+            Key::Missing => match pool.missing {
+                MissingKey::RoundRobin => {
+                    ctx.may_fail_over = true;
+                    pool.select_round_robin(exclude)
+                }
+                MissingKey::ClientIp => {
+                    ctx.may_fail_over = pool.when_down == WhenDown::Failover;
+                    let ip = client_ip(session)
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_default();
+                    pool.select_by_key(ip.as_bytes(), exclude)
+                }
+                MissingKey::Reject => {
+                    return Err(Refusal {
+                        status: 400,
+                        message: format!(
+                            "missing {} header: service '{}' routes every request by it",
+                            pool.header, pool.name
+                        ),
+                        retry_after: None,
+                    })
+                }
+            },
+        };
+        match decision {
+            Decision::Forward { backend, .. } => Ok(backend),
+            Decision::OwnerDown => Err(self.owner_down()),
+            Decision::NoneHealthy => Err(Refusal {
+                status: 503,
+                message: format!("no healthy backend for service '{}'", pool.name),
+                retry_after: Some(self.pool.retry_after_secs()),
+            }),
+        }
+    }
+
+    fn owner_down(&self) -> Refusal {
+        Refusal {
+            status: 503,
+            message: format!(
+                "the backend that holds this {}'s jobs is down (service '{}'); retry later",
+                self.pool.header, self.pool.name
+            ),
+            retry_after: Some(self.pool.retry_after_secs()),
+        }
+    }
+
+    async fn respond(&self, session: &mut Session, refusal: &Refusal) -> Result<()> {
+        let body = Bytes::from(format!("roost: {}\n", refusal.message));
+        let mut resp = ResponseHeader::build(refusal.status, Some(4))?;
+        resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+        resp.insert_header("Content-Length", body.len().to_string())?;
+        resp.insert_header("Cache-Control", "no-store")?;
+        if let Some(secs) = refusal.retry_after {
+            resp.insert_header("Retry-After", secs.to_string())?;
+        }
+        // Closes the connection afterwards: an unread request body must not be taken for the
+        // next request.
+        session
+            .as_downstream_mut()
+            .write_error_response(resp, body)
+            .await
+    }
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for WpsProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.choose(session, None, ctx) {
+            Ok(backend) => {
+                ctx.backend = Some(backend);
+                Ok(false)
+            }
+            Err(refusal) => {
+                self.respond(session, &refusal).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        if let Some(refused) = ctx.refused.take() {
+            // Retry after a refused connection: same rules, minus the backend that refused.
+            match self.choose(session, Some(&refused), ctx) {
+                Ok(backend) => ctx.backend = Some(backend),
+                Err(refusal) => {
+                    return Error::e_explain(ErrorType::HTTPStatus(refusal.status), refusal.message)
+                }
+            }
+        }
+        let Some(backend) = ctx.backend.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no backend chosen");
+        };
+        let addr = *backend.as_inet().expect("pools hold inet backends");
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.pool
+            .stats
+            .connect_failures
+            .fetch_add(1, Ordering::Relaxed);
+        ctx.connect_failed = true;
+        // Nothing reached the backend, so even a POST is safe to send elsewhere; once only,
+        // so a dead backend costs one extra connect and not a walk round the whole ring.
+        let retry = ctx.may_fail_over && !ctx.retried;
+        if retry {
+            ctx.retried = true;
+            ctx.refused = ctx.backend.clone();
+            self.pool.stats.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let fallback_host = ctx
+            .backend
+            .as_ref()
+            .and_then(|b| self.pool.address_of(b))
+            .unwrap_or("localhost");
+        headers::apply(
+            upstream_request,
+            &Forwarding {
+                client_ip: client_ip(session),
+                trust_incoming: self.pool.trust_forwarded_headers,
+                fallback_host,
+            },
+        );
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy
+    where
+        RequestCtx: Send + Sync,
+    {
+        let refusal = match e.etype() {
+            ErrorType::HTTPStatus(code) => Some(Refusal {
+                status: *code,
+                message: e
+                    .context
+                    .as_ref()
+                    .map(|c| c.as_str().to_string())
+                    .unwrap_or_else(|| format!("error {code}")),
+                retry_after: (*code == 503).then(|| self.pool.retry_after_secs()),
+            }),
+            _ => match e.esource() {
+                ErrorSource::Upstream if ctx.connect_failed && !ctx.may_fail_over => {
+                    Some(self.owner_down())
+                }
+                ErrorSource::Upstream => Some(Refusal {
+                    status: 502,
+                    message: format!(
+                        "bad gateway: a backend of service '{}' failed",
+                        self.pool.name
+                    ),
+                    retry_after: None,
+                }),
+                ErrorSource::Downstream => match e.etype() {
+                    // The client is gone; nothing to answer.
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        None
+                    }
+                    _ => Some(Refusal {
+                        status: 400,
+                        message: "bad request".to_string(),
+                        retry_after: None,
+                    }),
+                },
+                ErrorSource::Internal | ErrorSource::Unset => Some(Refusal {
+                    status: 500,
+                    message: "internal error".to_string(),
+                    retry_after: None,
+                }),
+            },
+        };
+        let error_code = match &refusal {
+            Some(r) => {
+                if let Err(write_error) = self.respond(session, r).await {
+                    log::debug!("could not send error response: {write_error}");
+                }
+                r.status
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Selection policy: which backend a request goes to, given the candidates in ring order and
+//! their health. Pure: no sockets, no clocks, so the stickiness rules are pinned by unit tests.
+//!
+//! The ring itself is Pingora's Ketama (`pool` drives it); this module decides what to do with
+//! the candidates it yields:
+//! - the first candidate is the key's *owner*; it gets the request when it is usable;
+//! - `when_down: failover` walks on to the next usable candidate, `reject` stops at the owner;
+//! - a backend that just refused a connection is passed over for the retry (`exclude`).
+//!
+//! Keyless requests use [`RoundRobin`]: a weighted rotation whose start moves one step per
+//! request, falling forward past backends that are down.
+
+use crate::config::WhenDown;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Whether the chosen backend owns the key on the ring or stands in for a down owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Failover,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Failover => "failover",
+        }
+    }
+}
+
+/// The outcome of a selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<B> {
+    /// Send the request to `backend`.
+    Forward { backend: B, role: Role },
+    /// `when_down: reject` and the key's owner is down.
+    OwnerDown,
+    /// No usable backend at all.
+    NoneHealthy,
+}
+
+/// Acceptor for a walk over ring candidates, fed one candidate at a time by a ring iterator
+/// (Pingora's `select_with` calls [`RingWalk::accept`] until it returns true).
+pub struct RingWalk<'a, B> {
+    when_down: WhenDown,
+    exclude: Option<&'a B>,
+    offered: Cell<usize>,
+}
+
+impl<'a, B: PartialEq> RingWalk<'a, B> {
+    pub fn new(when_down: WhenDown, exclude: Option<&'a B>) -> Self {
+        Self {
+            when_down,
+            exclude,
+            offered: Cell::new(0),
+        }
+    }
+
+    /// How many ring steps the iterator may take. `failover` may need the whole ring to meet
+    /// every distinct backend (a small fixed count can end the walk while healthy backends
+    /// remain); `reject` only ever looks at the owner, the first step.
+    pub fn max_steps(&self, ring_points: usize) -> usize {
+        match self.when_down {
+            WhenDown::Failover => ring_points.max(1),
+            WhenDown::Reject => 1,
+        }
+    }
+
+    /// Take `candidate`? Called in ring order with each distinct backend's health.
+    pub fn accept(&self, candidate: &B, healthy: bool) -> bool {
+        let n = self.offered.get();
+        self.offered.set(n + 1);
+        if n > 0 && self.when_down == WhenDown::Reject {
+            return false;
+        }
+        healthy && self.exclude != Some(candidate)
+    }
+
+    /// Turn what the walk picked into a decision.
+    pub fn finish(self, picked: Option<B>) -> Decision<B> {
+        match picked {
+            Some(backend) => Decision::Forward {
+                backend,
+                role: if self.offered.get() == 1 {
+                    Role::Owner
+                } else {
+                    Role::Failover
+                },
+            },
+            None if self.when_down == WhenDown::Reject && self.offered.get() > 0 => {
+                Decision::OwnerDown
+            }
+            None => Decision::NoneHealthy,
+        }
+    }
+}
+
+/// Weighted round robin for requests without a key.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    /// Pick from `backends` (`(weight, usable)` in a fixed order): the rotation's current slot,
+    /// or the first usable backend after it. Returns the index, or `None` when none is usable.
+    pub fn pick(&self, backends: &[(u32, bool)]) -> Option<usize> {
+        let total: u64 = backends.iter().map(|(w, _)| u64::from(*w)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut slot = (self.next.fetch_add(1, Ordering::Relaxed) as u64) % total;
+        let start = backends
+            .iter()
+            .position(|(w, _)| {
+                let w = u64::from(*w);
+                if slot < w {
+                    true
+                } else {
+                    slot -= w;
+                    false
+                }
+            })
+            .unwrap_or(0);
+        (0..backends.len())
+            .map(|step| (start + step) % backends.len())
+            .find(|&i| backends[i].1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drive a walk the way Pingora's `select_with` does: offer candidates until accepted.
+    fn walk(
+        ring: &[(&'static str, bool)],
+        when_down: WhenDown,
+        exclude: Option<&&'static str>,
+    ) -> Decision<&'static str> {
+        let w = RingWalk::new(when_down, exclude);
+        let limit = w.max_steps(ring.len());
+        let picked = ring
+            .iter()
+            .take(limit)
+            .find(|(b, healthy)| w.accept(b, *healthy))
+            .map(|(b, _)| *b);
+        w.finish(picked)
+    }
+
+    #[test]
+    fn owner_when_healthy() {
+        let ring = [("a", true), ("b", true), ("c", true)];
+        for mode in [WhenDown::Failover, WhenDown::Reject] {
+            assert_eq!(
+                walk(&ring, mode, None),
+                Decision::Forward {
+                    backend: "a",
+                    role: Role::Owner
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn failover_walks_past_every_down_backend() {
+        let ring = [("a", false), ("b", false), ("c", true)];
+        assert_eq!(
+            walk(&ring, WhenDown::Failover, None),
+            Decision::Forward {
+                backend: "c",
+                role: Role::Failover
+            }
+        );
+    }
+
+    #[test]
+    fn reject_stops_at_the_owner() {
+        let ring = [("a", false), ("b", true)];
+        assert_eq!(walk(&ring, WhenDown::Reject, None), Decision::OwnerDown);
+    }
+
+    #[test]
+    fn none_healthy() {
+        let ring = [("a", false), ("b", false)];
+        assert_eq!(walk(&ring, WhenDown::Failover, None), Decision::NoneHealthy);
+        assert_eq!(walk(&[], WhenDown::Failover, None), Decision::NoneHealthy);
+        assert_eq!(walk(&[], WhenDown::Reject, None), Decision::NoneHealthy);
+    }
+
+    #[test]
+    fn excluded_backend_is_skipped_for_retries() {
+        let ring = [("a", true), ("b", true)];
+        assert_eq!(
+            walk(&ring, WhenDown::Failover, Some(&"a")),
+            Decision::Forward {
+                backend: "b",
+                role: Role::Failover
+            }
+        );
+    }
+
+    #[test]
+    fn round_robin_follows_weights() {
+        let rr = RoundRobin::default();
+        let backends = [(1, true), (2, true), (1, true)];
+        let mut counts = [0; 3];
+        for _ in 0..400 {
+            counts[rr.pick(&backends).unwrap()] += 1;
+        }
+        assert_eq!(counts, [100, 200, 100]);
+    }
+
+    #[test]
+    fn round_robin_skips_down_backends_and_stays_even() {
+        let rr = RoundRobin::default();
+        let backends = [(1, true), (1, false), (1, true)];
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            counts[rr.pick(&backends).unwrap()] += 1;
+        }
+        assert_eq!(counts[1], 0);
+        assert_eq!(counts[0] + counts[2], 300);
+        assert!(counts[0] >= 100 && counts[2] >= 100, "{counts:?}");
+        assert_eq!(rr.pick(&[(1, false), (3, false)]), None);
+        assert_eq!(rr.pick(&[]), None);
+    }
+}

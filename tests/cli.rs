@@ -1,0 +1,160 @@
+//! The command line: `-t` on good and bad files, every shipped config, `route`, and a bad file
+//! at start-up.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn every_shipped_config_passes_t() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/conf")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("docker-compose.yaml") {
+            let (code, out, err) = run_roost(&["-t", "-c", path.to_str().unwrap()]);
+            assert_eq!(code, 0, "{}: {err}", path.display());
+            assert!(out.contains(": OK ("), "{out}");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "expected conf/roost.yaml and conf/example-local.yaml"
+    );
+}
+
+#[test]
+fn t_on_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "ok.yaml",
+        "services:\n  - {name: a, listen: 127.0.0.1:1, backends: [10.0.0.1:80, 10.0.0.2:80]}\n",
+    );
+    let (code, out, err) = run_roost(&["-t", "-c", &file]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("roost: {file}: OK (1 services, 2 backends)")
+    );
+}
+
+#[test]
+fn t_on_a_bad_file_prints_every_error_with_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "bad.yaml",
+        "\
+services:
+  - name: a
+    listen: 0.0.0.0:8093
+    backends: [10.0.0.1]
+  - name: a
+    listen: 0.0.0.0:8094
+    backends: [{address: 10.0.0.2:80, weight: 0}]
+    when_down: later
+",
+    );
+    let (code, out, err) = run_roost(&["-t", "-c", &file]);
+    assert_ne!(code, 0);
+    assert!(out.is_empty(), "{out}");
+    for expected in [
+        format!("{file}:4: services[0].backends[0]: `10.0.0.1` has no port"),
+        format!("{file}:5: services[1].name: duplicate service name `a`"),
+        format!("{file}:7: services[1].backends[0].weight: must be at least 1"),
+        format!("{file}:8: services[1].when_down: `later` is not one of: failover, reject"),
+        format!("roost: {file}: 4 errors; nothing was started"),
+    ] {
+        assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn t_on_a_missing_file() {
+    let (code, _, err) = run_roost(&["-t", "-c", "/nonexistent/roost.yaml"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("/nonexistent/roost.yaml: cannot read configuration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unset_variable_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "env.yaml",
+        "services:\n  - {name: a, listen: \"127.0.0.1:${ROOST_TEST_SURELY_UNSET}\", backends: [10.0.0.1:80]}\n",
+    );
+    let (code, _, err) = run_roost(&["-t", "-c", &file]);
+    assert_ne!(code, 0);
+    assert!(err.contains("ROOST_TEST_SURELY_UNSET is not set"), "{err}");
+}
+
+#[test]
+fn route_prints_the_backend_and_rejects_unknown_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "r.yaml",
+        "services:\n  - {name: fp, listen: 127.0.0.1:1, backends: [127.0.0.11:8093, 127.0.0.12:8093, 127.0.0.13:8093]}\n",
+    );
+    // Pinned against NGINX `hash $http_machineid consistent` (see pool.rs tests).
+    for (key, backend) in [
+        ("abc", "127.0.0.11:8093"),
+        ("def", "127.0.0.13:8093"),
+        ("ghi", "127.0.0.12:8093"),
+    ] {
+        let (code, out, err) = run_roost(&["route", "-c", &file, "fp", key]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), backend, "{key}");
+    }
+    let (code, _, err) = run_roost(&["route", "-c", &file, "nope", "abc"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no service named 'nope'") && err.contains("fp"),
+        "{err}"
+    );
+    let (code, _, _) = run_roost(&["route", "-c", &file, "fp", " "]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn a_bad_file_at_startup_exits_without_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = write(
+        &dir,
+        "bad.yaml",
+        &format!("services:\n  - {{name: a, listen: 127.0.0.1:{port}, backends: [10.0.0.1]}}\n"),
+    );
+    let log = dir.path().join("log");
+    let mut roost = spawn_roost(std::path::Path::new(&file), &log, &[]);
+    let code = roost.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(1));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("has no port"));
+}
+
+#[test]
+fn version_and_help() {
+    let (code, out, _) = run_roost(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("roost "), "{out}");
+    let (code, out, _) = run_roost(&["--help"]);
+    assert_eq!(code, 0);
+    for flag in ["-c", "-t", "-d", "-u", "route"] {
+        assert!(out.contains(flag), "{flag} missing from help:\n{out}");
+    }
+}
