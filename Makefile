@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= conf/roost.yaml
 
-.PHONY: deps build release run test check fmt fmt-check lint clean
+.PHONY: deps build release run test check fmt fmt-check lint clean upgrade reload
 
 deps:            ## install system packages and Rust (Debian/Ubuntu)
 	@scripts/deps.sh
@@ -31,6 +31,12 @@ fmt:
 
 lint:
 	cargo clippy --all-targets -- -D warnings
+
+upgrade: release ## hot-swap the running daemon of CONFIG for target/release/roost (zero downtime)
+	target/release/roost upgrade -c $(CONFIG)
+
+reload: release  ## SIGHUP: the running daemon of CONFIG re-reads its backends and health checks
+	target/release/roost reload -c $(CONFIG)
 
 clean:
 	cargo clean

@@ -1,4 +1,5 @@
-//! Command line: `roost [-c FILE] [-t | -d | -u]` and `roost route -c FILE SERVICE KEY`.
+//! Command line: `roost [-c FILE] [-t | -d | -u]`, `roost route -c FILE SERVICE KEY`,
+//! `roost upgrade -c FILE` and `roost reload -c FILE`.
 //! Parses arguments, sets up logging, and dispatches; the work happens elsewhere.
 
 use crate::config::Config;
@@ -50,6 +51,12 @@ pub enum Command {
         /// Affinity key (the machineid header's value)
         key: String,
     },
+    /// Hot-swap the running daemon (found through server.pid_file) for this binary with this
+    /// config: starts `roost -u -d`, sends SIGQUIT to the old process, waits until it is gone
+    Upgrade,
+    /// Validate the config, then tell the running daemon (server.pid_file) to re-read it
+    /// (SIGHUP): backends, weights, health checks and when_down change without a restart
+    Reload,
 }
 
 pub fn main() -> ExitCode {
@@ -71,8 +78,11 @@ pub fn main() -> ExitCode {
         }
     };
 
-    if let Some(Command::Route { service, key }) = &cli.command {
-        return route(&config, service, key);
+    match &cli.command {
+        Some(Command::Route { service, key }) => return route(&config, service, key),
+        Some(Command::Upgrade) => return crate::upgrade::run(&config, &absolute(&cli.conf)),
+        Some(Command::Reload) => return crate::upgrade::reload(&config),
+        None => {}
     }
     if cli.test {
         let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
@@ -84,11 +94,33 @@ pub fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    if cli.daemon {
+        // A daemon's log goes to server.error_log; Pingora would only panic after forking.
+        if let Some(log) = &config.server.error_log {
+            if let Err(e) = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(log)
+            {
+                eprintln!(
+                    "roost: {}: server.error_log: cannot open {}: {e}; nothing was started",
+                    config.source,
+                    log.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let options = RunOptions {
         daemon: cli.daemon,
         upgrade: cli.upgrade,
     };
-    server::build(&config, options).run_forever()
+    server::build(&config, absolute(&cli.conf), options).run_forever()
+}
+
+/// A daemonized process runs in `/` and re-reads its config file on SIGHUP.
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// `roost route`: the same selection code the proxy runs, with every backend healthy.

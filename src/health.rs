@@ -3,6 +3,7 @@
 //! and the pool's counters). The periodic loop that drives it lives in `pool`.
 
 use crate::config::{CheckKind, HealthCheckConfig};
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -21,20 +22,64 @@ pub struct Transitions {
     pub down: AtomicU64,
 }
 
-/// A configured health check for one service's backends.
+/// One service's health check. A cheap handle (clones share state) so that the pool can hand
+/// it to Pingora and still reconfigure it on reload; with no check configured every probe
+/// succeeds at once, which brings any backend that was down back up.
+#[derive(Clone)]
 pub struct Checker {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     service: String,
-    inner: Box<dyn HealthCheck + Send + Sync>,
-    timeout: Duration,
-    rise: usize,
-    fall: usize,
+    probe: ArcSwapOption<Probe>,
     transitions: Arc<Transitions>,
     /// The last failure per backend, so the "down" log line can say why.
     last_error: Mutex<HashMap<String, String>>,
 }
 
+/// The configured check: Pingora's probe plus our timeout and thresholds.
+struct Probe {
+    inner: Box<dyn HealthCheck + Send + Sync>,
+    timeout: Duration,
+    rise: usize,
+    fall: usize,
+}
+
 impl Checker {
-    pub fn new(service: &str, config: &HealthCheckConfig, transitions: Arc<Transitions>) -> Self {
+    pub fn new(
+        service: &str,
+        config: Option<&HealthCheckConfig>,
+        transitions: Arc<Transitions>,
+    ) -> Self {
+        let checker = Self {
+            shared: Arc::new(Shared {
+                service: service.to_string(),
+                probe: ArcSwapOption::empty(),
+                transitions,
+                last_error: Mutex::new(HashMap::new()),
+            }),
+        };
+        checker.configure(config);
+        checker
+    }
+
+    /// Replace the check (reload). Backends keep their current health; the new thresholds
+    /// apply from the next probe on.
+    pub fn configure(&self, config: Option<&HealthCheckConfig>) {
+        self.shared
+            .probe
+            .store(config.map(|c| Arc::new(Probe::new(c))));
+    }
+
+    /// Whether a check is configured.
+    pub fn is_active(&self) -> bool {
+        self.shared.probe.load().is_some()
+    }
+}
+
+impl Probe {
+    fn new(config: &HealthCheckConfig) -> Self {
         let inner: Box<dyn HealthCheck + Send + Sync> = match &config.kind {
             CheckKind::Http { path, host } => {
                 let host = host.as_deref().unwrap_or("localhost");
@@ -57,13 +102,10 @@ impl Checker {
             }
         };
         Self {
-            service: service.to_string(),
             inner,
             timeout: config.timeout,
             rise: config.rise,
             fall: config.fall,
-            transitions,
-            last_error: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -98,33 +140,43 @@ fn brief(e: &Error) -> String {
 #[async_trait]
 impl HealthCheck for Checker {
     async fn check(&self, target: &Backend) -> Result<()> {
+        let Some(probe) = self.shared.probe.load_full() else {
+            return Ok(());
+        };
         // Pingora's connect/read timeouts do not bound a server that trickles its answer;
         // the configured timeout is for the whole probe.
-        let result = match tokio::time::timeout(self.timeout, self.inner.check(target)).await {
+        let result = match tokio::time::timeout(probe.timeout, probe.inner.check(target)).await {
             Ok(result) => result,
             Err(_) => Error::e_explain(
                 ErrorType::ReadTimedout,
-                format!("no answer within {:?}", self.timeout),
+                format!("no answer within {:?}", probe.timeout),
             ),
         };
         if let Err(e) = &result {
-            let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self
+                .shared
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             last.insert(target.addr.to_string(), brief(e));
         }
         result
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        let shared = &self.shared;
         let backend = target.addr.to_string();
         if healthy {
-            self.transitions.up.fetch_add(1, Ordering::Relaxed);
+            shared.transitions.up.fetch_add(1, Ordering::Relaxed);
             info!(
                 "health: service={} backend={} state=up (after {} good checks)",
-                self.service, backend, self.rise
+                shared.service,
+                backend,
+                self.health_threshold(true)
             );
         } else {
-            self.transitions.down.fetch_add(1, Ordering::Relaxed);
-            let reason = self
+            shared.transitions.down.fetch_add(1, Ordering::Relaxed);
+            let reason = shared
                 .last_error
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -133,20 +185,24 @@ impl HealthCheck for Checker {
                 .unwrap_or_default();
             warn!(
                 "health: service={} backend={} state=down (after {} failed checks; last: {})",
-                self.service, backend, self.fall, reason
+                shared.service,
+                backend,
+                self.health_threshold(false),
+                reason
             );
         }
     }
 
     fn backend_summary(&self, target: &Backend) -> String {
-        format!("service={} backend={}", self.service, target.addr)
+        format!("service={} backend={}", self.shared.service, target.addr)
     }
 
     fn health_threshold(&self, success: bool) -> usize {
-        if success {
-            self.rise
-        } else {
-            self.fall
+        match self.shared.probe.load().as_ref() {
+            Some(p) if success => p.rise,
+            Some(p) => p.fall,
+            // No check configured: the next (always successful) probe brings a backend back.
+            None => 1,
         }
     }
 }

@@ -16,7 +16,9 @@
 //! | [`health`] | active health checks: probe, timeout, rise/fall, transition reports |
 //! | [`pool`] | one service's Ketama load balancer, health loop and counters |
 //! | [`proxy`] | the Pingora `ProxyHttp` for one service |
-//! | [`server`] | building the Pingora server: one proxy and one health service per WPS service |
+//! | [`reload`] | SIGHUP: what a new config changes (pure plan) and applying it to the pools |
+//! | [`server`] | building the Pingora server: proxies, health loops, reloader, drain watch |
+//! | [`upgrade`] | `roost upgrade` / `roost reload`: controlling a running daemon |
 //! | [`cli`] | command-line parsing and dispatch |
 
 pub mod cli;
@@ -26,5 +28,7 @@ pub mod health;
 pub mod key;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod select;
 pub mod server;
+pub mod upgrade;

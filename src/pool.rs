@@ -1,20 +1,27 @@
 //! One service's backend pool: Pingora's `LoadBalancer<KetamaHashing>` (the ring and the
 //! health state), the round-robin rotation for keyless requests, the health-check loop, and
 //! the counters about them. Turns a key into a [`Decision`] with the rules in `select`.
+//!
+//! A pool lives as long as its service and is reconfigured in place on reload
+//! ([`Pool::apply`]): the backend set comes from [`ConfigDiscovery`], a Pingora
+//! `ServiceDiscovery` fed from the config, so Pingora rebuilds the ring and swaps it in
+//! atomically, and backends that stay keep their health.
 
-use crate::config::{MissingKey, ServiceConfig, WhenDown};
+use crate::config::{HealthCheckConfig, MissingKey, ServiceConfig, WhenDown};
 use crate::health::{Checker, Transitions};
 use crate::select::{Decision, RingWalk, RoundRobin};
+use arc_swap::{ArcSwap, Guard};
 use async_trait::async_trait;
 use futures::FutureExt;
 use http::HeaderName;
-use pingora::lb::discovery::Static;
+use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::selection::consistent::KetamaHashing;
-use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora_ketama::DEFAULT_POINT_MULTIPLE;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,28 +45,23 @@ pub struct BackendStatus {
     pub healthy: bool,
 }
 
-pub struct Pool {
-    pub name: String,
+/// The part of a service's config that requests read; swapped whole on reload.
+#[derive(Debug)]
+pub struct Settings {
     pub header: HeaderName,
     pub missing: MissingKey,
     pub when_down: WhenDown,
     pub trust_forwarded_headers: bool,
-    lb: LoadBalancer<KetamaHashing>,
+    pub health_check: Option<HealthCheckConfig>,
     /// Backends in config order, with the address text they were written as.
     members: Vec<(Backend, String)>,
     /// Points on the Ketama ring: a failover walk may need all of them.
     ring_points: usize,
-    rotation: RoundRobin,
-    health_interval: Option<Duration>,
-    pub stats: PoolStats,
-    pub transitions: Arc<Transitions>,
 }
 
-impl Pool {
-    /// Build the pool for `config`. Health checks are configured but not started: see
-    /// [`HealthService`].
-    pub fn new(config: &ServiceConfig) -> Self {
-        let members: Vec<(Backend, String)> = config
+impl Settings {
+    fn new(config: &ServiceConfig) -> Self {
+        let members = config
             .backends
             .iter()
             .map(|b| {
@@ -68,59 +70,142 @@ impl Pool {
                 (backend, b.address.clone())
             })
             .collect();
-        let set: BTreeSet<Backend> = members.iter().map(|(b, _)| b.clone()).collect();
-        let mut lb = LoadBalancer::<KetamaHashing>::from_backends(Backends::new(Static::new(set)));
-        let transitions = Arc::new(Transitions::default());
-        if let Some(hc) = &config.health_check {
-            lb.set_health_check(Box::new(Checker::new(
-                &config.name,
-                hc,
-                Arc::clone(&transitions),
-            )));
-        }
-        // Static discovery answers without waiting, so the first update completes here and the
-        // ring is ready before the first request.
-        lb.update()
-            .now_or_never()
-            .expect("static discovery does not wait")
-            .expect("static discovery does not fail");
-        let ring_points = config
-            .backends
-            .iter()
-            .map(|b| b.weight as usize * DEFAULT_POINT_MULTIPLE as usize)
-            .sum();
         Self {
-            name: config.name.clone(),
             header: HeaderName::from_bytes(config.hash.header.as_bytes())
                 .expect("header name validated by config"),
             missing: config.hash.missing,
             when_down: config.when_down,
             trust_forwarded_headers: config.trust_forwarded_headers,
-            lb,
+            health_check: config.health_check.clone(),
             members,
-            ring_points,
+            ring_points: config
+                .backends
+                .iter()
+                .map(|b| b.weight as usize * DEFAULT_POINT_MULTIPLE as usize)
+                .sum(),
+        }
+    }
+
+    fn backend_set(&self) -> BTreeSet<Backend> {
+        self.members.iter().map(|(b, _)| b.clone()).collect()
+    }
+}
+
+/// Pingora service discovery that answers with the backends of the current config.
+#[derive(Clone, Default)]
+pub struct ConfigDiscovery {
+    backends: Arc<ArcSwap<BTreeSet<Backend>>>,
+}
+
+impl ConfigDiscovery {
+    fn set(&self, backends: BTreeSet<Backend>) {
+        self.backends.store(Arc::new(backends));
+    }
+}
+
+#[async_trait]
+impl ServiceDiscovery for ConfigDiscovery {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        Ok(((**self.backends.load()).clone(), HashMap::new()))
+    }
+}
+
+/// Health is tracked per address, so a backend whose weight changes on reload stays up (or
+/// down) instead of starting over.
+fn health_identity(backend: &Backend) -> u64 {
+    let mut h = DefaultHasher::new();
+    backend.addr.hash(&mut h);
+    h.finish()
+}
+
+pub struct Pool {
+    pub name: String,
+    lb: LoadBalancer<KetamaHashing>,
+    discovery: ConfigDiscovery,
+    registry: Arc<HealthRegistry>,
+    checker: Checker,
+    settings: ArcSwap<Settings>,
+    rotation: RoundRobin,
+    /// One reload at a time: the ring and the settings must come from the same config.
+    reload: tokio::sync::Mutex<()>,
+    pub stats: PoolStats,
+    pub transitions: Arc<Transitions>,
+}
+
+impl Pool {
+    /// Build the pool for `config`. Health checks are configured but not started: see
+    /// [`HealthService`].
+    pub fn new(config: &ServiceConfig) -> Self {
+        let settings = Settings::new(config);
+        let discovery = ConfigDiscovery::default();
+        discovery.set(settings.backend_set());
+        let registry = Arc::new(HealthRegistry::with_equivalence(health_identity));
+        let transitions = Arc::new(Transitions::default());
+        let checker = Checker::new(
+            &config.name,
+            config.health_check.as_ref(),
+            Arc::clone(&transitions),
+        );
+        registry.set_health_check(Box::new(checker.clone()));
+        let lb = LoadBalancer::<KetamaHashing>::from_backends(Backends::new_with_health_registry(
+            Box::new(discovery.clone()),
+            Arc::clone(&registry),
+        ));
+        // Config discovery answers without waiting, so the first update completes here and
+        // the ring is ready before the first request.
+        lb.update()
+            .now_or_never()
+            .expect("config discovery does not wait")
+            .expect("config discovery does not fail");
+        Self {
+            name: config.name.clone(),
+            lb,
+            discovery,
+            registry,
+            checker,
+            settings: ArcSwap::from_pointee(settings),
             rotation: RoundRobin::default(),
-            health_interval: config.health_check.as_ref().map(|hc| hc.interval),
+            reload: tokio::sync::Mutex::new(()),
             stats: PoolStats::default(),
             transitions,
         }
     }
 
+    /// Reconfigure the pool from a reloaded `config` of the same service: backends, weights,
+    /// health check, key policy. The new ring replaces the old one in one step; requests in
+    /// flight finish on the backend they were sent to.
+    pub async fn apply(&self, config: &ServiceConfig) -> pingora::Result<()> {
+        let _one_at_a_time = self.reload.lock().await;
+        let settings = Settings::new(config);
+        self.discovery.set(settings.backend_set());
+        self.lb.update().await?;
+        self.checker.configure(config.health_check.as_ref());
+        self.settings.store(Arc::new(settings));
+        Ok(())
+    }
+
+    /// The current settings (a cheap snapshot).
+    pub fn settings(&self) -> Guard<Arc<Settings>> {
+        self.settings.load()
+    }
+
     /// Where a request with affinity key `key` goes. `exclude` is a backend that just refused
     /// a connection for this request.
     pub fn select_by_key(&self, key: &[u8], exclude: Option<&Backend>) -> Decision<Backend> {
-        let walk = RingWalk::new(self.when_down, exclude);
-        let picked = self
-            .lb
-            .select_with(key, walk.max_steps(self.ring_points), |b, healthy| {
-                walk.accept(b, healthy)
-            });
+        let settings = self.settings.load();
+        let walk = RingWalk::new(settings.when_down, exclude);
+        let picked =
+            self.lb
+                .select_with(key, walk.max_steps(settings.ring_points), |b, healthy| {
+                    walk.accept(b, healthy)
+                });
         walk.finish(picked)
     }
 
     /// Where a request without a key goes under `missing: round_robin`.
     pub fn select_round_robin(&self, exclude: Option<&Backend>) -> Decision<Backend> {
-        let usable: Vec<(u32, bool)> = self
+        let settings = self.settings.load();
+        let usable: Vec<(u32, bool)> = settings
             .members
             .iter()
             .map(|(b, _)| {
@@ -132,7 +217,7 @@ impl Pool {
             .collect();
         match self.rotation.pick(&usable) {
             Some(i) => Decision::Forward {
-                backend: self.members[i].0.clone(),
+                backend: settings.members[i].0.clone(),
                 role: crate::select::Role::Owner,
             },
             None => Decision::NoneHealthy,
@@ -140,16 +225,20 @@ impl Pool {
     }
 
     /// The address text a backend was configured with (used as Host for requests without one).
-    pub fn address_of(&self, backend: &Backend) -> Option<&str> {
-        self.members
+    pub fn address_of(&self, backend: &Backend) -> Option<String> {
+        self.settings
+            .load()
+            .members
             .iter()
             .find(|(b, _)| b == backend)
-            .map(|(_, a)| a.as_str())
+            .map(|(_, a)| a.clone())
     }
 
     /// Every backend with its current health, in config order.
     pub fn status(&self) -> Vec<BackendStatus> {
-        self.members
+        self.settings
+            .load()
+            .members
             .iter()
             .map(|(b, address)| BackendStatus {
                 address: address.clone(),
@@ -163,17 +252,34 @@ impl Pool {
     /// How long a client should wait before retrying a key whose backend is down: one
     /// health-check interval, at least a second.
     pub fn retry_after_secs(&self) -> u64 {
-        self.health_interval.map_or(1, |i| i.as_secs().max(1))
+        self.health_interval().map_or(1, |i| i.as_secs().max(1))
+    }
+
+    fn health_interval(&self) -> Option<Duration> {
+        self.settings
+            .load()
+            .health_check
+            .as_ref()
+            .map(|hc| hc.interval)
     }
 
     /// One round of health checks over every backend, all probed in parallel so one slow
     /// backend cannot delay the verdict on the others.
     pub async fn check_health(&self) {
-        self.lb.backends().run_health_check(true).await;
+        self.registry.run_health_check(true).await;
+    }
+
+    fn all_ready(&self) -> bool {
+        let backends = self.lb.backends();
+        backends.get_backend().iter().all(|b| backends.ready(b))
     }
 }
 
-/// The background task that runs a pool's health checks every `interval`.
+/// How often the health loop looks again when a service has no check configured (it may get
+/// one on reload).
+const UNCHECKED_POLL: Duration = Duration::from_secs(1);
+
+/// The background task that runs a pool's health checks every `interval`, following reloads.
 pub struct HealthService {
     pub pool: Arc<Pool>,
 }
@@ -181,14 +287,23 @@ pub struct HealthService {
 #[async_trait]
 impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(interval) = self.pool.health_interval else {
-            return;
-        };
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let pause = match self.pool.health_interval() {
+                Some(interval) => {
+                    self.pool.check_health().await;
+                    interval
+                }
+                None => {
+                    // No check: a pass of always-successful probes brings back any backend
+                    // a removed check had taken out.
+                    if !self.pool.checker.is_active() && !self.pool.all_ready() {
+                        self.pool.check_health().await;
+                    }
+                    UNCHECKED_POLL
+                }
+            };
             tokio::select! {
-                _ = ticker.tick() => self.pool.check_health().await,
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -280,7 +395,8 @@ mod tests {
 
     impl Pool {
         fn set_enabled(&self, octet: u8, enabled: bool) {
-            let (backend, _) = self
+            let settings = self.settings();
+            let (backend, _) = settings
                 .members
                 .iter()
                 .find(|(_, a)| a.starts_with(&format!("127.0.0.{octet}:")))

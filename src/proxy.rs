@@ -14,7 +14,7 @@ use pingora::lb::Backend;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,11 +25,15 @@ pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct WpsProxy {
     pool: Arc<Pool>,
+    /// Set once this process is handing over to a new one or stopping: from then on every
+    /// response closes its connection, so keep-alive clients reconnect (to the new process)
+    /// instead of sending into a connection that is about to be dropped.
+    draining: Arc<AtomicBool>,
 }
 
 impl WpsProxy {
-    pub fn new(pool: Arc<Pool>) -> Self {
-        Self { pool }
+    pub fn new(pool: Arc<Pool>, draining: Arc<AtomicBool>) -> Self {
+        Self { pool, draining }
     }
 }
 
@@ -64,25 +68,26 @@ impl WpsProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Backend, Refusal> {
         let pool = &self.pool;
-        let decision = match key::extract(&session.req_header().headers, &pool.header) {
+        let settings = pool.settings();
+        let decision = match key::extract(&session.req_header().headers, &settings.header) {
             Key::Present(k) => {
-                ctx.may_fail_over = pool.when_down == WhenDown::Failover;
+                ctx.may_fail_over = settings.when_down == WhenDown::Failover;
                 pool.select_by_key(k, exclude)
             }
             Key::Invalid(reason) => {
                 return Err(Refusal {
                     status: 400,
-                    message: format!("{} header refused: {reason}", pool.header),
+                    message: format!("{} header refused: {reason}", settings.header),
                     retry_after: None,
                 })
             }
-            Key::Missing => match pool.missing {
+            Key::Missing => match settings.missing {
                 MissingKey::RoundRobin => {
                     ctx.may_fail_over = true;
                     pool.select_round_robin(exclude)
                 }
                 MissingKey::ClientIp => {
-                    ctx.may_fail_over = pool.when_down == WhenDown::Failover;
+                    ctx.may_fail_over = settings.when_down == WhenDown::Failover;
                     let ip = client_ip(session)
                         .map(|ip| ip.to_string())
                         .unwrap_or_default();
@@ -93,7 +98,7 @@ impl WpsProxy {
                         status: 400,
                         message: format!(
                             "missing {} header: service '{}' routes every request by it",
-                            pool.header, pool.name
+                            settings.header, pool.name
                         ),
                         retry_after: None,
                     })
@@ -116,7 +121,8 @@ impl WpsProxy {
             status: 503,
             message: format!(
                 "the backend that holds this {}'s jobs is down (service '{}'); retry later",
-                self.pool.header, self.pool.name
+                self.pool.settings().header,
+                self.pool.name
             ),
             retry_after: Some(self.pool.retry_after_secs()),
         }
@@ -216,6 +222,19 @@ impl ProxyHttp for WpsProxy {
         e
     }
 
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if self.draining.load(Ordering::Relaxed) {
+            // Pingora then answers with `Connection: close` and closes after the body.
+            session.set_keepalive(None);
+        }
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -226,13 +245,13 @@ impl ProxyHttp for WpsProxy {
             .backend
             .as_ref()
             .and_then(|b| self.pool.address_of(b))
-            .unwrap_or("localhost");
+            .unwrap_or_else(|| "localhost".to_string());
         headers::apply(
             upstream_request,
             &Forwarding {
                 client_ip: client_ip(session),
-                trust_incoming: self.pool.trust_forwarded_headers,
-                fallback_host,
+                trust_incoming: self.pool.settings().trust_forwarded_headers,
+                fallback_host: &fallback_host,
             },
         );
         Ok(())

@@ -1,14 +1,20 @@
 //! Process assembly: turns a validated [`Config`] into one Pingora `Server` hosting one proxy
 //! service (own listener, own worker threads, own upstream pool) and one health-check
-//! background service per configured WPS service.
+//! background service per configured WPS service, plus the SIGHUP reloader and the watch that
+//! turns keep-alive off while the process drains.
 
 use crate::config::{Config, ServerSettings};
 use crate::pool::{HealthService, Pool};
 use crate::proxy::WpsProxy;
+use crate::reload::ReloadService;
+use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
-use pingora::services::background::background_service;
-use std::sync::Arc;
+use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
 
 /// How this process was asked to start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,8 +43,9 @@ pub fn server_conf(settings: &ServerSettings, daemon: bool) -> ServerConf {
     }
 }
 
-/// Build the server with every service added, ready to `run_forever`.
-pub fn build(config: &Config, options: RunOptions) -> Server {
+/// Build the server with every service added, ready to `run_forever`. `path` is the config
+/// file, re-read on SIGHUP.
+pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
     let opt = Opt {
         upgrade: options.upgrade,
         daemon: options.daemon,
@@ -49,27 +56,74 @@ pub fn build(config: &Config, options: RunOptions) -> Server {
     // With `-u`, this receives the listening sockets from the running instance.
     server.bootstrap();
 
+    let draining = Arc::new(AtomicBool::new(false));
+    let mut pools = Vec::new();
     for service in &config.services {
         let pool = Arc::new(Pool::new(service));
         let mut proxy = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
-            WpsProxy::new(Arc::clone(&pool)),
+            WpsProxy::new(Arc::clone(&pool), Arc::clone(&draining)),
             &format!("proxy {}", service.name),
         );
         proxy.add_tcp(&service.listen.to_string());
         server.add_service(proxy);
-        if service.health_check.is_some() {
-            server.add_service(background_service(
-                &format!("health {}", service.name),
-                HealthService { pool },
-            ));
-        }
+        // Always running: a reload may add a health check to a service that had none.
+        server.add_service(background_service(
+            &format!("health {}", service.name),
+            HealthService {
+                pool: Arc::clone(&pool),
+            },
+        ));
         log::info!(
             "service {} listening on {} with {} backends",
             service.name,
             service.listen,
             service.backends.len()
         );
+        pools.push(pool);
     }
+    server.add_service(background_service(
+        "reload",
+        ReloadService::new(path, config.clone(), pools),
+    ));
+    server.add_service(background_service(
+        "drain",
+        DrainWatch {
+            phases: Mutex::new(Some(server.watch_execution_phase())),
+            draining,
+        },
+    ));
     server
+}
+
+/// Sets the shared `draining` flag as soon as Pingora starts handing the listeners to a new
+/// process (SIGQUIT) or stopping (SIGTERM), well before it drops idle connections.
+struct DrainWatch {
+    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+    draining: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl BackgroundService for DrainWatch {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let Some(mut phases) = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        loop {
+            match phases.recv().await {
+                Ok(
+                    ExecutionPhase::GracefulUpgradeTransferringFds
+                    | ExecutionPhase::GracefulUpgradeCloseTimeout
+                    | ExecutionPhase::GracefulTerminate
+                    | ExecutionPhase::ShutdownStarted,
+                ) => {
+                    if !self.draining.swap(true, Ordering::Relaxed) {
+                        log::info!("draining: every response from now on closes its connection");
+                    }
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
 }

@@ -137,14 +137,7 @@ impl Roost {
     /// Write `yaml` (with `{dir}` replaced by the temp dir) and start Roost on it; wait until
     /// every address in `wait_for` accepts connections.
     pub fn start(yaml: &str, wait_for: &[SocketAddr]) -> Roost {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("roost.yaml");
-        std::fs::write(
-            &config,
-            yaml.replace("{dir}", &dir.path().display().to_string()),
-        )
-        .expect("write config");
-        let log = dir.path().join("roost.log");
+        let (dir, config, log) = config_dir(yaml);
         let proc = spawn_roost(&config, &log, &[]);
         let mut roost = Roost {
             proc,
@@ -176,6 +169,20 @@ impl Roost {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// A temp dir holding `roost.yaml` (`yaml` with `{dir}` replaced by the dir) and the path
+/// for `roost.log`.
+pub fn config_dir(yaml: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("roost.yaml");
+    std::fs::write(
+        &config,
+        yaml.replace("{dir}", &dir.path().display().to_string()),
+    )
+    .expect("write config");
+    let log = dir.path().join("roost.log");
+    (dir, config, log)
 }
 
 pub fn spawn_roost(config: &Path, log: &Path, extra: &[&str]) -> Proc {
@@ -383,5 +390,248 @@ impl Site {
     /// Stop backend `i`; returns its address so that a test can restart it there.
     pub fn stop(&mut self, i: usize) -> SocketAddr {
         self.backends[i].take().expect("running").stop()
+    }
+}
+
+/// An HTTP/1.1 client that keeps its connection alive until the server says
+/// `Connection: close` (then reconnects), or opens one connection per request.
+pub struct Client {
+    addr: SocketAddr,
+    keep_alive: bool,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, keep_alive: bool) -> Client {
+        Client {
+            addr,
+            keep_alive,
+            conn: None,
+        }
+    }
+
+    /// Send one request with a machineid and an optional body; read the whole answer.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: &[u8],
+    ) -> io::Result<Response> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => {
+                let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+                s.set_read_timeout(Some(Duration::from_secs(30)))?;
+                BufReader::new(s)
+            }
+        };
+        let connection = if self.keep_alive {
+            "keep-alive"
+        } else {
+            "close"
+        };
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nmachineid: {key}\r\nConnection: {connection}\r\n",
+            self.addr
+        );
+        if !body.is_empty() || method == "POST" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        conn.get_mut().write_all(&bytes)?;
+        let resp = read_response(&mut conn)?;
+        let closes = resp
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if self.keep_alive && !closes {
+            self.conn = Some(conn);
+        }
+        Ok(resp)
+    }
+}
+
+/// What a load run saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub ok: usize,
+    /// One line per failed request: what was sent and what went wrong.
+    pub failures: Vec<String>,
+    /// key → every backend that answered it, in order.
+    pub backends: std::collections::HashMap<String, Vec<String>>,
+}
+
+/// Continuous load from several threads until [`Load::stop`]: half the clients keep their
+/// connection alive, half open one per request; GETs and POSTs with a body alternate. Every
+/// answer is checked to be complete and correct.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<LoadReport>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, clients: usize, keys_per_client: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|c| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut client = Client::new(addr, c % 2 == 0);
+                    let mut report = LoadReport::default();
+                    let body = vec![b'x'; 16 * 1024 + c];
+                    let mut i = 0usize;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let key = format!("load-{c}-{}", i % keys_per_client);
+                        let post = i % 2 == 1;
+                        let (method, sent) = if post {
+                            ("POST", &body[..])
+                        } else {
+                            ("GET", &b""[..])
+                        };
+                        match client.request(method, "/", &key, sent) {
+                            Ok(resp) if resp.status == 200 => {
+                                let name = resp.backend().to_string();
+                                let want = if post {
+                                    format!("{name} received {} bytes\n", sent.len())
+                                } else {
+                                    format!("{name}\n")
+                                };
+                                if resp.text() == want {
+                                    report.ok += 1;
+                                    report.backends.entry(key).or_default().push(name);
+                                } else {
+                                    report.failures.push(format!(
+                                        "{method} {key}: body {:?}, wanted {want:?}",
+                                        resp.text()
+                                    ));
+                                }
+                            }
+                            Ok(resp) => report.failures.push(format!(
+                                "{method} {key}: status {} {}",
+                                resp.status,
+                                resp.text().trim()
+                            )),
+                            Err(e) => report.failures.push(format!("{method} {key}: {e}")),
+                        }
+                        i += 1;
+                    }
+                    report
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    pub fn stop(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = LoadReport::default();
+        for t in self.threads {
+            let r = t.join().expect("load thread");
+            all.ok += r.ok;
+            all.failures.extend(r.failures);
+            for (k, v) in r.backends {
+                all.backends.entry(k).or_default().extend(v);
+            }
+        }
+        all
+    }
+}
+
+/// Roost started with `-d` (as in production), found through its pid file. Every pid it
+/// ever had is killed on drop.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub pids: Vec<i32>,
+}
+
+impl Daemon {
+    /// Write `yaml` (`{dir}` = the temp dir; the server section must use `{dir}/roost.pid`
+    /// and `error_log: {dir}/roost.log`) and start `roost -d`.
+    pub fn start(yaml: &str, wait_for: &[SocketAddr]) -> Daemon {
+        let (dir, config, log) = config_dir(yaml);
+        let mut d = Daemon {
+            dir,
+            config,
+            log,
+            pids: Vec::new(),
+        };
+        let status = Command::new(ROOST)
+            .arg("-c")
+            .arg(&d.config)
+            .arg("-d")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run roost -d");
+        assert!(status.success(), "roost -d failed:\n{}", d.log_text());
+        d.pid();
+        for addr in wait_for {
+            wait_until(Duration::from_secs(15), "roost listening", || {
+                TcpStream::connect(addr).is_ok()
+            });
+        }
+        d
+    }
+
+    /// The pid in the pid file now (remembered for cleanup).
+    pub fn pid(&mut self) -> i32 {
+        let file = self.dir.path().join("roost.pid");
+        let mut pid = 0;
+        wait_until(Duration::from_secs(10), "pid file", || {
+            pid = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            pid > 0
+        });
+        if !self.pids.contains(&pid) {
+            self.pids.push(pid);
+        }
+        pid
+    }
+
+    pub fn signal(&self, pid: i32, sig: i32) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    pub fn alive(&self, pid: i32) -> bool {
+        // SAFETY: as above; signal 0 only checks existence.
+        let exists = unsafe { libc::kill(pid, 0) } == 0;
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        exists && !zombie
+    }
+
+    /// `roost upgrade -c CONFIG`: (exit code, stdout, stderr).
+    pub fn upgrade(&mut self) -> (i32, String, String) {
+        let config = self.config.display().to_string();
+        let out = run_roost(&["upgrade", "-c", &config]);
+        self.pid();
+        out
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        for &pid in &self.pids {
+            self.signal(pid, libc::SIGKILL);
+        }
     }
 }

@@ -1,0 +1,320 @@
+//! Live reload on SIGHUP: re-read the config file and reconfigure the running pools in place.
+//!
+//! [`plan`] (pure) compares the running config with the new one and sorts every difference
+//! into what this process can apply (backends, weights, health check, key policy of a service
+//! that keeps its listener) and what needs a new process (`roost -u`: listeners, services
+//! added or removed, server and admin settings). A service whose listener changed is left
+//! exactly as it was, so nothing is ever half-applied. [`ReloadService`] is the I/O around it.
+
+use crate::config::{Config, ServiceConfig};
+use crate::pool::Pool;
+use async_trait::async_trait;
+use log::{error, info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// What a reload will do.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Services to reconfigure, each with a description of what changes.
+    pub apply: Vec<(ServiceConfig, Vec<String>)>,
+    /// Differences this process cannot apply; each needs `roost -u`.
+    pub needs_upgrade: Vec<String>,
+}
+
+impl Plan {
+    /// The config that runs once the plan is applied: the old one with the applied services
+    /// replaced, so the next reload compares against what really runs.
+    pub fn running_after(&self, old: &Config) -> Config {
+        let mut running = old.clone();
+        for (new, _) in &self.apply {
+            if let Some(s) = running.services.iter_mut().find(|s| s.name == new.name) {
+                *s = new.clone();
+            }
+        }
+        running
+    }
+}
+
+/// Compare the running config with a freshly loaded one.
+pub fn plan(old: &Config, new: &Config) -> Plan {
+    let mut plan = Plan::default();
+    let (o, n) = (&old.server, &new.server);
+    let server_changes = [
+        ("threads", o.threads != n.threads),
+        ("pid_file", o.pid_file != n.pid_file),
+        ("upgrade_sock", o.upgrade_sock != n.upgrade_sock),
+        (
+            "grace_period_seconds",
+            o.grace_period_seconds != n.grace_period_seconds,
+        ),
+        (
+            "graceful_shutdown_timeout_seconds",
+            o.graceful_shutdown_timeout_seconds != n.graceful_shutdown_timeout_seconds,
+        ),
+        ("error_log", o.error_log != n.error_log),
+        ("work_stealing", o.work_stealing != n.work_stealing),
+        (
+            "upstream_keepalive_pool_size",
+            o.upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
+        ),
+    ];
+    for (key, changed) in server_changes {
+        if changed {
+            plan.needs_upgrade.push(format!("server.{key} changed"));
+        }
+    }
+    if old.admin != new.admin {
+        plan.needs_upgrade.push("admin.listen changed".to_string());
+    }
+    for service in &new.services {
+        match old.service(&service.name) {
+            None => plan.needs_upgrade.push(format!(
+                "service {} added (listens on {})",
+                service.name, service.listen
+            )),
+            Some(before) if before.listen != service.listen => plan.needs_upgrade.push(format!(
+                "service {}: listen changed {} -> {}; the service keeps all its old settings",
+                service.name, before.listen, service.listen
+            )),
+            Some(before) => {
+                let changes = describe(before, service);
+                if !changes.is_empty() {
+                    plan.apply.push((service.clone(), changes));
+                }
+            }
+        }
+    }
+    for service in &old.services {
+        if new.service(&service.name).is_none() {
+            plan.needs_upgrade.push(format!(
+                "service {} removed (it keeps serving on {})",
+                service.name, service.listen
+            ));
+        }
+    }
+    plan
+}
+
+/// What differs between two versions of one service, for the log.
+fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
+    let mut changes = Vec::new();
+    for b in &new.backends {
+        match old.backends.iter().find(|o| o.addr == b.addr) {
+            None => changes.push(format!("backend {} added", b.address)),
+            Some(o) if o.weight != b.weight => changes.push(format!(
+                "backend {} weight {} -> {}",
+                b.address, o.weight, b.weight
+            )),
+            Some(_) => {}
+        }
+    }
+    for o in &old.backends {
+        if !new.backends.iter().any(|b| b.addr == o.addr) {
+            changes.push(format!("backend {} removed", o.address));
+        }
+    }
+    if old.health_check != new.health_check {
+        changes.push(match (&old.health_check, &new.health_check) {
+            (None, Some(_)) => "health_check added".to_string(),
+            (Some(_), None) => "health_check removed (every backend counts as up)".to_string(),
+            _ => "health_check changed".to_string(),
+        });
+    }
+    if old.when_down != new.when_down {
+        changes.push(format!(
+            "when_down {:?} -> {:?}",
+            old.when_down, new.when_down
+        ));
+    }
+    if old.hash != new.hash {
+        changes.push(format!(
+            "hash {}/{:?} -> {}/{:?}",
+            old.hash.header, old.hash.missing, new.hash.header, new.hash.missing
+        ));
+    }
+    if old.trust_forwarded_headers != new.trust_forwarded_headers {
+        changes.push(format!(
+            "trust_forwarded_headers -> {}",
+            new.trust_forwarded_headers
+        ));
+    }
+    if changes.is_empty() && old != new {
+        // Same addresses, weights and policy, but e.g. a backend written differently.
+        changes.push("backend list rewritten".to_string());
+    }
+    changes
+}
+
+/// Waits for SIGHUP and reloads the config file into the running pools.
+pub struct ReloadService {
+    /// Absolute, so a daemonized Roost (which runs in `/`) finds it again.
+    path: PathBuf,
+    pools: Vec<Arc<Pool>>,
+    running: tokio::sync::Mutex<Config>,
+}
+
+impl ReloadService {
+    pub fn new(path: PathBuf, config: Config, pools: Vec<Arc<Pool>>) -> Self {
+        Self {
+            path,
+            pools,
+            running: tokio::sync::Mutex::new(config),
+        }
+    }
+
+    async fn reload(&self) {
+        let source = self.path.display();
+        info!("reload: SIGHUP received, reading {source}");
+        let new = match Config::load(&self.path) {
+            Ok(config) => config,
+            Err(errors) => {
+                for e in &errors.0 {
+                    error!("reload: {e}");
+                }
+                error!(
+                    "reload: {source}: {} error(s); still running the previous config",
+                    errors.0.len()
+                );
+                return;
+            }
+        };
+        let mut running = self.running.lock().await;
+        let plan = plan(&running, &new);
+        for change in &plan.needs_upgrade {
+            warn!("reload: {change}: needs -u (not applied)");
+        }
+        let mut applied = plan.apply.len();
+        for (service, changes) in &plan.apply {
+            let Some(pool) = self.pools.iter().find(|p| p.name == service.name) else {
+                continue;
+            };
+            match pool.apply(service).await {
+                Ok(()) => info!("reload: service {}: {}", service.name, changes.join(", ")),
+                Err(e) => {
+                    applied -= 1;
+                    error!("reload: service {}: not applied: {e}", service.name);
+                }
+            }
+        }
+        *running = plan.running_after(&running);
+        info!(
+            "reload: {source}: done ({applied} service(s) changed, {} change(s) need -u)",
+            plan.needs_upgrade.len()
+        );
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("reload: cannot listen for SIGHUP ({e}); live reload is off");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                Some(()) = hangup.recv() => self.reload().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        Config::from_yaml(yaml, "test.yaml").unwrap()
+    }
+
+    const BASE: &str = "\
+services:
+  - name: fp
+    listen: 127.0.0.1:8093
+    backends: [10.0.0.1:8093, 10.0.0.2:8093]
+  - name: emu
+    listen: 127.0.0.1:8094
+    backends: [10.0.0.1:8094]
+";
+
+    #[test]
+    fn identical_configs_change_nothing() {
+        assert_eq!(plan(&config(BASE), &config(BASE)), Plan::default());
+    }
+
+    #[test]
+    fn backend_changes_are_applied_and_described() {
+        let new = config(&BASE.replace(
+            "[10.0.0.1:8093, 10.0.0.2:8093]",
+            "[{ address: 10.0.0.1:8093, weight: 3 }, 10.0.0.3:8093]\n    when_down: reject\n    health_check: { type: tcp }",
+        ));
+        let p = plan(&config(BASE), &new);
+        assert!(p.needs_upgrade.is_empty(), "{p:?}");
+        assert_eq!(p.apply.len(), 1);
+        let (service, changes) = &p.apply[0];
+        assert_eq!(service.name, "fp");
+        assert_eq!(
+            changes,
+            &[
+                "backend 10.0.0.1:8093 weight 1 -> 3",
+                "backend 10.0.0.3:8093 added",
+                "backend 10.0.0.2:8093 removed",
+                "health_check added",
+                "when_down Failover -> Reject",
+            ]
+        );
+        let running = p.running_after(&config(BASE));
+        assert_eq!(running.services[0], *service);
+        assert_eq!(running.services[1], config(BASE).services[1]);
+    }
+
+    #[test]
+    fn listener_changes_need_an_upgrade_and_leave_the_service_alone() {
+        let new = config(
+            &BASE
+                .replace("127.0.0.1:8093", "127.0.0.1:9093")
+                .replace("10.0.0.2:8093", "10.0.0.9:8093"),
+        );
+        let p = plan(&config(BASE), &new);
+        assert!(p.apply.is_empty(), "{p:?}");
+        assert_eq!(p.needs_upgrade.len(), 1);
+        assert!(p.needs_upgrade[0].contains("listen changed"), "{p:?}");
+        assert_eq!(p.running_after(&config(BASE)), config(BASE));
+    }
+
+    #[test]
+    fn added_and_removed_services_and_server_settings_need_an_upgrade() {
+        let new = config(
+            "\
+server: { threads: 4 }
+admin: { listen: 9900 }
+services:
+  - name: fp
+    listen: 127.0.0.1:8093
+    backends: [10.0.0.1:8093, 10.0.0.2:8093]
+  - name: raven
+    listen: 127.0.0.1:9099
+    backends: [10.0.0.1:9099]
+",
+        );
+        let p = plan(&config(BASE), &new);
+        assert!(p.apply.is_empty(), "{p:?}");
+        let all = p.needs_upgrade.join("\n");
+        for needle in [
+            "server.threads changed",
+            "admin.listen changed",
+            "service raven added",
+            "service emu removed",
+        ] {
+            assert!(all.contains(needle), "{needle}: {all}");
+        }
+    }
+}

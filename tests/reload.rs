@@ -1,0 +1,155 @@
+//! Live reload (SIGHUP) under load: backends added and removed without a failed request,
+//! keys of untouched backends stay, and an invalid file leaves the running config in place.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const KEYS: usize = 300;
+const CHECKS: &str =
+    "    health_check: { path: /health, interval: 300ms, timeout: 200ms, rise: 1, fall: 1 }\n";
+
+fn mapping(addr: SocketAddr) -> HashMap<String, String> {
+    (0..KEYS)
+        .map(|i| {
+            let key = format!("m{i}");
+            let resp = get_key(addr, &key).unwrap();
+            assert_eq!(resp.status, 200, "{key}: {}", resp.text());
+            (key, resp.backend().to_string())
+        })
+        .collect()
+}
+
+fn write_config(roost: &Roost, listen: SocketAddr, backends: &[SocketAddr], extra: &str) {
+    std::fs::write(
+        &roost.config,
+        config_yaml(&service_yaml("fp", listen, backends, extra))
+            .replace("{dir}", &roost.dir.path().display().to_string()),
+    )
+    .unwrap();
+}
+
+fn wait_log(roost: &Roost, needle: &str, count: usize) {
+    wait_until(Duration::from_secs(10), needle, || {
+        roost.log_text().matches(needle).count() >= count
+    });
+}
+
+#[test]
+fn sighup_adds_and_removes_backends_under_load() {
+    let backends: Vec<Backend> = (1..=4).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let roost = Roost::start(
+        &config_yaml(&service_yaml("fp", listen, &addrs[..3], CHECKS)),
+        &[listen],
+    );
+    let before = mapping(listen);
+
+    let load = Load::start(listen, 4, 30);
+    std::thread::sleep(Duration::from_millis(500));
+    // b3 leaves, b4 joins.
+    write_config(&roost, listen, &[addrs[0], addrs[1], addrs[3]], CHECKS);
+    roost.proc.signal("HUP");
+    wait_log(&roost, "reload: service fp:", 1);
+    std::thread::sleep(Duration::from_millis(1000));
+    let report = load.stop();
+    assert!(
+        report.failures.is_empty(),
+        "{}\n{}",
+        report.failures.join("\n"),
+        roost.log_text()
+    );
+    let log = roost.log_text();
+    assert!(
+        log.contains(&format!("backend {} added", addrs[3])),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("backend {} removed", addrs[2])),
+        "{log}"
+    );
+
+    let after = mapping(listen);
+    let mut moved_to_b4 = 0;
+    for (key, old) in &before {
+        let new = &after[key];
+        assert_ne!(new, "b3", "{key} still goes to the removed backend");
+        if old != "b3" {
+            assert!(new == old || new == "b4", "{key}: {old} -> {new}");
+        }
+        moved_to_b4 += usize::from(new == "b4");
+    }
+    assert!(moved_to_b4 > 30, "b4 got only {moved_to_b4} keys");
+    // The running ring is exactly what the new file describes.
+    let by_addr: HashMap<String, &str> = backends
+        .iter()
+        .map(|b| (b.addr.to_string(), b.name.as_str()))
+        .collect();
+    let config = roost.config.display().to_string();
+    for i in 0..20 {
+        let key = format!("m{i}");
+        let (code, out, err) = run_roost(&["route", "-c", &config, "fp", &key]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(by_addr[out.trim()], after[&key], "{key}");
+    }
+}
+
+#[test]
+fn an_invalid_file_on_sighup_keeps_the_running_config() {
+    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut roost = Roost::start(
+        &config_yaml(&service_yaml("fp", listen, &addrs, "")),
+        &[listen],
+    );
+    let before = mapping(listen);
+    // Drops a backend *and* breaks the file: nothing of it may be applied.
+    write_config(&roost, listen, &addrs[..2], "    when_down: sometimes\n");
+    roost.proc.signal("HUP");
+    wait_log(&roost, "still running the previous config", 1);
+    let log = roost.log_text();
+    assert!(log.contains("services[0].when_down"), "{log}");
+    assert!(log.contains("roost.yaml:"), "file and line expected: {log}");
+    assert!(roost.proc.is_running());
+    assert_eq!(mapping(listen), before);
+}
+
+#[test]
+fn sighup_applies_when_down_and_listener_changes_need_an_upgrade() {
+    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut backends: Vec<Option<Backend>> = backends.into_iter().map(Some).collect();
+    let roost = Roost::start(
+        &config_yaml(&service_yaml("fp", listen, &addrs, CHECKS)),
+        &[listen],
+    );
+    let before = mapping(listen);
+    write_config(
+        &roost,
+        listen,
+        &addrs,
+        &format!("{CHECKS}    when_down: reject\n"),
+    );
+    roost.proc.signal("HUP");
+    wait_log(&roost, "when_down Failover -> Reject", 1);
+    backends[0].take().unwrap().stop();
+    wait_log(&roost, "state=down", 1);
+    let b1_key = before.iter().find(|(_, b)| *b == "b1").unwrap().0;
+    let resp = get_key(listen, b1_key).unwrap();
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert!(resp.header("retry-after").is_some());
+
+    // A new listen address cannot be applied in place; the service keeps running unchanged.
+    let other: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    write_config(&roost, other, &addrs[1..], CHECKS);
+    roost.proc.signal("HUP");
+    wait_log(&roost, "needs -u", 1);
+    assert!(std::net::TcpStream::connect(other).is_err());
+    assert_eq!(get_key(listen, b1_key).unwrap().status, 503);
+}
