@@ -25,7 +25,8 @@ USER roost
 ENV ROOST_CONFIG=/etc/roost/roost.yaml \
     ROOST_PID_FILE=/run/roost/roost.pid \
     ROOST_UPGRADE_SOCK=/run/roost/upgrade.sock \
-    ROOST_ERROR_LOG=/proc/1/fd/1
+    ROOST_ERROR_LOG=/proc/1/fd/1 \
+    ROOST_ACCESS_LOG=/proc/1/fd/1
 EXPOSE 8093 8091 8094
 # Healthy while a Roost process runs and its config still validates.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

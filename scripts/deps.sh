@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what building and testing Roost needs on Debian/Ubuntu: a C toolchain and cmake
-# (pingora's zlib-ng), curl, nginx and haproxy (parity tests and benchmarks), wrk, and Rust
+# (pingora's zlib-ng), curl, nginx and haproxy (parity tests and benchmarks), wrk, chromium
+# (the status page test), and Rust
 # through rustup when cargo is missing. Safe to run again: it skips what is already there.
 set -euo pipefail
 
@@ -9,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need=()
 for pair in cc:build-essential cmake:cmake pkg-config:pkg-config curl:curl \
-            nginx:nginx-light haproxy:haproxy wrk:wrk python3:python3; do
+            nginx:nginx-light haproxy:haproxy wrk:wrk python3:python3 chromium:chromium; do
     cmd="${pair%%:*}"; pkg="${pair#*:}"
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then need+=("$pkg"); fi
 done

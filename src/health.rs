@@ -1,8 +1,9 @@
 //! Active health checks: builds Pingora's HTTP/TCP checks from the config, bounds each probe by
 //! the configured timeout, applies rise/fall, and reports every up/down transition (log line
-//! and the pool's counters). The periodic loop that drives it lives in `pool`.
+//! and metric). The periodic loop that drives it lives in `pool`.
 
 use crate::config::{CheckKind, HealthCheckConfig};
+use crate::metrics::METRICS;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use log::{info, warn};
@@ -11,16 +12,8 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
 use pingora::{Error, ErrorType, Result};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Health transitions seen so far, shared with whoever reports on the pool.
-#[derive(Debug, Default)]
-pub struct Transitions {
-    pub up: AtomicU64,
-    pub down: AtomicU64,
-}
 
 /// One service's health check. A cheap handle (clones share state) so that the pool can hand
 /// it to Pingora and still reconfigure it on reload; with no check configured every probe
@@ -33,7 +26,6 @@ pub struct Checker {
 struct Shared {
     service: String,
     probe: ArcSwapOption<Probe>,
-    transitions: Arc<Transitions>,
     /// The last failure per backend, so the "down" log line can say why.
     last_error: Mutex<HashMap<String, String>>,
 }
@@ -47,16 +39,11 @@ struct Probe {
 }
 
 impl Checker {
-    pub fn new(
-        service: &str,
-        config: Option<&HealthCheckConfig>,
-        transitions: Arc<Transitions>,
-    ) -> Self {
+    pub fn new(service: &str, config: Option<&HealthCheckConfig>) -> Self {
         let checker = Self {
             shared: Arc::new(Shared {
                 service: service.to_string(),
                 probe: ArcSwapOption::empty(),
-                transitions,
                 last_error: Mutex::new(HashMap::new()),
             }),
         };
@@ -167,7 +154,10 @@ impl HealthCheck for Checker {
         let shared = &self.shared;
         let backend = target.addr.to_string();
         if healthy {
-            shared.transitions.up.fetch_add(1, Ordering::Relaxed);
+            METRICS
+                .health_transitions
+                .with_label_values(&[shared.service.as_str(), &backend, "up"])
+                .inc();
             info!(
                 "health: service={} backend={} state=up (after {} good checks)",
                 shared.service,
@@ -175,7 +165,10 @@ impl HealthCheck for Checker {
                 self.health_threshold(true)
             );
         } else {
-            shared.transitions.down.fetch_add(1, Ordering::Relaxed);
+            METRICS
+                .health_transitions
+                .with_label_values(&[shared.service.as_str(), &backend, "down"])
+                .inc();
             let reason = shared
                 .last_error
                 .lock()

@@ -16,16 +16,22 @@
 //! | [`health`] | active health checks: probe, timeout, rise/fall, transition reports |
 //! | [`pool`] | one service's Ketama load balancer, health loop and counters |
 //! | [`proxy`] | the Pingora `ProxyHttp` for one service |
+//! | [`metrics`] | every exported metric, by name, and the registry |
+//! | [`access_log`] | one line per request, formatted and written off the request path |
+//! | [`admin`] | the admin listener: /metrics, /status, /route and the status page |
 //! | [`reload`] | SIGHUP: what a new config changes (pure plan) and applying it to the pools |
 //! | [`server`] | building the Pingora server: proxies, health loops, reloader, drain watch |
 //! | [`upgrade`] | `roost upgrade` / `roost reload`: controlling a running daemon |
 //! | [`cli`] | command-line parsing and dispatch |
 
+pub mod access_log;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod headers;
 pub mod health;
 pub mod key;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod reload;

@@ -8,7 +8,8 @@
 //! atomically, and backends that stay keep their health.
 
 use crate::config::{HealthCheckConfig, MissingKey, ServiceConfig, WhenDown};
-use crate::health::{Checker, Transitions};
+use crate::health::Checker;
+use crate::metrics::{self, METRICS};
 use crate::select::{Decision, RingWalk, RoundRobin};
 use arc_swap::{ArcSwap, Guard};
 use async_trait::async_trait;
@@ -20,20 +21,11 @@ use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora_ketama::DEFAULT_POINT_MULTIPLE;
+use prometheus::IntCounter;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Counters about a pool's upstream connections.
-#[derive(Debug, Default)]
-pub struct PoolStats {
-    /// Connections to a backend that failed (refused, timed out, unreachable).
-    pub connect_failures: AtomicU64,
-    /// Requests re-sent to the next backend after such a failure.
-    pub retries: AtomicU64,
-}
 
 /// A backend as the pool reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +47,9 @@ pub struct Settings {
     pub health_check: Option<HealthCheckConfig>,
     /// Backends in config order, with the address text they were written as.
     members: Vec<(Backend, String)>,
+    /// `roost_requests_total` per member (same order), by status class: resolved once here
+    /// so that counting a request needs no label lookup or formatting.
+    counters: Vec<[IntCounter; 5]>,
     /// Points on the Ketama ring: a failover walk may need all of them.
     ring_points: usize,
 }
@@ -69,6 +64,10 @@ impl Settings {
                     .expect("a SocketAddr always parses");
                 (backend, b.address.clone())
             })
+            .collect::<Vec<(Backend, String)>>();
+        let counters = members
+            .iter()
+            .map(|(b, _)| class_counters(&config.name, &b.addr.to_string()))
             .collect();
         Self {
             header: HeaderName::from_bytes(config.hash.header.as_bytes())
@@ -78,6 +77,7 @@ impl Settings {
             trust_forwarded_headers: config.trust_forwarded_headers,
             health_check: config.health_check.clone(),
             members,
+            counters,
             ring_points: config
                 .backends
                 .iter()
@@ -88,6 +88,25 @@ impl Settings {
 
     fn backend_set(&self) -> BTreeSet<Backend> {
         self.members.iter().map(|(b, _)| b.clone()).collect()
+    }
+}
+
+/// The five `roost_requests_total` series (1xx..5xx) of one service and backend.
+fn class_counters(service: &str, backend: &str) -> [IntCounter; 5] {
+    ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+        METRICS
+            .requests
+            .with_label_values(&[service, backend, class])
+    })
+}
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
@@ -128,8 +147,8 @@ pub struct Pool {
     rotation: RoundRobin,
     /// One reload at a time: the ring and the settings must come from the same config.
     reload: tokio::sync::Mutex<()>,
-    pub stats: PoolStats,
-    pub transitions: Arc<Transitions>,
+    /// `roost_requests_total` for requests Roost answered itself, by status class.
+    refused: [IntCounter; 5],
 }
 
 impl Pool {
@@ -140,12 +159,7 @@ impl Pool {
         let discovery = ConfigDiscovery::default();
         discovery.set(settings.backend_set());
         let registry = Arc::new(HealthRegistry::with_equivalence(health_identity));
-        let transitions = Arc::new(Transitions::default());
-        let checker = Checker::new(
-            &config.name,
-            config.health_check.as_ref(),
-            Arc::clone(&transitions),
-        );
+        let checker = Checker::new(&config.name, config.health_check.as_ref());
         registry.set_health_check(Box::new(checker.clone()));
         let lb = LoadBalancer::<KetamaHashing>::from_backends(Backends::new_with_health_registry(
             Box::new(discovery.clone()),
@@ -166,8 +180,7 @@ impl Pool {
             settings: ArcSwap::from_pointee(settings),
             rotation: RoundRobin::default(),
             reload: tokio::sync::Mutex::new(()),
-            stats: PoolStats::default(),
-            transitions,
+            refused: class_counters(&config.name, metrics::NO_BACKEND),
         }
     }
 
@@ -222,6 +235,36 @@ impl Pool {
             },
             None => Decision::NoneHealthy,
         }
+    }
+
+    /// Count one answered request: to `backend`, or answered by Roost itself (`None`).
+    pub fn count_request(&self, backend: Option<&Backend>, status: u16) {
+        let class = class_index(status);
+        if let Some(backend) = backend {
+            let settings = self.settings.load();
+            if let Some(i) = settings.members.iter().position(|(b, _)| b == backend) {
+                settings.counters[i][class].inc();
+                return;
+            }
+            // Removed by a reload while the request ran: count it under its address.
+            let addr = backend.addr.to_string();
+            METRICS
+                .requests
+                .with_label_values(&[self.name.as_str(), &addr, metrics::class(status)])
+                .inc();
+            return;
+        }
+        self.refused[class].inc();
+    }
+
+    /// Requests answered so far by each member, in config order (for /status).
+    pub fn request_counts(&self) -> Vec<u64> {
+        self.settings
+            .load()
+            .counters
+            .iter()
+            .map(|c| c.iter().map(IntCounter::get).sum())
+            .collect()
     }
 
     /// The address text a backend was configured with (used as Host for requests without one).

@@ -2,9 +2,11 @@
 //! ring, or round robin), answers refusals itself (400/503 with a one-line body), retries a
 //! refused connection once on the next backend, and sets the forwarding headers.
 
+use crate::access_log::{AccessLog, Entry};
 use crate::config::{MissingKey, WhenDown};
 use crate::headers::{self, Forwarding};
 use crate::key::{self, Key};
+use crate::metrics::METRICS;
 use crate::pool::Pool;
 use crate::select::Decision;
 use async_trait::async_trait;
@@ -14,9 +16,10 @@ use pingora::lb::Backend;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use prometheus::{Histogram, IntCounter};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long to wait for a backend to accept a connection before trying the next one.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,6 +28,11 @@ pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct WpsProxy {
     pool: Arc<Pool>,
+    service: Arc<str>,
+    access_log: Option<AccessLog>,
+    duration: Histogram,
+    without_key: IntCounter,
+    retries: IntCounter,
     /// Set once this process is handing over to a new one or stopping: from then on every
     /// response closes its connection, so keep-alive clients reconnect (to the new process)
     /// instead of sending into a connection that is about to be dropped.
@@ -32,14 +40,25 @@ pub struct WpsProxy {
 }
 
 impl WpsProxy {
-    pub fn new(pool: Arc<Pool>, draining: Arc<AtomicBool>) -> Self {
-        Self { pool, draining }
+    pub fn new(pool: Arc<Pool>, draining: Arc<AtomicBool>, access_log: Option<AccessLog>) -> Self {
+        let name = pool.name.as_str();
+        Self {
+            service: name.into(),
+            access_log,
+            duration: METRICS.duration.with_label_values(&[name]),
+            without_key: METRICS.without_key.with_label_values(&[name]),
+            retries: METRICS.retries.with_label_values(&[name]),
+            pool,
+            draining,
+        }
     }
 }
 
 /// Per-request state.
-#[derive(Default)]
 pub struct RequestCtx {
+    start: Instant,
+    /// The valid affinity key, kept for the access log.
+    key: Option<String>,
     /// The backend chosen for this request.
     backend: Option<Backend>,
     /// A backend that refused the connection; the retry picks another one.
@@ -69,8 +88,15 @@ impl WpsProxy {
     ) -> Result<Backend, Refusal> {
         let pool = &self.pool;
         let settings = pool.settings();
-        let decision = match key::extract(&session.req_header().headers, &settings.header) {
+        let key = key::extract(&session.req_header().headers, &settings.header);
+        if matches!(key, Key::Missing) && exclude.is_none() {
+            self.without_key.inc();
+        }
+        let decision = match key {
             Key::Present(k) => {
+                if ctx.key.is_none() && self.access_log.is_some() {
+                    ctx.key = Some(String::from_utf8_lossy(k).into_owned());
+                }
                 ctx.may_fail_over = settings.when_down == WhenDown::Failover;
                 pool.select_by_key(k, exclude)
             }
@@ -158,7 +184,15 @@ impl ProxyHttp for WpsProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            start: Instant::now(),
+            key: None,
+            backend: None,
+            refused: None,
+            may_fail_over: false,
+            connect_failed: false,
+            retried: false,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -205,10 +239,11 @@ impl ProxyHttp for WpsProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        self.pool
-            .stats
+        let backend = ctx.backend.as_ref().map(|b| b.addr.to_string());
+        METRICS
             .connect_failures
-            .fetch_add(1, Ordering::Relaxed);
+            .with_label_values(&[&*self.service, backend.as_deref().unwrap_or("-")])
+            .inc();
         ctx.connect_failed = true;
         // Nothing reached the backend, so even a POST is safe to send elsewhere; once only,
         // so a dead backend costs one extra connect and not a walk round the whole ring.
@@ -216,7 +251,7 @@ impl ProxyHttp for WpsProxy {
         if retry {
             ctx.retried = true;
             ctx.refused = ctx.backend.clone();
-            self.pool.stats.retries.fetch_add(1, Ordering::Relaxed);
+            self.retries.inc();
         }
         e.set_retry(retry);
         e
@@ -318,6 +353,29 @@ impl ProxyHttp for WpsProxy {
         FailToProxy {
             error_code,
             can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // 0 when nothing was sent (the client went away first).
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.start.elapsed();
+        self.duration.observe(elapsed.as_secs_f64());
+        self.pool.count_request(ctx.backend.as_ref(), status);
+        if let Some(log) = &self.access_log {
+            let req = session.req_header();
+            log.log(Entry {
+                time: SystemTime::now(),
+                service: Arc::clone(&self.service),
+                client: client_ip(session),
+                method: req.method.as_str().to_string(),
+                path: req.uri.to_string(),
+                status,
+                key: ctx.key.take(),
+                backend: ctx.backend.as_ref().and_then(|b| b.as_inet().copied()),
+                duration: elapsed,
+                bytes: session.body_bytes_sent(),
+            });
         }
     }
 }

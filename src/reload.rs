@@ -7,6 +7,7 @@
 //! exactly as it was, so nothing is ever half-applied. [`ReloadService`] is the I/O around it.
 
 use crate::config::{Config, ServiceConfig};
+use crate::metrics::METRICS;
 use crate::pool::Pool;
 use async_trait::async_trait;
 use log::{error, info, warn};
@@ -68,7 +69,10 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         }
     }
     if old.admin != new.admin {
-        plan.needs_upgrade.push("admin.listen changed".to_string());
+        plan.needs_upgrade.push("admin changed".to_string());
+    }
+    if old.access_log != new.access_log {
+        plan.needs_upgrade.push("access_log changed".to_string());
     }
     for service in &new.services {
         match old.service(&service.name) {
@@ -172,6 +176,7 @@ impl ReloadService {
         let new = match Config::load(&self.path) {
             Ok(config) => config,
             Err(errors) => {
+                METRICS.reloads.with_label_values(&["invalid"]).inc();
                 for e in &errors.0 {
                     error!("reload: {e}");
                 }
@@ -201,6 +206,7 @@ impl ReloadService {
             }
         }
         *running = plan.running_after(&running);
+        METRICS.reloads.with_label_values(&["applied"]).inc();
         info!(
             "reload: {source}: done ({applied} service(s) changed, {} change(s) need -u)",
             plan.needs_upgrade.len()
@@ -310,7 +316,7 @@ services:
         let all = p.needs_upgrade.join("\n");
         for needle in [
             "server.threads changed",
-            "admin.listen changed",
+            "admin changed",
             "service raven added",
             "service emu removed",
         ] {

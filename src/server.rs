@@ -3,6 +3,8 @@
 //! background service per configured WPS service, plus the SIGHUP reloader and the watch that
 //! turns keep-alive off while the process drains.
 
+use crate::access_log;
+use crate::admin::{Admin, AdminService};
 use crate::config::{Config, ServerSettings};
 use crate::pool::{HealthService, Pool};
 use crate::proxy::WpsProxy;
@@ -57,12 +59,17 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
     server.bootstrap();
 
     let draining = Arc::new(AtomicBool::new(false));
+    let access_log = config.access_log.as_ref().map(|settings| {
+        let (log, writer) = access_log::new(settings);
+        server.add_service(background_service("access log", writer));
+        log
+    });
     let mut pools = Vec::new();
     for service in &config.services {
         let pool = Arc::new(Pool::new(service));
         let mut proxy = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
-            WpsProxy::new(Arc::clone(&pool), Arc::clone(&draining)),
+            WpsProxy::new(Arc::clone(&pool), Arc::clone(&draining), access_log.clone()),
             &format!("proxy {}", service.name),
         );
         proxy.add_tcp(&service.listen.to_string());
@@ -81,6 +88,24 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
             service.backends.len()
         );
         pools.push(pool);
+    }
+    if let Some(admin) = &config.admin {
+        let services = config
+            .services
+            .iter()
+            .zip(&pools)
+            .map(|(s, pool)| AdminService {
+                pool: Arc::clone(pool),
+                listen: s.listen,
+            })
+            .collect();
+        let mut service = pingora::services::listening::Service::new(
+            "admin".to_string(),
+            Admin::new(services, admin.token.clone()),
+        );
+        service.add_tcp(&admin.listen.to_string());
+        server.add_service(service);
+        log::info!("admin listening on {}", admin.listen);
     }
     server.add_service(background_service(
         "reload",

@@ -37,6 +37,21 @@ pub struct FileServer {
 pub struct FileAdmin {
     #[serde(default, deserialize_with = "lenient")]
     pub listen: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub token: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub allow_public: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    #[serde(default, deserialize_with = "lenient")]
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub format: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -16,7 +16,7 @@ pub use env::{expand, EnvError};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 
-use file::{FileAdmin, FileBackend, FileHealthCheck, FileServer, FileService};
+use file::{FileAccessLog, FileAdmin, FileBackend, FileHealthCheck, FileServer, FileService};
 use lines::{join_index, join_key, LineIndex};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -141,12 +141,14 @@ impl Loader<'_> {
         };
         for key in top.keys() {
             match key.as_str() {
-                Some("server" | "admin" | "services") => {}
+                Some("server" | "admin" | "access_log" | "services") => {}
                 Some(other) => {
                     let other = other.to_string();
                     self.error(
                         &other,
-                        format!("unknown key `{other}` (expected `server`, `admin` or `services`)"),
+                        format!(
+                            "unknown key `{other}` (expected `server`, `admin`, `access_log` or `services`)"
+                        ),
                     );
                 }
                 None => self.error("", format!("unexpected non-text key {key:?}")),
@@ -163,6 +165,12 @@ impl Loader<'_> {
                 .section::<FileAdmin>(v, "admin")
                 .and_then(|a| self.admin(a)),
             None => None,
+        };
+        let access_log = match top.remove("access_log") {
+            Some(v) => self
+                .section::<FileAccessLog>(v, "access_log")
+                .and_then(|a| self.access_log(a)),
+            None => self.access_log(FileAccessLog::default()),
         };
         let services = match top.remove("services") {
             Some(Value::Sequence(items)) if !items.is_empty() => items
@@ -187,6 +195,7 @@ impl Loader<'_> {
             source: self.source.to_string(),
             server,
             admin,
+            access_log,
             services,
         })
     }
@@ -328,7 +337,51 @@ impl Loader<'_> {
             "admin.listen",
             "listen address",
         );
-        Some(AdminSettings { listen })
+        let token = f.token.filter(|t| !t.is_empty());
+        if let Some(t) = &token {
+            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                self.error(
+                    "admin.token",
+                    "must be at least 16 printable characters without spaces",
+                );
+            }
+        }
+        if !listen.ip().is_loopback() && token.is_none() && f.allow_public != Some(true) {
+            self.error(
+                "admin.listen",
+                format!(
+                    "{listen} is reachable from other machines: set admin.token, or admin.allow_public: true if a firewall protects it"
+                ),
+            );
+        }
+        Some(AdminSettings { listen, token })
+    }
+
+    fn access_log(&mut self, f: FileAccessLog) -> Option<AccessLogSettings> {
+        let format = match f.format.as_deref().unwrap_or("text") {
+            "text" => AccessLogFormat::Text,
+            "json" => AccessLogFormat::Json,
+            other => {
+                self.error(
+                    "access_log.format",
+                    format!("`{other}` is not a format: text or json"),
+                );
+                return None;
+            }
+        };
+        let target = match f.path.as_deref().unwrap_or("stdout") {
+            "stdout" | "-" => LogTarget::Stdout,
+            "stderr" => LogTarget::Stderr,
+            path if Path::new(path).is_absolute() => LogTarget::File(path.into()),
+            path => {
+                self.error(
+                    "access_log.path",
+                    format!("`{path}`: stdout, stderr or an absolute path"),
+                );
+                return None;
+            }
+        };
+        (f.enabled != Some(false)).then_some(AccessLogSettings { format, target })
     }
 
     fn required<T>(&mut self, key: &str, value: Option<T>) -> Option<T> {

@@ -27,6 +27,8 @@ pub struct Config {
     pub source: String,
     pub server: ServerSettings,
     pub admin: Option<AdminSettings>,
+    /// `None`: no access log.
+    pub access_log: Option<AccessLogSettings>,
     pub services: Vec<ServiceConfig>,
 }
 
@@ -69,6 +71,28 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// Required as `Authorization: Bearer TOKEN` on every admin request when set.
+    pub token: Option<String>,
+}
+
+/// One line per request, written by a background thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogSettings {
+    pub format: AccessLogFormat,
+    pub target: LogTarget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
 }
 
 /// One load-balanced WPS service: a listener in front of a pool of backends.

@@ -182,7 +182,7 @@ fn unknown_keys_in_nested_sections() {
     let e = errors(
         "\
 server: { thread: 2 }
-admin: { listen: 127.0.0.1:1, token: x }
+admin: { listen: 127.0.0.1:1, tokn: x }
 services:
   - name: a
     listen: 1.2.3.4:1
@@ -190,7 +190,7 @@ services:
 ",
     );
     assert!(e.has("server.thread", "unknown field"), "{e}");
-    assert!(e.has("admin.token", "unknown field"), "{e}");
+    assert!(e.has("admin.tokn", "unknown field"), "{e}");
     assert!(
         e.has("services[0].backends[0].weigth", "unknown field"),
         "{e}"
@@ -383,4 +383,61 @@ services:
         1
     );
     assert_eq!(e.0.len(), 6, "{e}");
+}
+
+#[test]
+fn admin_on_a_public_address_needs_a_token_or_an_explicit_allow() {
+    let base = "services:\n  - name: a\n    listen: 127.0.0.1:8093\n    backends: [10.0.0.1:1]\n";
+    let e = errors(&format!("admin: {{ listen: 0.0.0.0:9900 }}\n{base}"));
+    assert!(e.has("admin.listen", "set admin.token"), "{e}");
+    let e = errors(&format!("admin: {{ listen: 9900, token: short }}\n{base}"));
+    assert!(e.has("admin.token", "at least 16"), "{e}");
+    let c = load(&format!(
+        "admin: {{ listen: 0.0.0.0:9900, token: 0123456789abcdefXYZ }}\n{base}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.admin.unwrap().token.as_deref(),
+        Some("0123456789abcdefXYZ")
+    );
+    let c = load(&format!(
+        "admin: {{ listen: 0.0.0.0:9900, allow_public: true }}\n{base}"
+    ))
+    .unwrap();
+    assert_eq!(c.admin.unwrap().listen, "0.0.0.0:9900".parse().unwrap());
+    // A bare port is loopback and needs nothing.
+    let c = load(&format!("admin: {{ listen: 9900 }}\n{base}")).unwrap();
+    assert_eq!(c.admin.unwrap().listen, "127.0.0.1:9900".parse().unwrap());
+}
+
+#[test]
+fn access_log_settings() {
+    let base = "services:\n  - name: a\n    listen: 127.0.0.1:8093\n    backends: [10.0.0.1:1]\n";
+    let c = load(base).unwrap();
+    assert_eq!(
+        c.access_log,
+        Some(AccessLogSettings {
+            format: AccessLogFormat::Text,
+            target: LogTarget::Stdout
+        })
+    );
+    let c = load(&format!("access_log: {{ enabled: false }}\n{base}")).unwrap();
+    assert_eq!(c.access_log, None);
+    let c = load(&format!(
+        "access_log: {{ format: json, path: /var/log/roost/a.log }}\n{base}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.access_log,
+        Some(AccessLogSettings {
+            format: AccessLogFormat::Json,
+            target: LogTarget::File("/var/log/roost/a.log".into())
+        })
+    );
+    let e = errors(&format!(
+        "access_log: {{ format: xml, path: rel.log }}\n{base}"
+    ));
+    assert!(e.has("access_log.format", "text or json"), "{e}");
+    let e = errors(&format!("access_log: {{ path: rel.log }}\n{base}"));
+    assert!(e.has("access_log.path", "absolute"), "{e}");
 }

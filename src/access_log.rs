@@ -1,0 +1,292 @@
+//! The access log: one line per request, text or JSON, written by a background thread so
+//! that a slow disk never holds up a request. The request path only fills an [`Entry`] and
+//! hands it over a bounded channel; when the writer falls behind, lines are dropped and
+//! counted (`roost_access_log_dropped_total`) instead of blocking the proxy.
+
+use crate::config::{AccessLogFormat, AccessLogSettings, LogTarget};
+use crate::metrics::METRICS;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::fmt::Write as _;
+use std::io::{BufWriter, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// Lines buffered between the proxy and the writer.
+const QUEUE: usize = 64 * 1024;
+/// Paths longer than this are cut in the log (the request itself is not affected).
+const MAX_PATH: usize = 2048;
+
+/// One finished request.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub time: SystemTime,
+    pub service: Arc<str>,
+    pub client: Option<IpAddr>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// The affinity key when it was valid (bounded, printable by then).
+    pub key: Option<String>,
+    pub backend: Option<SocketAddr>,
+    pub duration: Duration,
+    /// Response body bytes sent to the client.
+    pub bytes: usize,
+}
+
+/// The proxies' end: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct AccessLog {
+    sender: SyncSender<Entry>,
+}
+
+impl AccessLog {
+    pub fn log(&self, entry: Entry) {
+        if self.sender.try_send(entry).is_err() {
+            METRICS.access_log_dropped.inc();
+        }
+    }
+}
+
+/// Create the log and the background service that writes it. The thread is started by the
+/// service (after a daemon has forked), not here.
+pub fn new(settings: &AccessLogSettings) -> (AccessLog, AccessLogWriter) {
+    let (sender, receiver) = sync_channel(QUEUE);
+    (
+        AccessLog { sender },
+        AccessLogWriter {
+            settings: settings.clone(),
+            receiver: Mutex::new(Some(receiver)),
+        },
+    )
+}
+
+pub struct AccessLogWriter {
+    settings: AccessLogSettings,
+    receiver: Mutex<Option<Receiver<Entry>>>,
+}
+
+#[async_trait]
+impl BackgroundService for AccessLogWriter {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let Some(receiver) = self
+            .receiver
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let out: Box<dyn Write + Send> = match &self.settings.target {
+            LogTarget::Stdout => Box::new(std::io::stdout()),
+            LogTarget::Stderr => Box::new(std::io::stderr()),
+            LogTarget::File(path) => match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    log::error!(
+                        "access log: cannot open {}: {e}; no access log",
+                        path.display()
+                    );
+                    return;
+                }
+            },
+        };
+        let format = self.settings.format;
+        // A plain thread: writing blocks, and it must outlive no runtime.
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_all(receiver, BufWriter::new(out), format));
+        if let Err(e) = spawned {
+            log::error!("access log: cannot start its thread: {e}");
+        }
+    }
+}
+
+/// Write lines as they come, flushing whenever the queue is empty: batches under load, no
+/// line left sitting in the buffer when it is quiet.
+fn write_all(receiver: Receiver<Entry>, mut out: impl Write, format: AccessLogFormat) {
+    let mut line = String::with_capacity(256);
+    let mut entry = match receiver.recv() {
+        Ok(e) => e,
+        Err(_) => return,
+    };
+    loop {
+        line.clear();
+        match format {
+            AccessLogFormat::Text => text_line(&entry, &mut line),
+            AccessLogFormat::Json => json_line(&entry, &mut line),
+        }
+        if out.write_all(line.as_bytes()).is_err() {
+            METRICS.access_log_dropped.inc();
+        }
+        entry = match receiver.try_recv() {
+            Ok(e) => e,
+            Err(TryRecvError::Empty) => {
+                let _ = out.flush();
+                match receiver.recv() {
+                    Ok(e) => e,
+                    Err(_) => return,
+                }
+            }
+            Err(TryRecvError::Disconnected) => {
+                let _ = out.flush();
+                return;
+            }
+        };
+    }
+}
+
+/// `2026-11-25T09:50:06.123Z flyingpigeon 10.1.2.3 "GET /wps?..." 200 key=abc
+/// backend=10.0.0.11:8093 12.345ms 1234B`; `-` for what is absent.
+pub fn text_line(e: &Entry, out: &mut String) {
+    let time = humantime::format_rfc3339_millis(e.time);
+    let _ = write!(out, "{time} {} ", e.service);
+    match e.client {
+        Some(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+        None => out.push('-'),
+    }
+    let _ = write!(out, " \"{} ", e.method);
+    push_escaped(out, &e.path);
+    let _ = write!(out, "\" {} key=", e.status);
+    out.push_str(e.key.as_deref().unwrap_or("-"));
+    out.push_str(" backend=");
+    match e.backend {
+        Some(b) => {
+            let _ = write!(out, "{b}");
+        }
+        None => out.push('-'),
+    }
+    let _ = writeln!(
+        out,
+        " {:.3}ms {}B",
+        e.duration.as_secs_f64() * 1000.0,
+        e.bytes
+    );
+}
+
+pub fn json_line(e: &Entry, out: &mut String) {
+    let mut path = String::new();
+    push_escaped(&mut path, &e.path);
+    let value = serde_json::json!({
+        "time": humantime::format_rfc3339_millis(e.time).to_string(),
+        "service": &*e.service,
+        "client": e.client.map(|ip| ip.to_string()),
+        "method": e.method,
+        "path": path,
+        "status": e.status,
+        "machineid": e.key,
+        "backend": e.backend.map(|b| b.to_string()),
+        "duration_ms": (e.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        "bytes": e.bytes,
+    });
+    out.push_str(&value.to_string());
+    out.push('\n');
+}
+
+/// Copy a client-controlled string into a log line: bounded, with quotes, backslashes and
+/// anything unprintable escaped so a line is always one line.
+fn push_escaped(out: &mut String, s: &str) {
+    for (i, c) in s.chars().enumerate() {
+        if i >= MAX_PATH {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_ascii_graphic() || c == ' ' => out.push(c),
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_064_206_123),
+            service: "fp".into(),
+            client: Some("10.1.2.3".parse().unwrap()),
+            method: "GET".into(),
+            path: "/wps?service=WPS&request=GetCapabilities".into(),
+            status: 200,
+            key: Some("abc".into()),
+            backend: Some("10.0.0.11:8093".parse().unwrap()),
+            duration: Duration::from_micros(12_345),
+            bytes: 1234,
+        }
+    }
+
+    #[test]
+    fn text_format() {
+        let mut line = String::new();
+        text_line(&entry(), &mut line);
+        assert_eq!(
+            line,
+            "2025-11-25T09:50:06.123Z fp 10.1.2.3 \"GET /wps?service=WPS&request=GetCapabilities\" 200 key=abc backend=10.0.0.11:8093 12.345ms 1234B\n"
+        );
+    }
+
+    #[test]
+    fn text_format_of_a_refusal() {
+        let mut e = entry();
+        e.key = None;
+        e.backend = None;
+        e.client = None;
+        e.status = 400;
+        let mut line = String::new();
+        text_line(&e, &mut line);
+        assert!(line.contains(" - \"GET "), "{line}");
+        assert!(line.contains("400 key=- backend=- "), "{line}");
+    }
+
+    #[test]
+    fn json_format() {
+        let mut line = String::new();
+        json_line(&entry(), &mut line);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["service"], "fp");
+        assert_eq!(v["machineid"], "abc");
+        assert_eq!(v["backend"], "10.0.0.11:8093");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["duration_ms"], 12.345);
+        assert_eq!(v["bytes"], 1234);
+        assert!(line.ends_with("}\n"));
+    }
+
+    #[test]
+    fn hostile_paths_stay_on_one_bounded_line() {
+        let mut e = entry();
+        e.path = format!("/a\"b\\c\nd\re\u{0}{}", "x".repeat(10_000));
+        let mut line = String::new();
+        text_line(&e, &mut line);
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.contains("/a\\\"b\\\\c\\u{a}d\\u{d}e\\u{0}x"), "{line}");
+        assert!(line.len() < MAX_PATH + 300);
+    }
+
+    #[test]
+    fn writer_writes_every_line_and_stops_when_the_log_is_dropped() {
+        let (tx, rx) = sync_channel(16);
+        for _ in 0..3 {
+            tx.send(entry()).unwrap();
+        }
+        drop(tx);
+        let mut out = Vec::new();
+        write_all(rx, &mut out, AccessLogFormat::Text);
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 3);
+    }
+}

@@ -1,0 +1,390 @@
+//! The admin listener (`admin.listen`): `GET /metrics` (Prometheus text), `GET /status`
+//! (JSON), `GET /route?service=S&key=K` (JSON: where K goes now) and `GET /`, a status page
+//! (one HTML file embedded in the binary) that polls /status.
+//!
+//! Routing, auth and the answers are in [`Admin::handle`], which does no I/O beyond reading
+//! the pools, so it is tested directly; the Pingora `ServeHttp` glue is a few lines.
+
+use crate::config::{MissingKey, WhenDown};
+use crate::key::{self, Key};
+use crate::metrics::METRICS;
+use crate::pool::Pool;
+use crate::select::{Decision, Role};
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// A service as the admin listener shows it.
+pub struct AdminService {
+    pub pool: Arc<Pool>,
+    pub listen: SocketAddr,
+}
+
+pub struct Admin {
+    services: Vec<AdminService>,
+    token: Option<String>,
+    started: Instant,
+}
+
+/// An answer before it is turned into an HTTP response.
+#[derive(Debug, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, &'static str)>,
+}
+
+impl Reply {
+    fn json(status: u16, value: &Value) -> Self {
+        let mut body = serde_json::to_vec_pretty(value).expect("JSON values serialize");
+        body.push(b'\n');
+        Reply {
+            status,
+            content_type: "application/json",
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Self {
+        Self::json(status, &json!({ "error": message }))
+    }
+}
+
+impl Admin {
+    pub fn new(services: Vec<AdminService>, token: Option<String>) -> Self {
+        Self {
+            services,
+            token,
+            started: Instant::now(),
+        }
+    }
+
+    /// Answer one request. `authorization` is the raw `Authorization` header.
+    pub fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        authorization: Option<&[u8]>,
+    ) -> Reply {
+        if method != Method::GET {
+            let mut reply = Reply::error(405, "the admin endpoints only answer GET");
+            reply.headers.push(("Allow", "GET"));
+            return reply;
+        }
+        // The page holds no data (it fetches /status with the token), so it needs none.
+        if path == "/" {
+            return Reply {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: STATUS_PAGE.as_bytes().to_vec(),
+                headers: Vec::new(),
+            };
+        }
+        if !["/metrics", "/status", "/route"].contains(&path) {
+            return Reply::error(404, "unknown path; try /, /status, /metrics or /route");
+        }
+        if !self.authorized(authorization) {
+            let mut reply = Reply::error(401, "missing or wrong bearer token");
+            reply.headers.push(("WWW-Authenticate", "Bearer"));
+            return reply;
+        }
+        match path {
+            "/metrics" => {
+                self.refresh_gauges();
+                Reply {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: METRICS.render(),
+                    headers: Vec::new(),
+                }
+            }
+            "/status" => Reply::json(200, &self.status()),
+            _ => self.route(query.unwrap_or("")),
+        }
+    }
+
+    fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = authorization
+            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .unwrap_or(b"");
+        constant_time_eq(given, token.as_bytes())
+    }
+
+    /// `roost_backend_up` from the pools' current health; series of backends a reload
+    /// removed disappear.
+    fn refresh_gauges(&self) {
+        METRICS.backend_up.reset();
+        for s in &self.services {
+            for b in s.pool.status() {
+                METRICS
+                    .backend_up
+                    .with_label_values(&[s.pool.name.as_str(), &b.addr.to_string()])
+                    .set(i64::from(b.healthy));
+            }
+        }
+    }
+
+    fn status(&self) -> Value {
+        let services: Vec<Value> = self
+            .services
+            .iter()
+            .map(|s| {
+                let settings = s.pool.settings();
+                let counts = s.pool.request_counts();
+                let backends: Vec<Value> = s
+                    .pool
+                    .status()
+                    .into_iter()
+                    .zip(counts.iter())
+                    .map(|(b, requests)| {
+                        json!({
+                            "address": b.address,
+                            "addr": b.addr.to_string(),
+                            "weight": b.weight,
+                            "healthy": b.healthy,
+                            "requests": requests,
+                        })
+                    })
+                    .collect();
+                let health_check = settings.health_check.as_ref().map(|hc| {
+                    json!({
+                        "type": match hc.kind {
+                            crate::config::CheckKind::Http { .. } => "http",
+                            crate::config::CheckKind::Tcp => "tcp",
+                        },
+                        "interval_ms": hc.interval.as_millis() as u64,
+                        "timeout_ms": hc.timeout.as_millis() as u64,
+                        "rise": hc.rise,
+                        "fall": hc.fall,
+                    })
+                });
+                json!({
+                    "name": s.pool.name,
+                    "listen": s.listen.to_string(),
+                    "hash_header": settings.header.as_str(),
+                    "missing": match settings.missing {
+                        MissingKey::RoundRobin => "round_robin",
+                        MissingKey::ClientIp => "client_ip",
+                        MissingKey::Reject => "reject",
+                    },
+                    "when_down": match settings.when_down {
+                        WhenDown::Failover => "failover",
+                        WhenDown::Reject => "reject",
+                    },
+                    "health_check": health_check,
+                    "requests": counts.iter().sum::<u64>(),
+                    "backends": backends,
+                })
+            })
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "services": services,
+        })
+    }
+
+    fn route(&self, query: &str) -> Reply {
+        let mut service = None;
+        let mut key = None;
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "service" => service = Some(v.into_owned()),
+                "key" => key = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        let (Some(service), Some(key)) = (service, key) else {
+            return Reply::error(400, "usage: /route?service=NAME&key=MACHINEID");
+        };
+        let Some(s) = self.services.iter().find(|s| s.pool.name == service) else {
+            return Reply::error(404, &format!("no service named '{service}'"));
+        };
+        let header = s.pool.settings().header.clone();
+        let mut headers = http::HeaderMap::new();
+        match http::HeaderValue::from_str(&key) {
+            Ok(v) => {
+                headers.insert(header.clone(), v);
+            }
+            Err(_) => return Reply::error(400, "the key is not a valid header value"),
+        }
+        // The same validation and selection as a proxied request.
+        let decision = match key::extract(&headers, &header) {
+            Key::Present(k) => s.pool.select_by_key(k, None),
+            Key::Missing => return Reply::error(400, "an empty key is not hashed"),
+            Key::Invalid(reason) => return Reply::error(400, &format!("invalid key: {reason}")),
+        };
+        let (backend, role, outcome) = match &decision {
+            Decision::Forward { backend, role } => (
+                Some(backend.addr.to_string()),
+                Some(match role {
+                    Role::Owner => "owner",
+                    Role::Failover => "failover",
+                }),
+                "forward",
+            ),
+            Decision::OwnerDown => (None, None, "owner_down"),
+            Decision::NoneHealthy => (None, None, "none_healthy"),
+        };
+        Reply::json(
+            200,
+            &json!({
+                "service": service,
+                "key": key,
+                "backend": backend,
+                "role": role,
+                "decision": outcome,
+            }),
+        )
+    }
+}
+
+/// Compare without an early exit, so the time taken does not tell how much of a guessed
+/// token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let reply = self.handle(
+            &req.method,
+            req.uri.path(),
+            req.uri.query(),
+            req.headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        );
+        let mut builder = Response::builder()
+            .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            .header("Content-Type", reply.content_type)
+            .header("Content-Length", reply.body.len())
+            .header("Cache-Control", "no-store");
+        for (k, v) in reply.headers {
+            builder = builder.header(k, v);
+        }
+        builder.body(reply.body).unwrap_or_else(|_| {
+            Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .body(Vec::new())
+                .expect("static response")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn admin(token: Option<&str>) -> Admin {
+        let config = Config::from_yaml(
+            "services:\n  - name: fp\n    listen: 127.0.0.1:8093\n    backends: [127.0.0.11:8093, 127.0.0.12:8093, 127.0.0.13:8093]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let services = config
+            .services
+            .iter()
+            .map(|s| AdminService {
+                pool: Arc::new(Pool::new(s)),
+                listen: s.listen,
+            })
+            .collect();
+        Admin::new(services, token.map(str::to_string))
+    }
+
+    fn get(a: &Admin, path: &str, query: Option<&str>) -> Reply {
+        a.handle(&Method::GET, path, query, None)
+    }
+
+    fn json_of(r: &Reply) -> Value {
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn route_agrees_with_the_nginx_pins() {
+        let a = admin(None);
+        // machine-0 → .12, abc → .11 (see pool::tests).
+        for (key, want) in [("machine-0", "127.0.0.12:8093"), ("abc", "127.0.0.11:8093")] {
+            let r = get(&a, "/route", Some(&format!("service=fp&key={key}")));
+            assert_eq!(r.status, 200);
+            let v = json_of(&r);
+            assert_eq!(v["backend"], want, "{key}");
+            assert_eq!(v["role"], "owner");
+            assert_eq!(v["decision"], "forward");
+        }
+    }
+
+    #[test]
+    fn route_errors() {
+        let a = admin(None);
+        assert_eq!(get(&a, "/route", None).status, 400);
+        assert_eq!(get(&a, "/route", Some("service=fp")).status, 400);
+        assert_eq!(get(&a, "/route", Some("service=nope&key=a")).status, 404);
+        assert_eq!(get(&a, "/route", Some("service=fp&key=")).status, 400);
+        let long = "k".repeat(300);
+        assert_eq!(
+            get(&a, "/route", Some(&format!("service=fp&key={long}"))).status,
+            400
+        );
+        // Percent-encoded keys are decoded.
+        let r = get(&a, "/route", Some("service=fp&key=a%20b"));
+        assert_eq!(json_of(&r)["key"], "a b");
+    }
+
+    #[test]
+    fn status_lists_every_backend() {
+        let v = json_of(&get(&admin(None), "/status", None));
+        let backends = v["services"][0]["backends"].as_array().unwrap();
+        assert_eq!(backends.len(), 3);
+        assert_eq!(backends[1]["addr"], "127.0.0.12:8093");
+        assert_eq!(backends[1]["healthy"], true);
+        assert_eq!(v["services"][0]["listen"], "127.0.0.1:8093");
+        assert_eq!(v["services"][0]["when_down"], "failover");
+        assert_eq!(v["services"][0]["missing"], "round_robin");
+    }
+
+    #[test]
+    fn methods_paths_and_tokens() {
+        let a = admin(Some("s3cret-token-0123456789"));
+        let post = a.handle(&Method::POST, "/status", None, None);
+        assert_eq!(post.status, 405);
+        assert_eq!(post.headers, [("Allow", "GET")]);
+        assert_eq!(get(&a, "/nope", None).status, 404);
+        assert_eq!(
+            get(&a, "/", None).status,
+            200,
+            "the page itself holds no data"
+        );
+        assert_eq!(get(&a, "/status", None).status, 401);
+        let wrong = a.handle(&Method::GET, "/metrics", None, Some(b"Bearer nope"));
+        assert_eq!(wrong.status, 401);
+        let right = a.handle(
+            &Method::GET,
+            "/metrics",
+            None,
+            Some(b"Bearer s3cret-token-0123456789"),
+        );
+        assert_eq!(right.status, 200);
+        assert!(String::from_utf8_lossy(&right.body).contains("roost_backend_up"));
+    }
+}

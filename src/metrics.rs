@@ -1,0 +1,177 @@
+//! Every metric Roost exports, by name, in one place (the README lists them with example
+//! queries). One process-wide registry, served as Prometheus text by the admin listener.
+//!
+//! Labels are service names and backend addresses from the config, and small fixed sets
+//! (status class, health state): never the machineid or anything else a client chooses, so
+//! the number of series is bounded by the config.
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+pub const REQUESTS: &str = "roost_requests_total";
+pub const REQUEST_DURATION: &str = "roost_request_duration_seconds";
+pub const REQUESTS_WITHOUT_KEY: &str = "roost_requests_without_key_total";
+pub const CONNECT_FAILURES: &str = "roost_upstream_connect_failures_total";
+pub const RETRIES: &str = "roost_upstream_retries_total";
+pub const BACKEND_UP: &str = "roost_backend_up";
+pub const HEALTH_TRANSITIONS: &str = "roost_health_transitions_total";
+pub const RELOADS: &str = "roost_config_reloads_total";
+pub const ACCESS_LOG_DROPPED: &str = "roost_access_log_dropped_total";
+
+/// The label value for "no backend" (requests Roost answered itself).
+pub const NO_BACKEND: &str = "none";
+
+pub struct Metrics {
+    registry: Registry,
+    /// service, backend (or `none`), class (`2xx`..`5xx`).
+    pub requests: IntCounterVec,
+    /// service.
+    pub duration: HistogramVec,
+    /// service.
+    pub without_key: IntCounterVec,
+    /// service, backend.
+    pub connect_failures: IntCounterVec,
+    /// service.
+    pub retries: IntCounterVec,
+    /// service, backend; set from the pools' health at each scrape.
+    pub backend_up: IntGaugeVec,
+    /// service, backend, to (`up` | `down`).
+    pub health_transitions: IntCounterVec,
+    /// result (`applied` | `invalid`).
+    pub reloads: IntCounterVec,
+    pub access_log_dropped: IntCounter,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let requests = counter(
+            REQUESTS,
+            "Requests answered, by service, backend (none: answered by Roost) and status class.",
+            &["service", "backend", "class"],
+        );
+        let without_key = counter(
+            REQUESTS_WITHOUT_KEY,
+            "Requests that carried no affinity key (handled by hash.missing).",
+            &["service"],
+        );
+        let connect_failures = counter(
+            CONNECT_FAILURES,
+            "Connections to a backend that failed (refused, timed out, unreachable).",
+            &["service", "backend"],
+        );
+        let retries = counter(
+            RETRIES,
+            "Requests re-sent to the next backend after a failed connection.",
+            &["service"],
+        );
+        let health_transitions = counter(
+            HEALTH_TRANSITIONS,
+            "Backend health changes seen by the active health checks.",
+            &["service", "backend", "to"],
+        );
+        let reloads = counter(RELOADS, "Config reloads (SIGHUP) by result.", &["result"]);
+        let access_log_dropped = IntCounter::new(
+            ACCESS_LOG_DROPPED,
+            "Access log lines dropped because the writer could not keep up.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(access_log_dropped.clone()))
+            .expect("unique metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                REQUEST_DURATION,
+                "Time from the request's arrival to the end of its response, by service.",
+            )
+            // 1 ms .. ~65 s: WPS answers range from capabilities documents to long executes.
+            .buckets(exponential_buckets(0.001, 2.0, 17).expect("valid buckets")),
+            &["service"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("unique metric");
+        let backend_up = IntGaugeVec::new(
+            Opts::new(BACKEND_UP, "1 when the backend is healthy, 0 when down."),
+            &["service", "backend"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(backend_up.clone()))
+            .expect("unique metric");
+        Self {
+            registry,
+            requests,
+            duration,
+            without_key,
+            connect_failures,
+            retries,
+            backend_up,
+            health_transitions,
+            reloads,
+            access_log_dropped,
+        }
+    }
+
+    /// Everything in Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding does not fail");
+        out
+    }
+}
+
+/// `2xx`, `4xx`, ...: the status class label.
+pub fn class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_family_with_help() {
+        METRICS
+            .requests
+            .with_label_values(&["fp", "10.0.0.1:8093", "2xx"])
+            .inc();
+        METRICS.duration.with_label_values(&["fp"]).observe(0.002);
+        let text = String::from_utf8(METRICS.render()).unwrap();
+        assert!(text.contains("# HELP roost_requests_total"), "{text}");
+        assert!(text.contains(
+            "roost_requests_total{backend=\"10.0.0.1:8093\",class=\"2xx\",service=\"fp\"}"
+        ));
+        assert!(text.contains("roost_request_duration_seconds_bucket{service=\"fp\",le=\"0.002\"}"));
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(class(200), "2xx");
+        assert_eq!(class(304), "3xx");
+        assert_eq!(class(431), "4xx");
+        assert_eq!(class(503), "5xx");
+        assert_eq!(class(0), "5xx");
+    }
+}

@@ -1,0 +1,234 @@
+//! The admin listener and the access log against the real binary: /metrics counts match a
+//! known mix of requests exactly, a killed backend shows up as down with a transition,
+//! /route and `roost route` agree with where requests land, admin methods and paths are
+//! checked, and access log lines come out in text and JSON.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+struct Observed {
+    site: Site,
+    admin: SocketAddr,
+}
+
+/// Three backends behind `fp`, an admin listener, and `access_log` settings.
+fn start(access_log: &str, extra: &str) -> Observed {
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let yaml = config_yaml(&service_yaml("fp", addr, &addrs, extra)).replace(
+        "services:\n",
+        &format!("admin: {{ listen: {admin} }}\n{access_log}services:\n"),
+    );
+    let roost = Roost::start(&yaml, &[addr, admin]);
+    Observed {
+        site: Site {
+            backends: backends.into_iter().map(Some).collect(),
+            roost,
+            addr,
+        },
+        admin,
+    }
+}
+
+/// Value of the sample `name{labels}` (labels in Prometheus' sorted order), 0 if absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+fn metrics(admin: SocketAddr) -> String {
+    let r = get(admin, "/metrics", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    r.text()
+}
+
+#[test]
+fn metrics_count_a_known_mix_exactly() {
+    let o = start("access_log: { enabled: false }\n", "");
+    let name_to_addr: HashMap<String, String> = o
+        .site
+        .running()
+        .map(|b| (b.name.clone(), b.addr.to_string()))
+        .collect();
+    let mut per_backend: HashMap<String, usize> = HashMap::new();
+    for i in 0..40 {
+        let r = get_key(o.site.addr, &format!("k{i}")).unwrap();
+        assert_eq!(r.status, 200);
+        *per_backend
+            .entry(name_to_addr[r.backend()].clone())
+            .or_default() += 1;
+    }
+    for _ in 0..6 {
+        let r = get(o.site.addr, "/", &[]).unwrap();
+        assert_eq!(r.status, 200);
+        *per_backend
+            .entry(name_to_addr[r.backend()].clone())
+            .or_default() += 1;
+    }
+    for _ in 0..3 {
+        let r = get(o.site.addr, "/", &[("machineid", &"x".repeat(300))]).unwrap();
+        assert_eq!(r.status, 400);
+    }
+    let m = metrics(o.admin);
+    for (addr, n) in &per_backend {
+        let series =
+            format!("roost_requests_total{{backend=\"{addr}\",class=\"2xx\",service=\"fp\"}}");
+        assert_eq!(sample(&m, &series), *n as f64, "{series}\n{m}");
+    }
+    assert_eq!(
+        sample(
+            &m,
+            "roost_requests_total{backend=\"none\",class=\"4xx\",service=\"fp\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(&m, "roost_requests_without_key_total{service=\"fp\"}"),
+        6.0
+    );
+    assert_eq!(
+        sample(&m, "roost_request_duration_seconds_count{service=\"fp\"}"),
+        49.0
+    );
+    for addr in name_to_addr.values() {
+        let up = format!("roost_backend_up{{backend=\"{addr}\",service=\"fp\"}}");
+        assert_eq!(sample(&m, &up), 1.0, "{up}");
+    }
+    // The machineid is never a label.
+    assert!(!m.contains("k1\""), "{m}");
+}
+
+#[test]
+fn a_killed_backend_shows_as_down_with_a_transition() {
+    let mut o = start(
+        "",
+        "    health_check: { path: /health, interval: 200ms, timeout: 150ms, rise: 1, fall: 1 }\n",
+    );
+    let addr = o.site.stop(1);
+    wait_until(Duration::from_secs(10), "backend down in /metrics", || {
+        sample(
+            &metrics(o.admin),
+            &format!("roost_backend_up{{backend=\"{addr}\",service=\"fp\"}}"),
+        ) == 0.0
+            && !metrics(o.admin).is_empty()
+    });
+    let m = metrics(o.admin);
+    let series =
+        format!("roost_health_transitions_total{{backend=\"{addr}\",service=\"fp\",to=\"down\"}}");
+    assert_eq!(sample(&m, &series), 1.0, "{m}");
+    let status: serde_json::Value =
+        serde_json::from_str(&get(o.admin, "/status", &[]).unwrap().text()).unwrap();
+    let down: Vec<&serde_json::Value> = status["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["healthy"] == false)
+        .collect();
+    assert_eq!(down.len(), 1);
+    assert_eq!(down[0]["addr"], addr.to_string());
+}
+
+#[test]
+fn route_endpoint_and_command_agree_with_real_requests() {
+    let o = start("access_log: { enabled: false }\n", "");
+    let by_name: HashMap<String, String> = o
+        .site
+        .running()
+        .map(|b| (b.name.clone(), b.addr.to_string()))
+        .collect();
+    let config = o.site.roost.config.display().to_string();
+    for i in 0..200 {
+        let key = format!("route-{i}");
+        let landed = &by_name[get_key(o.site.addr, &key).unwrap().backend()];
+        let r = get(o.admin, &format!("/route?service=fp&key={key}"), &[]).unwrap();
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+        assert_eq!(v["backend"], landed.as_str(), "{key}");
+        assert_eq!(v["role"], "owner");
+        if i % 10 == 0 {
+            // The command is slower (a process per call): every tenth key.
+            let (code, out, err) = run_roost(&["route", "-c", &config, "fp", &key]);
+            assert_eq!(code, 0, "{err}");
+            assert_eq!(out.trim(), landed, "{key}");
+        }
+    }
+}
+
+#[test]
+fn admin_refuses_other_methods_and_unknown_paths() {
+    let o = start("access_log: { enabled: false }\n", "");
+    for method in ["POST", "PUT", "DELETE"] {
+        let r = raw(
+            o.admin,
+            format!("{method} /status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(r.header("allow"), Some("GET"));
+    }
+    assert_eq!(get(o.admin, "/nope", &[]).unwrap().status, 404);
+    assert_eq!(get(o.admin, "/route?service=fp", &[]).unwrap().status, 400);
+    let page = get(o.admin, "/", &[]).unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<table"), "{}", page.text());
+}
+
+#[test]
+fn access_log_lines_in_text_and_json() {
+    let o = start("", "");
+    let r = get(o.site.addr, "/some/path?x=1", &[("machineid", "alpha")]).unwrap();
+    let backend = o
+        .site
+        .running()
+        .find(|b| b.name == r.backend())
+        .unwrap()
+        .addr;
+    get(o.site.addr, "/", &[("machineid", &"y".repeat(300))]).unwrap();
+    wait_until(Duration::from_secs(5), "text access log", || {
+        o.site.roost.log_text().contains("\" 400 key=- backend=- ")
+    });
+    let log = o.site.roost.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("/some/path?x=1"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains(" fp 127.0.0.1 \"GET /some/path?x=1\" 200 key=alpha "),
+        "{line}"
+    );
+    assert!(line.contains(&format!("backend={backend} ")), "{line}");
+
+    let json_dir = tempfile::tempdir().unwrap();
+    let json_path = json_dir.path().join("access.log");
+    let o = start(
+        &format!(
+            "access_log: {{ format: json, path: {} }}\n",
+            json_path.display()
+        ),
+        "",
+    );
+    get(o.site.addr, "/wps?service=WPS", &[("machineid", "beta")]).unwrap();
+    let mut text = String::new();
+    wait_until(Duration::from_secs(5), "json access log", || {
+        text = std::fs::read_to_string(&json_path).unwrap_or_default();
+        text.contains("beta")
+    });
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(v["service"], "fp");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/wps?service=WPS");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["machineid"], "beta");
+    assert!(v["backend"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(v["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(v["bytes"].as_u64().unwrap() > 0);
+}
