@@ -4,10 +4,10 @@
 //! counted (`roost_access_log_dropped_total`) instead of blocking the proxy.
 
 use crate::config::{AccessLogFormat, AccessLogSettings, LogTarget};
-use crate::metrics::METRICS;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use prometheus::IntCounter;
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -41,25 +41,31 @@ pub struct Entry {
 #[derive(Clone)]
 pub struct AccessLog {
     sender: SyncSender<Entry>,
+    dropped: IntCounter,
 }
 
 impl AccessLog {
     pub fn log(&self, entry: Entry) {
         if self.sender.try_send(entry).is_err() {
-            METRICS.access_log_dropped.inc();
+            self.dropped.inc();
         }
     }
 }
 
 /// Create the log and the background service that writes it. The thread is started by the
 /// service (after a daemon has forked), not here.
-pub fn new(settings: &AccessLogSettings) -> (AccessLog, AccessLogWriter) {
+/// `dropped` counts lines lost to a full queue or a failed write.
+pub fn new(settings: &AccessLogSettings, dropped: IntCounter) -> (AccessLog, AccessLogWriter) {
     let (sender, receiver) = sync_channel(QUEUE);
     (
-        AccessLog { sender },
+        AccessLog {
+            sender,
+            dropped: dropped.clone(),
+        },
         AccessLogWriter {
             settings: settings.clone(),
             receiver: Mutex::new(Some(receiver)),
+            dropped,
         },
     )
 }
@@ -67,6 +73,7 @@ pub fn new(settings: &AccessLogSettings) -> (AccessLog, AccessLogWriter) {
 pub struct AccessLogWriter {
     settings: AccessLogSettings,
     receiver: Mutex<Option<Receiver<Entry>>>,
+    dropped: IntCounter,
 }
 
 #[async_trait]
@@ -99,10 +106,11 @@ impl BackgroundService for AccessLogWriter {
             },
         };
         let format = self.settings.format;
+        let dropped = self.dropped.clone();
         // A plain thread: writing blocks, and it must outlive no runtime.
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_all(receiver, BufWriter::new(out), format));
+            .spawn(move || write_all(receiver, BufWriter::new(out), format, &dropped));
         if let Err(e) = spawned {
             log::error!("access log: cannot start its thread: {e}");
         }
@@ -111,7 +119,12 @@ impl BackgroundService for AccessLogWriter {
 
 /// Write lines as they come, flushing whenever the queue is empty: batches under load, no
 /// line left sitting in the buffer when it is quiet.
-fn write_all(receiver: Receiver<Entry>, mut out: impl Write, format: AccessLogFormat) {
+fn write_all(
+    receiver: Receiver<Entry>,
+    mut out: impl Write,
+    format: AccessLogFormat,
+    dropped: &IntCounter,
+) {
     let mut line = String::with_capacity(256);
     let mut entry = match receiver.recv() {
         Ok(e) => e,
@@ -124,7 +137,7 @@ fn write_all(receiver: Receiver<Entry>, mut out: impl Write, format: AccessLogFo
             AccessLogFormat::Json => json_line(&entry, &mut line),
         }
         if out.write_all(line.as_bytes()).is_err() {
-            METRICS.access_log_dropped.inc();
+            dropped.inc();
         }
         entry = match receiver.try_recv() {
             Ok(e) => e,
@@ -286,7 +299,9 @@ mod tests {
         }
         drop(tx);
         let mut out = Vec::new();
-        write_all(rx, &mut out, AccessLogFormat::Text);
+        let dropped = IntCounter::new("d", "d").unwrap();
+        write_all(rx, &mut out, AccessLogFormat::Text, &dropped);
+        assert_eq!(dropped.get(), 0);
         assert_eq!(String::from_utf8(out).unwrap().lines().count(), 3);
     }
 }

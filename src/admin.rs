@@ -7,7 +7,7 @@
 
 use crate::config::{MissingKey, WhenDown};
 use crate::key::{self, Key};
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::select::{Decision, Role};
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ pub struct AdminService {
 pub struct Admin {
     services: Vec<AdminService>,
     token: Option<String>,
+    metrics: Arc<Metrics>,
     started: Instant,
 }
 
@@ -60,10 +61,11 @@ impl Reply {
 }
 
 impl Admin {
-    pub fn new(services: Vec<AdminService>, token: Option<String>) -> Self {
+    pub fn new(services: Vec<AdminService>, token: Option<String>, metrics: Arc<Metrics>) -> Self {
         Self {
             services,
             token,
+            metrics,
             started: Instant::now(),
         }
     }
@@ -104,7 +106,7 @@ impl Admin {
                 Reply {
                     status: 200,
                     content_type: "text/plain; version=0.0.4; charset=utf-8",
-                    body: METRICS.render(),
+                    body: self.metrics.render(),
                     headers: Vec::new(),
                 }
             }
@@ -126,10 +128,10 @@ impl Admin {
     /// `roost_backend_up` from the pools' current health; series of backends a reload
     /// removed disappear.
     fn refresh_gauges(&self) {
-        METRICS.backend_up.reset();
+        self.metrics.backend_up.reset();
         for s in &self.services {
             for b in s.pool.status() {
-                METRICS
+                self.metrics
                     .backend_up
                     .with_label_values(&[s.pool.name.as_str(), &b.addr.to_string()])
                     .set(i64::from(b.healthy));
@@ -301,15 +303,16 @@ mod tests {
             "t.yaml",
         )
         .unwrap();
+        let metrics = Arc::new(Metrics::new());
         let services = config
             .services
             .iter()
             .map(|s| AdminService {
-                pool: Arc::new(Pool::new(s)),
+                pool: Arc::new(Pool::new(s, Arc::clone(&metrics))),
                 listen: s.listen,
             })
             .collect();
-        Admin::new(services, token.map(str::to_string))
+        Admin::new(services, token.map(str::to_string), metrics)
     }
 
     fn get(a: &Admin, path: &str, query: Option<&str>) -> Reply {

@@ -139,7 +139,7 @@ fn route(config: &Config, service: &str, key: &str) -> ExitCode {
         eprintln!("roost: an empty key is not hashed; requests without a key follow hash.missing");
         return ExitCode::from(2);
     }
-    let pool = Pool::new(service_config);
+    let pool = Pool::new(service_config, Default::default());
     match pool.select_by_key(key.as_bytes(), None) {
         Decision::Forward { backend, .. } => {
             println!("{}", pool.address_of(&backend).unwrap_or_default());

@@ -3,7 +3,7 @@
 //! and metric). The periodic loop that drives it lives in `pool`.
 
 use crate::config::{CheckKind, HealthCheckConfig};
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use log::{info, warn};
@@ -26,6 +26,7 @@ pub struct Checker {
 struct Shared {
     service: String,
     probe: ArcSwapOption<Probe>,
+    metrics: Arc<Metrics>,
     /// The last failure per backend, so the "down" log line can say why.
     last_error: Mutex<HashMap<String, String>>,
 }
@@ -39,11 +40,12 @@ struct Probe {
 }
 
 impl Checker {
-    pub fn new(service: &str, config: Option<&HealthCheckConfig>) -> Self {
+    pub fn new(service: &str, config: Option<&HealthCheckConfig>, metrics: Arc<Metrics>) -> Self {
         let checker = Self {
             shared: Arc::new(Shared {
                 service: service.to_string(),
                 probe: ArcSwapOption::empty(),
+                metrics,
                 last_error: Mutex::new(HashMap::new()),
             }),
         };
@@ -154,7 +156,8 @@ impl HealthCheck for Checker {
         let shared = &self.shared;
         let backend = target.addr.to_string();
         if healthy {
-            METRICS
+            shared
+                .metrics
                 .health_transitions
                 .with_label_values(&[shared.service.as_str(), &backend, "up"])
                 .inc();
@@ -165,7 +168,8 @@ impl HealthCheck for Checker {
                 self.health_threshold(true)
             );
         } else {
-            METRICS
+            shared
+                .metrics
                 .health_transitions
                 .with_label_values(&[shared.service.as_str(), &backend, "down"])
                 .inc();

@@ -1,5 +1,5 @@
 //! Every metric Roost exports, by name, in one place (the README lists them with example
-//! queries). One process-wide registry, served as Prometheus text by the admin listener.
+//! queries). One registry per server, served as Prometheus text by the admin listener.
 //!
 //! Labels are service names and backend addresses from the config, and small fixed sets
 //! (status class, health state): never the machineid or anything else a client chooses, so
@@ -9,7 +9,6 @@ use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::sync::LazyLock;
 
 pub const REQUESTS: &str = "roost_requests_total";
 pub const REQUEST_DURATION: &str = "roost_request_duration_seconds";
@@ -23,6 +22,12 @@ pub const ACCESS_LOG_DROPPED: &str = "roost_access_log_dropped_total";
 
 /// The label value for "no backend" (requests Roost answered itself).
 pub const NO_BACKEND: &str = "none";
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -45,10 +50,10 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
 impl Metrics {
-    fn new() -> Self {
+    /// A fresh registry with every metric. The server makes one and hands it (in an `Arc`)
+    /// to whoever counts; tests make their own.
+    pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -153,12 +158,13 @@ mod tests {
 
     #[test]
     fn renders_every_metric_family_with_help() {
-        METRICS
+        let metrics = Metrics::new();
+        metrics
             .requests
             .with_label_values(&["fp", "10.0.0.1:8093", "2xx"])
             .inc();
-        METRICS.duration.with_label_values(&["fp"]).observe(0.002);
-        let text = String::from_utf8(METRICS.render()).unwrap();
+        metrics.duration.with_label_values(&["fp"]).observe(0.002);
+        let text = String::from_utf8(metrics.render()).unwrap();
         assert!(text.contains("# HELP roost_requests_total"), "{text}");
         assert!(text.contains(
             "roost_requests_total{backend=\"10.0.0.1:8093\",class=\"2xx\",service=\"fp\"}"

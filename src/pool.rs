@@ -9,7 +9,7 @@
 
 use crate::config::{HealthCheckConfig, MissingKey, ServiceConfig, WhenDown};
 use crate::health::Checker;
-use crate::metrics::{self, METRICS};
+use crate::metrics::{self, Metrics};
 use crate::select::{Decision, RingWalk, RoundRobin};
 use arc_swap::{ArcSwap, Guard};
 use async_trait::async_trait;
@@ -55,7 +55,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    fn new(config: &ServiceConfig) -> Self {
+    fn new(config: &ServiceConfig, metrics: &Metrics) -> Self {
         let members = config
             .backends
             .iter()
@@ -67,7 +67,7 @@ impl Settings {
             .collect::<Vec<(Backend, String)>>();
         let counters = members
             .iter()
-            .map(|(b, _)| class_counters(&config.name, &b.addr.to_string()))
+            .map(|(b, _)| class_counters(metrics, &config.name, &b.addr.to_string()))
             .collect();
         Self {
             header: HeaderName::from_bytes(config.hash.header.as_bytes())
@@ -92,9 +92,9 @@ impl Settings {
 }
 
 /// The five `roost_requests_total` series (1xx..5xx) of one service and backend.
-fn class_counters(service: &str, backend: &str) -> [IntCounter; 5] {
+fn class_counters(metrics: &Metrics, service: &str, backend: &str) -> [IntCounter; 5] {
     ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
-        METRICS
+        metrics
             .requests
             .with_label_values(&[service, backend, class])
     })
@@ -149,17 +149,22 @@ pub struct Pool {
     reload: tokio::sync::Mutex<()>,
     /// `roost_requests_total` for requests Roost answered itself, by status class.
     refused: [IntCounter; 5],
+    pub metrics: Arc<Metrics>,
 }
 
 impl Pool {
     /// Build the pool for `config`. Health checks are configured but not started: see
     /// [`HealthService`].
-    pub fn new(config: &ServiceConfig) -> Self {
-        let settings = Settings::new(config);
+    pub fn new(config: &ServiceConfig, metrics: Arc<Metrics>) -> Self {
+        let settings = Settings::new(config, &metrics);
         let discovery = ConfigDiscovery::default();
         discovery.set(settings.backend_set());
         let registry = Arc::new(HealthRegistry::with_equivalence(health_identity));
-        let checker = Checker::new(&config.name, config.health_check.as_ref());
+        let checker = Checker::new(
+            &config.name,
+            config.health_check.as_ref(),
+            Arc::clone(&metrics),
+        );
         registry.set_health_check(Box::new(checker.clone()));
         let lb = LoadBalancer::<KetamaHashing>::from_backends(Backends::new_with_health_registry(
             Box::new(discovery.clone()),
@@ -180,7 +185,8 @@ impl Pool {
             settings: ArcSwap::from_pointee(settings),
             rotation: RoundRobin::default(),
             reload: tokio::sync::Mutex::new(()),
-            refused: class_counters(&config.name, metrics::NO_BACKEND),
+            refused: class_counters(&metrics, &config.name, metrics::NO_BACKEND),
+            metrics,
         }
     }
 
@@ -189,7 +195,7 @@ impl Pool {
     /// flight finish on the backend they were sent to.
     pub async fn apply(&self, config: &ServiceConfig) -> pingora::Result<()> {
         let _one_at_a_time = self.reload.lock().await;
-        let settings = Settings::new(config);
+        let settings = Settings::new(config, &self.metrics);
         self.discovery.set(settings.backend_set());
         self.lb.update().await?;
         self.checker.configure(config.health_check.as_ref());
@@ -248,7 +254,7 @@ impl Pool {
             }
             // Removed by a reload while the request ran: count it under its address.
             let addr = backend.addr.to_string();
-            METRICS
+            self.metrics
                 .requests
                 .with_label_values(&[self.name.as_str(), &addr, metrics::class(status)])
                 .inc();
@@ -450,25 +456,37 @@ mod tests {
 
     #[test]
     fn matches_nginx_hash_consistent() {
-        let pool = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover));
+        let pool = Pool::new(
+            &service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover),
+            Arc::new(Metrics::new()),
+        );
         assert_eq!(mapping(&pool), NGINX_EQUAL);
     }
 
     #[test]
     fn matches_nginx_with_weights() {
-        let pool = Pool::new(&service(&[(11, 1), (12, 2), (13, 1)], WhenDown::Failover));
+        let pool = Pool::new(
+            &service(&[(11, 1), (12, 2), (13, 1)], WhenDown::Failover),
+            Arc::new(Metrics::new()),
+        );
         assert_eq!(mapping(&pool), NGINX_WEIGHTED);
     }
 
     #[test]
     fn config_order_does_not_matter() {
-        let pool = Pool::new(&service(&[(13, 1), (11, 1), (12, 1)], WhenDown::Failover));
+        let pool = Pool::new(
+            &service(&[(13, 1), (11, 1), (12, 1)], WhenDown::Failover),
+            Arc::new(Metrics::new()),
+        );
         assert_eq!(mapping(&pool), NGINX_EQUAL);
     }
 
     #[test]
     fn removed_backend_matches_nginx_and_only_its_keys_move() {
-        let pool = Pool::new(&service(&[(11, 1), (13, 1)], WhenDown::Failover));
+        let pool = Pool::new(
+            &service(&[(11, 1), (13, 1)], WhenDown::Failover),
+            Arc::new(Metrics::new()),
+        );
         assert_eq!(mapping(&pool), NGINX_WITHOUT_12);
         for (i, before) in NGINX_EQUAL.iter().enumerate() {
             if *before != 12 {
@@ -479,7 +497,10 @@ mod tests {
 
     #[test]
     fn down_backend_fails_over_like_nginx_down() {
-        let pool = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover));
+        let pool = Pool::new(
+            &service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover),
+            Arc::new(Metrics::new()),
+        );
         pool.set_enabled(12, false);
         assert_eq!(mapping(&pool), NGINX_WITHOUT_12);
         pool.set_enabled(12, true);
@@ -488,7 +509,10 @@ mod tests {
 
     #[test]
     fn roles_and_reject() {
-        let pool = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Reject));
+        let pool = Pool::new(
+            &service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Reject),
+            Arc::new(Metrics::new()),
+        );
         pool.set_enabled(12, false);
         for (i, key) in KEYS.iter().enumerate() {
             let decision = pool.select_by_key(key.as_bytes(), None);
@@ -507,7 +531,10 @@ mod tests {
                 );
             }
         }
-        let failover = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover));
+        let failover = Pool::new(
+            &service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover),
+            Arc::new(Metrics::new()),
+        );
         failover.set_enabled(12, false);
         let decision = failover.select_by_key(b"machine-0", None);
         assert!(matches!(
@@ -524,14 +551,20 @@ mod tests {
     #[test]
     fn only_a_down_backends_keys_move() {
         let octets: Vec<(u8, u32)> = (21..26).map(|o| (o, 1)).collect();
-        let pool = Pool::new(&service(&octets, WhenDown::Failover));
+        let pool = Pool::new(
+            &service(&octets, WhenDown::Failover),
+            Arc::new(Metrics::new()),
+        );
         let keys: Vec<String> = (0..5000).map(|i| format!("key-{i}")).collect();
         let before: Vec<u8> = keys.iter().map(|k| owner(&pool, k)).collect();
         for (down, _) in &octets {
             pool.set_enabled(*down, false);
             let smaller: Vec<(u8, u32)> =
                 octets.iter().copied().filter(|(o, _)| o != down).collect();
-            let without = Pool::new(&service(&smaller, WhenDown::Failover));
+            let without = Pool::new(
+                &service(&smaller, WhenDown::Failover),
+                Arc::new(Metrics::new()),
+            );
             let mut moved = 0;
             for (k, b) in keys.iter().zip(&before) {
                 let now = owner(&pool, k);
@@ -557,7 +590,10 @@ mod tests {
 
     #[test]
     fn all_down() {
-        let pool = Pool::new(&service(&[(11, 1), (12, 1)], WhenDown::Failover));
+        let pool = Pool::new(
+            &service(&[(11, 1), (12, 1)], WhenDown::Failover),
+            Arc::new(Metrics::new()),
+        );
         pool.set_enabled(11, false);
         pool.set_enabled(12, false);
         assert_eq!(pool.select_by_key(b"abc", None), Decision::NoneHealthy);
@@ -566,7 +602,10 @@ mod tests {
 
     #[test]
     fn retry_excludes_the_refusing_backend() {
-        let pool = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover));
+        let pool = Pool::new(
+            &service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover),
+            Arc::new(Metrics::new()),
+        );
         let Decision::Forward { backend: first, .. } = pool.select_by_key(b"machine-0", None)
         else {
             panic!()
@@ -596,7 +635,10 @@ mod tests {
 
     #[test]
     fn round_robin_is_even_and_skips_down() {
-        let pool = Pool::new(&service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover));
+        let pool = Pool::new(
+            &service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover),
+            Arc::new(Metrics::new()),
+        );
         let mut counts = std::collections::HashMap::new();
         for _ in 0..300 {
             if let Decision::Forward { backend, .. } = pool.select_round_robin(None) {

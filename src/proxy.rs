@@ -6,7 +6,6 @@ use crate::access_log::{AccessLog, Entry};
 use crate::config::{MissingKey, WhenDown};
 use crate::headers::{self, Forwarding};
 use crate::key::{self, Key};
-use crate::metrics::METRICS;
 use crate::pool::Pool;
 use crate::select::Decision;
 use async_trait::async_trait;
@@ -45,9 +44,9 @@ impl WpsProxy {
         Self {
             service: name.into(),
             access_log,
-            duration: METRICS.duration.with_label_values(&[name]),
-            without_key: METRICS.without_key.with_label_values(&[name]),
-            retries: METRICS.retries.with_label_values(&[name]),
+            duration: pool.metrics.duration.with_label_values(&[name]),
+            without_key: pool.metrics.without_key.with_label_values(&[name]),
+            retries: pool.metrics.retries.with_label_values(&[name]),
             pool,
             draining,
         }
@@ -240,7 +239,8 @@ impl ProxyHttp for WpsProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         let backend = ctx.backend.as_ref().map(|b| b.addr.to_string());
-        METRICS
+        self.pool
+            .metrics
             .connect_failures
             .with_label_values(&[&*self.service, backend.as_deref().unwrap_or("-")])
             .inc();

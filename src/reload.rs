@@ -7,7 +7,7 @@
 //! exactly as it was, so nothing is ever half-applied. [`ReloadService`] is the I/O around it.
 
 use crate::config::{Config, ServiceConfig};
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use async_trait::async_trait;
 use log::{error, info, warn};
@@ -159,14 +159,21 @@ pub struct ReloadService {
     path: PathBuf,
     pools: Vec<Arc<Pool>>,
     running: tokio::sync::Mutex<Config>,
+    metrics: Arc<Metrics>,
 }
 
 impl ReloadService {
-    pub fn new(path: PathBuf, config: Config, pools: Vec<Arc<Pool>>) -> Self {
+    pub fn new(
+        path: PathBuf,
+        config: Config,
+        pools: Vec<Arc<Pool>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             path,
             pools,
             running: tokio::sync::Mutex::new(config),
+            metrics,
         }
     }
 
@@ -176,7 +183,7 @@ impl ReloadService {
         let new = match Config::load(&self.path) {
             Ok(config) => config,
             Err(errors) => {
-                METRICS.reloads.with_label_values(&["invalid"]).inc();
+                self.metrics.reloads.with_label_values(&["invalid"]).inc();
                 for e in &errors.0 {
                     error!("reload: {e}");
                 }
@@ -206,7 +213,7 @@ impl ReloadService {
             }
         }
         *running = plan.running_after(&running);
-        METRICS.reloads.with_label_values(&["applied"]).inc();
+        self.metrics.reloads.with_label_values(&["applied"]).inc();
         info!(
             "reload: {source}: done ({applied} service(s) changed, {} change(s) need -u)",
             plan.needs_upgrade.len()

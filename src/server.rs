@@ -6,6 +6,7 @@
 use crate::access_log;
 use crate::admin::{Admin, AdminService};
 use crate::config::{Config, ServerSettings};
+use crate::metrics::Metrics;
 use crate::pool::{HealthService, Pool};
 use crate::proxy::WpsProxy;
 use crate::reload::ReloadService;
@@ -59,14 +60,15 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
     server.bootstrap();
 
     let draining = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(Metrics::new());
     let access_log = config.access_log.as_ref().map(|settings| {
-        let (log, writer) = access_log::new(settings);
+        let (log, writer) = access_log::new(settings, metrics.access_log_dropped.clone());
         server.add_service(background_service("access log", writer));
         log
     });
     let mut pools = Vec::new();
     for service in &config.services {
-        let pool = Arc::new(Pool::new(service));
+        let pool = Arc::new(Pool::new(service, Arc::clone(&metrics)));
         let mut proxy = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
             WpsProxy::new(Arc::clone(&pool), Arc::clone(&draining), access_log.clone()),
@@ -101,7 +103,7 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
             .collect();
         let mut service = pingora::services::listening::Service::new(
             "admin".to_string(),
-            Admin::new(services, admin.token.clone()),
+            Admin::new(services, admin.token.clone(), Arc::clone(&metrics)),
         );
         service.add_tcp(&admin.listen.to_string());
         server.add_service(service);
@@ -109,7 +111,7 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
     }
     server.add_service(background_service(
         "reload",
-        ReloadService::new(path, config.clone(), pools),
+        ReloadService::new(path, config.clone(), pools, metrics),
     ));
     server.add_service(background_service(
         "drain",
