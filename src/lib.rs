@@ -11,11 +11,13 @@
 //! |---|---|
 //! | [`config`] | the YAML file: env expansion, validation with file:line:key errors, typed model |
 //! | [`key`] | reading the affinity key from request headers (pure) |
+//! | [`screen`] | refusing oversized or ambiguous requests before they are forwarded (pure) |
 //! | [`select`] | the selection policy: owner, failover walk, reject, round robin (pure) |
 //! | [`headers`] | forwarding headers added upstream (pure) |
 //! | [`health`] | active health checks: probe, timeout, rise/fall, transition reports |
 //! | [`pool`] | one service's Ketama load balancer, health loop and counters |
 //! | [`proxy`] | the Pingora `ProxyHttp` for one service |
+//! | [`guard`] | per-connection limits Pingora lacks: max connections, whole-header deadline |
 //! | [`metrics`] | every exported metric, by name, and the registry |
 //! | [`access_log`] | one line per request, formatted and written off the request path |
 //! | [`admin`] | the admin listener: /metrics, /status, /route and the status page |
@@ -28,6 +30,7 @@ pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod guard;
 pub mod headers;
 pub mod health;
 pub mod key;
@@ -35,6 +38,7 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
+pub mod screen;
 pub mod select;
 pub mod server;
 pub mod upgrade;

@@ -7,7 +7,7 @@
 //! `ServiceDiscovery` fed from the config, so Pingora rebuilds the ring and swaps it in
 //! atomically, and backends that stay keep their health.
 
-use crate::config::{HealthCheckConfig, MissingKey, ServiceConfig, WhenDown};
+use crate::config::{HealthCheckConfig, Limits, MissingKey, ServiceConfig, Timeouts, WhenDown};
 use crate::health::Checker;
 use crate::metrics::{self, Metrics};
 use crate::select::{Decision, RingWalk, RoundRobin};
@@ -45,6 +45,8 @@ pub struct Settings {
     pub when_down: WhenDown,
     pub trust_forwarded_headers: bool,
     pub health_check: Option<HealthCheckConfig>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
     /// Backends in config order, with the address text they were written as.
     members: Vec<(Backend, String)>,
     /// `roost_requests_total` per member (same order), by status class: resolved once here
@@ -76,6 +78,8 @@ impl Settings {
             when_down: config.when_down,
             trust_forwarded_headers: config.trust_forwarded_headers,
             health_check: config.health_check.clone(),
+            limits: config.limits,
+            timeouts: config.timeouts,
             members,
             counters,
             ring_points: config
@@ -324,6 +328,16 @@ impl Pool {
     }
 }
 
+impl crate::guard::GuardLimits for Pool {
+    fn max_connections(&self) -> usize {
+        self.settings.load().limits.max_connections
+    }
+
+    fn header_timeout(&self) -> Duration {
+        self.settings.load().timeouts.client_header
+    }
+}
+
 /// How often the health loop looks again when a service has no check configured (it may get
 /// one on reload).
 const UNCHECKED_POLL: Duration = Duration::from_secs(1);
@@ -425,6 +439,8 @@ mod tests {
             health_check: None,
             when_down,
             trust_forwarded_headers: false,
+            limits: Default::default(),
+            timeouts: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@ use crate::config::{MissingKey, WhenDown};
 use crate::headers::{self, Forwarding};
 use crate::key::{self, Key};
 use crate::pool::Pool;
+use crate::screen;
 use crate::select::Decision;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,8 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// How long to wait for a backend to accept a connection before trying the next one.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle pooled connection to a backend is kept for reuse.
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -68,6 +67,9 @@ pub struct RequestCtx {
     connect_failed: bool,
     /// Whether the one retry after a refused connection was used.
     retried: bool,
+    /// Request body bytes received so far, against `limits.max_body`.
+    body_bytes: u64,
+    max_body: u64,
 }
 
 /// A request Roost answers itself instead of forwarding.
@@ -191,10 +193,33 @@ impl ProxyHttp for WpsProxy {
             may_fail_over: false,
             connect_failed: false,
             retried: false,
+            body_bytes: 0,
+            max_body: u64::MAX,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let settings = self.pool.settings();
+        let req = session.req_header();
+        if let Err(r) = screen::screen(
+            &req.method,
+            req.version,
+            req.raw_path().len(),
+            &req.headers,
+            &settings.limits,
+        ) {
+            let refusal = Refusal {
+                status: r.status,
+                message: r.reason,
+                retry_after: None,
+            };
+            self.respond(session, &refusal).await?;
+            return Ok(true);
+        }
+        ctx.max_body = settings.limits.max_body;
+        // Pingora's read timeout is per read: it bounds each pause in the body, not the whole.
+        session.set_read_timeout(Some(settings.timeouts.client_body));
+        session.set_keepalive(Some(settings.timeouts.keepalive.as_secs().max(1)));
         match self.choose(session, None, ctx) {
             Ok(backend) => {
                 ctx.backend = Some(backend);
@@ -226,7 +251,10 @@ impl ProxyHttp for WpsProxy {
         };
         let addr = *backend.as_inet().expect("pools hold inet backends");
         let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        let timeouts = self.pool.settings().timeouts;
+        peer.options.connection_timeout = Some(timeouts.upstream_connect);
+        peer.options.read_timeout = Some(timeouts.upstream_read);
+        peer.options.write_timeout = Some(timeouts.upstream_write);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         Ok(Box::new(peer))
     }
@@ -255,6 +283,26 @@ impl ProxyHttp for WpsProxy {
         }
         e.set_retry(retry);
         e
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Content-Length was checked up front; this catches chunked bodies.
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > ctx.max_body {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    format!("request body exceeds {} bytes", ctx.max_body),
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn response_filter(
@@ -315,6 +363,23 @@ impl ProxyHttp for WpsProxy {
                 ErrorSource::Upstream if ctx.connect_failed && !ctx.may_fail_over => {
                     Some(self.owner_down())
                 }
+                ErrorSource::Upstream
+                    if matches!(
+                        e.etype(),
+                        ErrorType::ConnectTimedout
+                            | ErrorType::ReadTimedout
+                            | ErrorType::WriteTimedout
+                    ) =>
+                {
+                    Some(Refusal {
+                        status: 504,
+                        message: format!(
+                            "gateway timeout: a backend of service '{}' did not answer in time",
+                            self.pool.name
+                        ),
+                        retry_after: None,
+                    })
+                }
                 ErrorSource::Upstream => Some(Refusal {
                     status: 502,
                     message: format!(
@@ -324,6 +389,11 @@ impl ProxyHttp for WpsProxy {
                     retry_after: None,
                 }),
                 ErrorSource::Downstream => match e.etype() {
+                    ErrorType::ReadTimedout => Some(Refusal {
+                        status: 408,
+                        message: "request timeout: the request body stopped arriving".to_string(),
+                        retry_after: None,
+                    }),
                     // The client is gone; nothing to answer.
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                         None

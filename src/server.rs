@@ -6,6 +6,7 @@
 use crate::access_log;
 use crate::admin::{Admin, AdminService};
 use crate::config::{Config, ServerSettings};
+use crate::guard::{Guard, GuardLimits};
 use crate::metrics::Metrics;
 use crate::pool::{HealthService, Pool};
 use crate::proxy::WpsProxy;
@@ -69,10 +70,14 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
     let mut pools = Vec::new();
     for service in &config.services {
         let pool = Arc::new(Pool::new(service, Arc::clone(&metrics)));
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
+        let mut app = pingora::proxy::HttpProxy::new(
             WpsProxy::new(Arc::clone(&pool), Arc::clone(&draining), access_log.clone()),
-            &format!("proxy {}", service.name),
+            Arc::clone(&server.configuration),
+        );
+        app.handle_init_modules();
+        let mut proxy = pingora::services::listening::Service::new(
+            format!("proxy {}", service.name),
+            Guard::new(app, Arc::clone(&pool) as Arc<dyn GuardLimits>),
         );
         proxy.add_tcp(&service.listen.to_string());
         server.add_service(proxy);

@@ -71,6 +71,40 @@ pub struct FileService {
     pub when_down: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub trust_forwarded_headers: Option<bool>,
+    #[serde(default)]
+    pub limits: Option<FileLimits>,
+    #[serde(default)]
+    pub timeouts: Option<FileTimeouts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    #[serde(default, deserialize_with = "lenient")]
+    pub max_header_bytes: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub max_headers: Option<usize>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub max_body: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    #[serde(default, deserialize_with = "lenient")]
+    pub client_header: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub client_body: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub keepalive: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub upstream_connect: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub upstream_read: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub upstream_write: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

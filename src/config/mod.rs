@@ -451,7 +451,100 @@ impl Loader<'_> {
             health_check,
             when_down: when_down?,
             trust_forwarded_headers: f.trust_forwarded_headers.unwrap_or(false),
+            limits: self.limits(f.limits.unwrap_or_default(), &key("limits"))?,
+            timeouts: self.timeouts(f.timeouts.unwrap_or_default(), &key("timeouts"))?,
         })
+    }
+
+    fn limits(&mut self, f: file::FileLimits, path: &str) -> Option<Limits> {
+        let key = |k: &str| join_key(path, k);
+        let d = Limits::default();
+        let header_bytes = self.size(&key("max_header_bytes"), f.max_header_bytes)?;
+        let max_header_bytes = match header_bytes {
+            None => d.max_header_bytes,
+            Some(n) if (1024..=PINGORA_MAX_HEADER_BYTES as u64).contains(&n) => n as usize,
+            Some(n) => {
+                self.error(
+                    &key("max_header_bytes"),
+                    format!("{n} is outside 1KiB..1MiB (Pingora's own limit)"),
+                );
+                return None;
+            }
+        };
+        let max_headers = match f.max_headers {
+            None => d.max_headers,
+            Some(n) if (8..=PINGORA_MAX_HEADERS).contains(&n) => n,
+            Some(n) => {
+                self.error(
+                    &key("max_headers"),
+                    format!("{n} is outside 8..{PINGORA_MAX_HEADERS} (Pingora's own limit)"),
+                );
+                return None;
+            }
+        };
+        let max_body = self
+            .size(&key("max_body"), f.max_body)?
+            .unwrap_or(d.max_body);
+        let max_connections = match f.max_connections {
+            None => d.max_connections,
+            Some(0) => {
+                self.error(&key("max_connections"), "must be at least 1");
+                return None;
+            }
+            Some(n) => n,
+        };
+        Some(Limits {
+            max_header_bytes,
+            max_headers,
+            max_body,
+            max_connections,
+        })
+    }
+
+    fn timeouts(&mut self, f: file::FileTimeouts, path: &str) -> Option<Timeouts> {
+        let key = |k: &str| join_key(path, k);
+        let d = Timeouts::default();
+        Some(Timeouts {
+            client_header: self.duration(
+                &key("client_header"),
+                f.client_header,
+                d.client_header,
+            )?,
+            client_body: self.duration(&key("client_body"), f.client_body, d.client_body)?,
+            keepalive: self.duration(&key("keepalive"), f.keepalive, d.keepalive)?,
+            upstream_connect: self.duration(
+                &key("upstream_connect"),
+                f.upstream_connect,
+                d.upstream_connect,
+            )?,
+            upstream_read: self.duration(
+                &key("upstream_read"),
+                f.upstream_read,
+                d.upstream_read,
+            )?,
+            upstream_write: self.duration(
+                &key("upstream_write"),
+                f.upstream_write,
+                d.upstream_write,
+            )?,
+        })
+    }
+
+    /// A byte size: `1048576`, `512KiB`, `400MB`, `1GiB`. `Some(None)`: not set.
+    fn size(&mut self, key: &str, text: Option<String>) -> Option<Option<u64>> {
+        let Some(text) = text else {
+            return Some(None);
+        };
+        match parse_size(&text) {
+            Some(n) if n > 0 => Some(Some(n)),
+            _ => {
+                self.error(
+                    key,
+                    format!("`{text}` is not a size like 65536, 64KiB, 400MB or 1GiB"),
+                );
+                None
+            }
+        }
     }
 
     fn hash_policy(&mut self, f: file::FileHash, path: &str) -> Option<HashPolicy> {
@@ -680,6 +773,27 @@ impl Loader<'_> {
             }
         }
     }
+}
+
+/// `400MB` → 400_000_000, `1GiB` → 2^30; a bare number is bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
 }
 
 /// Whether `key` is `path` or a key below it.

@@ -19,6 +19,21 @@ pub const DEFAULT_HC_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_HC_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_HC_RISE: usize = 2;
 pub const DEFAULT_HC_FALL: usize = 3;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// WPS Execute requests carry inputs inline; sites accept ~400 MB.
+pub const DEFAULT_MAX_BODY: u64 = 512 * 1024 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A synchronous WPS Execute answers only when the process is done.
+pub const DEFAULT_UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_UPSTREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pingora's own parser refuses headers beyond these, whatever the config says.
+pub const PINGORA_MAX_HEADER_BYTES: usize = 1_048_575;
+pub const PINGORA_MAX_HEADERS: usize = 256;
 
 /// A whole, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +122,58 @@ pub struct ServiceConfig {
     /// Keep X-Forwarded-Proto/-Host sent by the client instead of replacing them. Only for a
     /// Roost that sits behind another proxy you trust.
     pub trust_forwarded_headers: bool,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+}
+
+/// What one client may send (violations: 431, 413, 503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line plus headers, in bytes.
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body: u64,
+    /// Open client connections per service; more are answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_body: DEFAULT_MAX_BODY,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// How long Roost waits for clients (408) and backends (504).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From the first byte of a request (or the connection's start) to the end of its header.
+    pub client_header: Duration,
+    /// Longest pause while reading a request body.
+    pub client_body: Duration,
+    /// How long an idle keep-alive connection stays open.
+    pub keepalive: Duration,
+    pub upstream_connect: Duration,
+    /// Longest pause while waiting for the backend's answer.
+    pub upstream_read: Duration,
+    pub upstream_write: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            client_header: DEFAULT_CLIENT_HEADER_TIMEOUT,
+            client_body: DEFAULT_CLIENT_BODY_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE_TIMEOUT,
+            upstream_connect: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+            upstream_read: DEFAULT_UPSTREAM_READ_TIMEOUT,
+            upstream_write: DEFAULT_UPSTREAM_WRITE_TIMEOUT,
+        }
+    }
 }
 
 /// Where the affinity key comes from and what to do without one.

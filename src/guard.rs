@@ -1,0 +1,305 @@
+//! Connection guard: the two limits Pingora's HTTP service has no setting for.
+//!
+//! - `limits.max_connections`: a connection beyond it gets `503` and is closed at once.
+//! - `timeouts.client_header`: a request header must be complete within this time, counted
+//!   from the connection's start (first request) or from the request's first byte (later
+//!   requests on a keep-alive connection). Pingora's read timeout restarts with every read,
+//!   so a client trickling a header one byte a second (slowloris) would hold a connection
+//!   for days; here it gets `408` and is closed.
+//!
+//! [`Guard`] wraps every accepted stream in a [`GuardedStream`] that watches the bytes read
+//! for the end of the header (`\r\n\r\n`); [`Rearm`] sits between Pingora's keep-alive loop
+//! and the proxy and re-arms the clock before each further request on the connection.
+
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora::protocols::http::v2::server::H2Options;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType,
+};
+use pingora::server::ShutdownWatch;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Sleep;
+
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 37\r\nRetry-After: 1\r\nConnection: close\r\n\r\nroost: too many connections; retry\r\n\r\n";
+const TIMED_OUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 48\r\nConnection: close\r\n\r\nroost: the request header did not arrive in time\n";
+
+/// Connection and header-time limits of one service, read at each new connection.
+pub trait GuardLimits: Send + Sync {
+    fn max_connections(&self) -> usize;
+    fn header_timeout(&self) -> Duration;
+}
+
+/// The `ServerApp` of a proxy service: limits connections and wraps their streams.
+pub struct Guard<A> {
+    inner: Arc<Rearm<A>>,
+    limits: Arc<dyn GuardLimits>,
+    open: Arc<AtomicUsize>,
+}
+
+impl<A> Guard<A> {
+    pub fn new(app: A, limits: Arc<dyn GuardLimits>) -> Self {
+        Self {
+            inner: Arc::new(Rearm(Arc::new(app))),
+            limits,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guard<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let open = OpenConnection::new(&self.open);
+        if open.count > self.limits.max_connections() {
+            // Best effort: the client learns why; nothing is read from it.
+            let _ = stream.write_all(TOO_MANY).await;
+            let _ = stream.flush().await;
+            Shutdown::shutdown(&mut *stream).await;
+            return None;
+        }
+        let guarded = GuardedStream::new(stream, self.limits.header_timeout(), open);
+        // The blanket `ServerApp` impl runs Pingora's HTTP/1 keep-alive loop over `Rearm`.
+        self.inner.process_new(Box::new(guarded), shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.0.http_cleanup().await;
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+struct OpenConnection {
+    open: Arc<AtomicUsize>,
+    count: usize,
+}
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        let count = open.fetch_add(1, Ordering::Relaxed) + 1;
+        Self {
+            open: Arc::clone(open),
+            count,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Re-arms the header clock of the connection before each request after the first.
+pub struct Rearm<A>(Arc<A>);
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Rearm<A> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if let Some(guarded) = session
+            .stream()
+            .and_then(|s| s.as_any().downcast_ref::<GuardedStream>())
+        {
+            guarded.next_request();
+        }
+        self.0.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.0.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.0.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        self.0.http_cleanup().await
+    }
+}
+
+/// Header clock states.
+const RUNNING: u8 = 0; // counting since the connection started
+const WAITING: u8 = 1; // a later request: starts counting at its first byte
+const DONE: u8 = 2; // the header is complete: no limit (the body has its own timeout)
+
+/// A client stream that enforces the header deadline on reads.
+pub struct GuardedStream {
+    inner: Stream,
+    timeout: Duration,
+    state: AtomicU8,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// The last bytes read, to find a `\r\n\r\n` split across reads.
+    tail: [u8; 3],
+    _open: OpenConnection,
+}
+
+impl GuardedStream {
+    fn new(inner: Stream, timeout: Duration, open: OpenConnection) -> Self {
+        Self {
+            inner,
+            timeout,
+            state: AtomicU8::new(RUNNING),
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            tail: [0; 3],
+            _open: open,
+        }
+    }
+
+    /// Called before each request; the first one is already counting.
+    fn next_request(&self) {
+        let _ = self
+            .state
+            .compare_exchange(DONE, WAITING, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Feed newly read bytes; true when they complete the header.
+    fn header_complete(&mut self, new: &[u8]) -> bool {
+        let mut joined = Vec::with_capacity(3 + new.len());
+        joined.extend_from_slice(&self.tail);
+        joined.extend_from_slice(new);
+        self.tail.copy_from_slice(&joined[joined.len() - 3..]);
+        joined.windows(4).any(|w| w == b"\r\n\r\n")
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let state = this.state.load(Ordering::Relaxed);
+        if state == RUNNING {
+            if let Some(deadline) = this.deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    // Best effort, like NGINX's 408: the socket's send buffer is empty here.
+                    let _ = Pin::new(&mut this.inner).poll_write(cx, TIMED_OUT);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request header not complete within timeouts.client_header",
+                    )));
+                }
+            }
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &result {
+            let new = &buf.filled()[before..];
+            if !new.is_empty() && state != DONE {
+                if state == WAITING {
+                    this.state.store(RUNNING, Ordering::Relaxed);
+                    this.deadline = Some(Box::pin(tokio::time::sleep(this.timeout)));
+                    this.tail = [0; 3];
+                }
+                let new = new.to_vec();
+                if this.header_complete(&new) {
+                    this.state.store(DONE, Ordering::Relaxed);
+                    this.deadline = None;
+                }
+            }
+        }
+        result
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+impl fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedStream")
+            .field("inner", &self.inner)
+            .field("state", &self.state)
+            .finish()
+    }
+}
