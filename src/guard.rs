@@ -11,6 +11,7 @@
 //! for the end of the header (`\r\n\r\n`); [`Rearm`] sits between Pingora's keep-alive loop
 //! and the proxy and re-arms the clock before each further request on the connection.
 
+use crate::screen::{HeadScan, HeadScanner};
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::v2::server::H2Options;
@@ -33,6 +34,9 @@ use tokio::time::Sleep;
 
 const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
 Content-Length: 37\r\nRetry-After: 1\r\nConnection: close\r\n\r\nroost: too many connections; retry\r\n\r\n";
+const BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 43\r\nConnection: close\r\n\r\nroost: malformed or ambiguous request header\n";
 const TIMED_OUT: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n\
 Content-Length: 48\r\nConnection: close\r\n\r\nroost: the request header did not arrive in time\n";
@@ -41,6 +45,8 @@ Content-Length: 48\r\nConnection: close\r\n\r\nroost: the request header did not
 pub trait GuardLimits: Send + Sync {
     fn max_connections(&self) -> usize;
     fn header_timeout(&self) -> Duration;
+    /// A connection was closed for `reason` (for the metrics and the debug log).
+    fn refused(&self, reason: &'static str);
 }
 
 /// The `ServerApp` of a proxy service: limits connections and wraps their streams.
@@ -69,13 +75,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guard<A> {
     ) -> Option<Stream> {
         let open = OpenConnection::new(&self.open);
         if open.count > self.limits.max_connections() {
+            self.limits.refused("too_many_connections");
             // Best effort: the client learns why; nothing is read from it.
             let _ = stream.write_all(TOO_MANY).await;
             let _ = stream.flush().await;
             Shutdown::shutdown(&mut *stream).await;
             return None;
         }
-        let guarded = GuardedStream::new(stream, self.limits.header_timeout(), open);
+        let guarded = GuardedStream::new(stream, Arc::clone(&self.limits), open);
         // The blanket `ServerApp` impl runs Pingora's HTTP/1 keep-alive loop over `Rearm`.
         self.inner.process_new(Box::new(guarded), shutdown).await
     }
@@ -147,22 +154,25 @@ const DONE: u8 = 2; // the header is complete: no limit (the body has its own ti
 /// A client stream that enforces the header deadline on reads.
 pub struct GuardedStream {
     inner: Stream,
+    limits: Arc<dyn GuardLimits>,
     timeout: Duration,
     state: AtomicU8,
     deadline: Option<Pin<Box<Sleep>>>,
-    /// The last bytes read, to find a `\r\n\r\n` split across reads.
-    tail: [u8; 3],
+    /// Watches the header bytes for its end and for what must be refused.
+    scanner: HeadScanner,
     _open: OpenConnection,
 }
 
 impl GuardedStream {
-    fn new(inner: Stream, timeout: Duration, open: OpenConnection) -> Self {
+    fn new(inner: Stream, limits: Arc<dyn GuardLimits>, open: OpenConnection) -> Self {
+        let timeout = limits.header_timeout();
         Self {
             inner,
+            limits,
             timeout,
             state: AtomicU8::new(RUNNING),
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
-            tail: [0; 3],
+            scanner: HeadScanner::default(),
             _open: open,
         }
     }
@@ -172,15 +182,6 @@ impl GuardedStream {
         let _ = self
             .state
             .compare_exchange(DONE, WAITING, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    /// Feed newly read bytes; true when they complete the header.
-    fn header_complete(&mut self, new: &[u8]) -> bool {
-        let mut joined = Vec::with_capacity(3 + new.len());
-        joined.extend_from_slice(&self.tail);
-        joined.extend_from_slice(new);
-        self.tail.copy_from_slice(&joined[joined.len() - 3..]);
-        joined.windows(4).any(|w| w == b"\r\n\r\n")
     }
 }
 
@@ -195,6 +196,7 @@ impl AsyncRead for GuardedStream {
         if state == RUNNING {
             if let Some(deadline) = this.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
+                    this.limits.refused("header_timeout");
                     // Best effort, like NGINX's 408: the socket's send buffer is empty here.
                     let _ = Pin::new(&mut this.inner).poll_write(cx, TIMED_OUT);
                     return Poll::Ready(Err(io::Error::new(
@@ -212,12 +214,25 @@ impl AsyncRead for GuardedStream {
                 if state == WAITING {
                     this.state.store(RUNNING, Ordering::Relaxed);
                     this.deadline = Some(Box::pin(tokio::time::sleep(this.timeout)));
-                    this.tail = [0; 3];
+                    this.scanner = HeadScanner::default();
                 }
-                let new = new.to_vec();
-                if this.header_complete(&new) {
-                    this.state.store(DONE, Ordering::Relaxed);
-                    this.deadline = None;
+                match this.scanner.feed(new) {
+                    HeadScan::More => {}
+                    HeadScan::Complete(_) => {
+                        this.state.store(DONE, Ordering::Relaxed);
+                        this.deadline = None;
+                    }
+                    HeadScan::Reject(reason) => {
+                        // The bytes are not handed on: Pingora never parses this request.
+                        buf.set_filled(before);
+                        this.limits.refused("bad_header");
+                        log::debug!("refused a request header: {reason}");
+                        let _ = Pin::new(&mut this.inner).poll_write(cx, BAD_REQUEST);
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            reason,
+                        )));
+                    }
                 }
             }
         }

@@ -19,6 +19,7 @@ pub const BACKEND_UP: &str = "roost_backend_up";
 pub const HEALTH_TRANSITIONS: &str = "roost_health_transitions_total";
 pub const RELOADS: &str = "roost_config_reloads_total";
 pub const ACCESS_LOG_DROPPED: &str = "roost_access_log_dropped_total";
+pub const CONNECTIONS_REFUSED: &str = "roost_connections_refused_total";
 
 /// The label value for "no backend" (requests Roost answered itself).
 pub const NO_BACKEND: &str = "none";
@@ -48,6 +49,9 @@ pub struct Metrics {
     /// result (`applied` | `invalid`).
     pub reloads: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    /// service, reason (`too_many_connections` | `header_timeout` | `bad_header`): connections
+    /// closed before a request reached the proxy.
+    pub connections_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -86,6 +90,11 @@ impl Metrics {
             HEALTH_TRANSITIONS,
             "Backend health changes seen by the active health checks.",
             &["service", "backend", "to"],
+        );
+        let connections_refused = counter(
+            CONNECTIONS_REFUSED,
+            "Client connections closed before a request was parsed, by reason.",
+            &["service", "reason"],
         );
         let reloads = counter(RELOADS, "Config reloads (SIGHUP) by result.", &["result"]);
         let access_log_dropped = IntCounter::new(
@@ -128,6 +137,7 @@ impl Metrics {
             health_transitions,
             reloads,
             access_log_dropped,
+            connections_refused,
         }
     }
 

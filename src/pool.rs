@@ -336,6 +336,14 @@ impl crate::guard::GuardLimits for Pool {
     fn header_timeout(&self) -> Duration {
         self.settings.load().timeouts.client_header
     }
+
+    fn refused(&self, reason: &'static str) {
+        log::debug!("service {}: connection refused: {reason}", self.name);
+        self.metrics
+            .connections_refused
+            .with_label_values(&[self.name.as_str(), reason])
+            .inc();
+    }
 }
 
 /// How often the health loop looks again when a service has no check configured (it may get

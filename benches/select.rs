@@ -1,0 +1,68 @@
+//! The per-request selection path in isolation: reading the affinity key from the headers,
+//! screening the request, and finding the backend on the Ketama ring. `cargo bench --bench
+//! select` prints nanoseconds per request.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
+use roost::config::Config;
+use roost::key::{self, Key};
+use roost::metrics::Metrics;
+use roost::pool::Pool;
+use roost::screen;
+use std::sync::Arc;
+
+fn pool(backends: usize) -> Pool {
+    let list: Vec<String> = (0..backends)
+        .map(|i| format!("10.0.0.{}:8093", i + 1))
+        .collect();
+    let yaml = format!(
+        "services:\n  - name: fp\n    listen: 127.0.0.1:8093\n    backends: [{}]\n",
+        list.join(", ")
+    );
+    let config = Config::from_yaml(&yaml, "bench.yaml").expect("valid config");
+    Pool::new(&config.services[0], Arc::new(Metrics::new()))
+}
+
+fn requests() -> Vec<HeaderMap> {
+    (0..1000)
+        .map(|i| {
+            let mut h = HeaderMap::new();
+            h.insert("host", HeaderValue::from_static("wps.example.org"));
+            h.insert("user-agent", HeaderValue::from_static("OWSLib/0.31"));
+            h.insert(
+                "machineid",
+                HeaderValue::from_str(&format!("machine-{i:04}-6f1c2a44")).unwrap(),
+            );
+            h
+        })
+        .collect()
+}
+
+fn selection(c: &mut Criterion) {
+    let header = HeaderName::from_static("machineid");
+    let requests = requests();
+    let limits = roost::config::Limits::default();
+    for backends in [3, 12] {
+        let pool = pool(backends);
+        let mut i = 0;
+        c.bench_function(&format!("key + screen + ring ({backends} backends)"), |b| {
+            b.iter(|| {
+                let h = &requests[i % requests.len()];
+                i += 1;
+                let ok = screen::screen(&Method::GET, Version::HTTP_11, 40, h, &limits);
+                black_box(ok.is_ok());
+                match key::extract(h, &header) {
+                    Key::Present(k) => black_box(pool.select_by_key(k, None)),
+                    _ => unreachable!("every request carries a key"),
+                }
+            })
+        });
+    }
+    let pool = pool(3);
+    c.bench_function("round robin (no key, 3 backends)", |b| {
+        b.iter(|| black_box(pool.select_round_robin(None)))
+    });
+}
+
+criterion_group!(benches, selection);
+criterion_main!(benches);
