@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= conf/roost.yaml
 
-.PHONY: deps build release run test check fmt fmt-check lint clean upgrade reload fuzz
+.PHONY: deps build release run test check fmt fmt-check lint clean upgrade reload fuzz bench
 
 deps:            ## install system packages and Rust (Debian/Ubuntu)
 	@scripts/deps.sh
@@ -17,9 +17,15 @@ release:         ## optimized binary at target/release/roost
 run: deps release ## three demo backends + Roost on conf/example-local.yaml (Ctrl-C stops)
 	@scripts/run-example.sh
 
-test: deps check ## everything CI runs: formatting, lints, unit and integration tests, fuzz smoke
+test: deps check ## everything CI runs: formatting, lints, unit and integration tests, fuzz and bench smoke
 	cargo test --all-targets
 	scripts/fuzz.sh 20
+	cargo build --release --bins
+	python3 bench/run.py --smoke --out target/bench/smoke.md
+
+bench: deps release ## Roost vs NGINX vs HAProxy (3 rounds x 10 s), then the selection micro-benchmark
+	python3 bench/run.py
+	cargo bench --bench select
 
 fuzz:            ## every fuzz target for 10 minutes
 	scripts/fuzz.sh 600

@@ -324,11 +324,15 @@ impl ProxyHttp for WpsProxy {
         upstream_request: &mut pingora::http::RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let fallback_host = ctx
-            .backend
-            .as_ref()
-            .and_then(|b| self.pool.address_of(b))
-            .unwrap_or_else(|| "localhost".to_string());
+        // Only HTTP/1.0 clients omit Host: look the address up only then.
+        let fallback_host = if upstream_request.headers.contains_key(http::header::HOST) {
+            String::new()
+        } else {
+            ctx.backend
+                .as_ref()
+                .and_then(|b| self.pool.address_of(b))
+                .unwrap_or_else(|| "localhost".to_string())
+        };
         headers::apply(
             upstream_request,
             &Forwarding {

@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: Roost against NGINX (the seed's `hash $http_machineid`, and
+`hash ... consistent` with upstream keepalive) and HAProxy (`balance hdr(machineid)`,
+consistent hashing), each with one worker, in front of the same three NGINX backends on
+loopback. wrk runs interleaved (A B C D, A B C D, ...) with ~1000 distinct machineids, at 50
+connections and at 1. Prints a table (median over rounds) and the Roost/NGINX and
+Roost/HAProxy ratios, writes it to target/bench/results.md, and stops every process it started.
+
+    python3 bench/run.py                 # full run (3 rounds x 10 s per cell)
+    python3 bench/run.py --smoke         # CI: 1 round x 2 s, checks the machinery and errors
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROCS = []
+
+LUA = r"""
+local ids = {}
+for i = 1, 1000 do ids[i] = string.format("machine-%04d-6f1c2a44", i) end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/", {["machineid"] = ids[(n % 1000) + 1]})
+end
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def binary(name, candidates):
+    for c in candidates:
+        if shutil.which(c) or os.path.exists(c):
+            return shutil.which(c) or c
+    sys.exit(f"bench: {name} not found; run `make deps`")
+
+
+def start(cmd, **kw):
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, **kw)
+    PROCS.append(p)
+    return p
+
+
+def stop_all():
+    for p in PROCS:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for p in PROCS:
+        p.wait()
+    PROCS.clear()
+
+
+def wait_port(port, proc, what):
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"bench: {what} exited early")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"bench: {what} did not listen on {port}")
+
+
+def nginx_conf(tmp, name, body):
+    path = os.path.join(tmp, f"{name}.conf")
+    with open(path, "w") as f:
+        f.write(f"""daemon off; master_process off; worker_processes 1;
+pid {tmp}/{name}.pid; error_log {tmp}/{name}.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/{name}.body; proxy_temp_path {tmp}/{name}.proxy;
+  fastcgi_temp_path {tmp}/{name}.fcgi; uwsgi_temp_path {tmp}/{name}.uwsgi; scgi_temp_path {tmp}/{name}.scgi;
+{body}
+}}
+""")
+    return path
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def parse_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run_wrk(wrk, url, conns, seconds, script):
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", script, url],
+        capture_output=True, text=True, check=True).stdout
+    result = {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "p50": parse_ms(re.search(r"\s50%\s+(\S+)", out).group(1)),
+        "p99": parse_ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
+        "errors": 0,
+    }
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        result["errors"] += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        result["errors"] += sum(int(x) for x in m.groups())
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="1 round of 2 s: for CI")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--roost", default=os.path.join(ROOT, "target/release/roost"))
+    ap.add_argument("--roost-server", default="work_stealing: false",
+                    help="extra keys for Roost's server section (levers)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/results.md"))
+    args = ap.parse_args()
+    if args.smoke:
+        args.rounds, args.seconds = 1, 2
+    nginx = binary("nginx", ["/usr/sbin/nginx", "nginx"])
+    haproxy = binary("haproxy", ["/usr/sbin/haproxy", "haproxy"])
+    wrk = binary("wrk", ["wrk"])
+    if not os.path.exists(args.roost):
+        sys.exit(f"bench: {args.roost} missing; run `make release`")
+
+    tmp = tempfile.mkdtemp(prefix="roost-bench-")
+    script = os.path.join(tmp, "keys.lua")
+    with open(script, "w") as f:
+        f.write(LUA)
+    try:
+        backends = []
+        for i in range(1, 4):
+            port = free_port()
+            conf = nginx_conf(tmp, f"backend{i}", f"""
+  server {{ listen 127.0.0.1:{port} reuseport; keepalive_requests 1000000;
+           location / {{ return 200 "b{i}\\n"; }} }}""")
+            p = start([nginx, "-c", conf, "-p", tmp])
+            wait_port(port, p, f"backend {i}")
+            backends.append(f"127.0.0.1:{port}")
+
+        proxies = {}
+        servers = "".join(f"    server {b};\n" for b in backends)
+        port = free_port()
+        conf = nginx_conf(tmp, "nginx-hash", f"""
+  upstream wps {{ hash $http_machineid;
+{servers}  }}
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://wps; }} }}""")
+        proxies["NGINX hash"] = (port, start([nginx, "-c", conf, "-p", tmp]))
+        port = free_port()
+        conf = nginx_conf(tmp, "nginx-consistent", f"""
+  upstream wps {{ hash $http_machineid consistent; keepalive 128;
+{servers}  }}
+  server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;
+           location / {{ proxy_pass http://wps; proxy_http_version 1.1;
+                        proxy_set_header Connection ""; }} }}""")
+        proxies["NGINX consistent"] = (port, start([nginx, "-c", conf, "-p", tmp]))
+        port = free_port()
+        hap = os.path.join(tmp, "haproxy.cfg")
+        with open(hap, "w") as f:
+            f.write(f"""global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend wps
+  bind 127.0.0.1:{port}
+  default_backend wps
+backend wps
+  balance hdr(machineid)
+  hash-type consistent
+""" + "".join(f"  server b{i} {b}\n" for i, b in enumerate(backends, 1)))
+        proxies["HAProxy"] = (port, start([haproxy, "-f", hap, "-db"]))
+        port = free_port()
+        roost_conf = os.path.join(tmp, "roost.yaml")
+        extra = "".join(f"  {line}\n" for line in args.roost_server.split(";") if line.strip())
+        with open(roost_conf, "w") as f:
+            f.write(f"""server:
+  threads: 1
+  pid_file: {tmp}/roost.pid
+  upgrade_sock: {tmp}/roost.sock
+{extra}access_log: {{ enabled: false }}
+services:
+  - name: wps
+    listen: 127.0.0.1:{port}
+    backends: [{", ".join(backends)}]
+""")
+        proxies["Roost"] = (port, start([args.roost, "-c", roost_conf],
+                                        env={**os.environ, "RUST_LOG": "error"}))
+        for name, (port, p) in proxies.items():
+            wait_port(port, p, name)
+
+        results = {}  # (name, conns) -> list of runs
+        for r in range(args.rounds):
+            for conns in (50, 1):
+                for name, (port, p) in proxies.items():
+                    before = cpu_ticks(p.pid)
+                    run = run_wrk(wrk, f"http://127.0.0.1:{port}/", conns, args.seconds, script)
+                    run["cpu_us"] = (cpu_ticks(p.pid) - before) / CLK_TCK * 1e6 / max(run["requests"], 1)
+                    run["rss"] = rss_mb(p.pid)
+                    results.setdefault((name, conns), []).append(run)
+                    print(f"bench: round {r + 1} {name:17} c={conns:<2} {run['rps']:9.0f} req/s "
+                          f"p99 {run['p99']:.2f} ms errors {run['errors']}", flush=True)
+    finally:
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def med(name, conns, key):
+        return statistics.median(r[key] for r in results[(name, conns)])
+
+    lines = [f"# Roost benchmark ({args.rounds} rounds x {args.seconds} s, wrk -t1, 1 worker each, "
+             f"Roost server: `{args.roost_server}`)", "",
+             "| proxy | conns | req/s (median) | p50 ms | p99 ms | CPU µs/req | RSS MB |",
+             "|---|---|---|---|---|---|---|"]
+    for conns in (50, 1):
+        for name in proxies:
+            lines.append(f"| {name} | {conns} | {med(name, conns, 'rps'):.0f} | "
+                         f"{med(name, conns, 'p50'):.3f} | {med(name, conns, 'p99'):.3f} | "
+                         f"{med(name, conns, 'cpu_us'):.1f} | {med(name, conns, 'rss'):.1f} |")
+    lines.append("")
+    for other in ("NGINX consistent", "NGINX hash", "HAProxy"):
+        lines.append(f"- Roost/{other}: req/s x{med('Roost', 50, 'rps') / med(other, 50, 'rps'):.2f} "
+                     f"at 50 conns; p99 x{med('Roost', 1, 'p99') / med(other, 1, 'p99'):.2f} at 1 conn; "
+                     f"CPU/req x{med('Roost', 50, 'cpu_us') / med(other, 50, 'cpu_us'):.2f}")
+    errors = sum(r["errors"] for runs in results.values() for r in runs)
+    lines.append(f"- errors (non-2xx + socket) over all runs: {errors}")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text)
+    if errors:
+        sys.exit("bench: some requests failed")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()
