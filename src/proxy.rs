@@ -184,6 +184,11 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
 impl ProxyHttp for WpsProxy {
     type CTX = RequestCtx;
 
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // No modules: Pingora's default adds a (disabled) compression module that still runs
+        // on every response. A WPS proxy passes bodies through untouched.
+    }
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             start: Instant::now(),
