@@ -16,6 +16,7 @@
 //! | [`health`] | active health checks: probe, timeout, rise/fall, transition reports |
 //! | [`pool`] | one service's Ketama load balancer, health loop and counters |
 //! | [`proxy`] | the Pingora `ProxyHttp` for one service |
+//! | [`wps_affinity`] | WPS jobs → the backend that ran them, for requests without the key (pure) |
 //! | [`metrics`] | every exported metric, by name, and the registry |
 //! | [`access_log`] | one line per request, formatted and written off the request path |
 //! | [`admin`] | the admin listener: /metrics, /status, /route and the status page |
@@ -38,3 +39,4 @@ pub mod reload;
 pub mod select;
 pub mod server;
 pub mod upgrade;
+pub mod wps_affinity;

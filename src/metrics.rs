@@ -19,6 +19,7 @@ pub const BACKEND_UP: &str = "roost_backend_up";
 pub const HEALTH_TRANSITIONS: &str = "roost_health_transitions_total";
 pub const RELOADS: &str = "roost_config_reloads_total";
 pub const ACCESS_LOG_DROPPED: &str = "roost_access_log_dropped_total";
+pub const WPS_AFFINITY: &str = "roost_wps_affinity_total";
 
 /// The label value for "no backend" (requests Roost answered itself).
 pub const NO_BACKEND: &str = "none";
@@ -48,6 +49,8 @@ pub struct Metrics {
     /// result (`applied` | `invalid`).
     pub reloads: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    /// service, event (`learned` | `routed` | `unavailable`): `wps_affinity` at work.
+    pub wps_affinity: IntCounterVec,
 }
 
 impl Metrics {
@@ -86,6 +89,12 @@ impl Metrics {
             HEALTH_TRANSITIONS,
             "Backend health changes seen by the active health checks.",
             &["service", "backend", "to"],
+        );
+        let wps_affinity = counter(
+            WPS_AFFINITY,
+            "wps_affinity: jobs learned from responses, keyless requests routed to their job's \
+             backend, and keyless requests whose job's backend was down or gone (hash.missing).",
+            &["service", "event"],
         );
         let reloads = counter(RELOADS, "Config reloads (SIGHUP) by result.", &["result"]);
         let access_log_dropped = IntCounter::new(
@@ -128,6 +137,7 @@ impl Metrics {
             health_transitions,
             reloads,
             access_log_dropped,
+            wps_affinity,
         }
     }
 

@@ -24,6 +24,7 @@ use pingora_ketama::DEFAULT_POINT_MULTIPLE;
 use prometheus::IntCounter;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ pub struct Settings {
     pub missing: MissingKey,
     pub when_down: WhenDown,
     pub trust_forwarded_headers: bool,
+    pub wps_affinity: bool,
     pub health_check: Option<HealthCheckConfig>,
     /// Backends in config order, with the address text they were written as.
     members: Vec<(Backend, String)>,
@@ -75,6 +77,7 @@ impl Settings {
             missing: config.hash.missing,
             when_down: config.when_down,
             trust_forwarded_headers: config.trust_forwarded_headers,
+            wps_affinity: config.wps_affinity,
             health_check: config.health_check.clone(),
             members,
             counters,
@@ -241,6 +244,17 @@ impl Pool {
             },
             None => Decision::NoneHealthy,
         }
+    }
+
+    /// The member at `addr` when it is healthy and not `exclude` (for `wps_affinity`: the
+    /// backend that ran a job).
+    pub fn usable_member(&self, addr: SocketAddr, exclude: Option<&Backend>) -> Option<Backend> {
+        let settings = self.settings.load();
+        let (backend, _) = settings
+            .members
+            .iter()
+            .find(|(b, _)| b.as_inet() == Some(&addr))?;
+        (Some(backend) != exclude && self.lb.backends().ready(backend)).then(|| backend.clone())
     }
 
     /// Count one answered request: to `backend`, or answered by Roost itself (`None`).
@@ -425,6 +439,7 @@ mod tests {
             health_check: None,
             when_down,
             trust_forwarded_headers: false,
+            wps_affinity: false,
         }
     }
 

@@ -146,6 +146,9 @@ fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
             new.trust_forwarded_headers
         ));
     }
+    if old.wps_affinity != new.wps_affinity {
+        changes.push(format!("wps_affinity -> {}", new.wps_affinity));
+    }
     if changes.is_empty() && old != new {
         // Same addresses, weights and policy, but e.g. a backend written differently.
         changes.push("backend list rewritten".to_string());

@@ -71,6 +71,8 @@ pub struct FileService {
     pub when_down: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub trust_forwarded_headers: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub wps_affinity: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

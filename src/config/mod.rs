@@ -451,6 +451,7 @@ impl Loader<'_> {
             health_check,
             when_down: when_down?,
             trust_forwarded_headers: f.trust_forwarded_headers.unwrap_or(false),
+            wps_affinity: f.wps_affinity.unwrap_or(false),
         })
     }
 

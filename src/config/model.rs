@@ -107,6 +107,9 @@ pub struct ServiceConfig {
     /// Keep X-Forwarded-Proto/-Host sent by the client instead of replacing them. Only for a
     /// Roost that sits behind another proxy you trust.
     pub trust_forwarded_headers: bool,
+    /// Route requests without the key to the backend that ran the WPS job named in their URL
+    /// (learned from the Execute responses and status documents that passed).
+    pub wps_affinity: bool,
 }
 
 /// Where the affinity key comes from and what to do without one.
