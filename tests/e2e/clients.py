@@ -13,7 +13,7 @@ JOB_TIMEOUT = 60
 def owslib(url, key):
     """OWSLib: headers go to every request the service object makes (GetCapabilities,
     DescribeProcess, Execute, status polls, output downloads)."""
-    return WebProcessingService(url, headers={"machineid": key}, skip_caps=True)
+    return WebProcessingService(url, headers={"machineid": key})
 
 
 def birdy(url, key, progress=False):

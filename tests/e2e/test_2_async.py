@@ -18,7 +18,7 @@ def assert_one_backend(site, service, key, owner, requests=1):
     return entries
 
 
-def test_owslib_async_execute_poll_download(site):
+def test_owslib_async_execute_poll_download(site, tmp_path):
     service = "flyingpigeon"
     keys = site.keys_by_owner(service, 2, prefix="async-owslib")
     jobs = []
@@ -34,8 +34,10 @@ def test_owslib_async_execute_poll_download(site):
         assert "ProcessStarted" in statuses, statuses
         assert execution.isSucceded(), clients.error_text(execution)
         assert clients.literal(execution, "server") == owner
-        report = clients.reference(execution, "output")
-        text = report.retrieveData(headers=wps.headers).decode()
+        # getOutput() downloads with the client's headers.
+        path = tmp_path / f"{key}.txt"
+        execution.getOutput(str(path), identifier="output")
+        text = path.read_text()
         job = urlparse(execution.statusLocation).path.rsplit("/", 1)[1].removesuffix(".xml")
         assert text.splitlines() == [f"server={owner}", f"job={job}"]
         # Execute, each poll, the download.
@@ -51,6 +53,7 @@ def test_birdy_async_with_progress(site):
     service = "emu"
     keys = site.keys_by_owner(service, 1, prefix="async-birdy")
     for owner, [key] in keys.items():
+        routed = site.metric("roost_wps_affinity_total", service=service, event="routed")
         wps = clients.birdy(site.url(service), key, progress=True)
         result = wps.sleep(seconds=1.0, steps=2)
         assert result.isSucceded(), clients.error_text(result)
@@ -63,3 +66,6 @@ def test_birdy_async_with_progress(site):
         downloads = site.access_eventually(1, service=service, machineid=None,
                                            path=f"/outputs/{job}/report.txt")
         assert [site.backends(service)[e["backend"]] for e in downloads] == [owner]
+        # ...because wps_affinity knew the job, not by chance of the round robin.
+        assert site.metric("roost_wps_affinity_total", service=service,
+                           event="routed") == routed + 1
