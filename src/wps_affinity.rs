@@ -195,9 +195,13 @@ impl JobScanner {
             return None;
         }
         self.scanned += chunk.len();
-        let mut buf = std::mem::take(&mut self.carry);
-        buf.extend_from_slice(chunk);
-        let found = self.scan(&buf);
+        let found = if self.carry.is_empty() {
+            self.scan(chunk)
+        } else {
+            let mut buf = std::mem::take(&mut self.carry);
+            buf.extend_from_slice(chunk);
+            self.scan(&buf)
+        };
         if found.is_some() || self.scanned >= SCAN_LIMIT {
             self.phase = Phase::Done;
             self.carry = Vec::new();

@@ -308,6 +308,17 @@ services:
                     entries.append(entry)
         return entries
 
+    def access_settled(self):
+        """Wait until the access log stops growing (Roost writes it from a background thread),
+        so that every request made so far is in it."""
+        sizes = []
+
+        def settled():
+            sizes.append(self.access_log.stat().st_size if self.access_log.exists() else 0)
+            return len(sizes) >= 3 and sizes[-1] == sizes[-2] == sizes[-3]
+
+        wait_until("the access log to settle", settled, timeout=10, every=0.1)
+
     def access_eventually(self, count, **match):
         """Like access(), waiting (briefly) until at least `count` entries match: Roost writes
         its access log from a background thread."""

@@ -64,6 +64,7 @@ def test_polls_and_downloads_survive_a_hot_upgrade(site):
         t.join(timeout=clients.JOB_TIMEOUT + 30)
         assert not t.is_alive()
 
+    site.access_settled()
     old, new = outcome["pids"]
     assert old != new and not pid_alive(old)
     started, done = outcome["upgrade_started"], outcome["upgrade_done"]
@@ -73,18 +74,18 @@ def test_polls_and_downloads_survive_a_hot_upgrade(site):
         assert execution.isSucceded(), (key, clients.error_text(execution))
         job = urlparse(execution.statusLocation).path.rsplit("/", 1)[1].removesuffix(".xml")
         assert text.splitlines() == [f"server={owner}", f"job={job}"]
-        entries = site.access_eventually(1, service=service, machineid=key)
+        entries = site.access(service=service, machineid=key)
         assert all(e["status"] == 200 for e in entries), entries
         assert {site.backends(service)[e["backend"]] for e in entries} == {owner}
 
     assert result.isSucceded() and birdy_server == birdy_owner
     assert birdy_report.startswith(f"server={birdy_owner}\n")
-    birdy_entries = site.access_eventually(1, service=birdy_service, machineid=birdy_key)
+    birdy_entries = site.access(service=birdy_service, machineid=birdy_key)
     assert all(e["status"] == 200 for e in birdy_entries), birdy_entries
     assert {site.backends(birdy_service)[e["backend"]] for e in birdy_entries} == {birdy_owner}
     # The new process had learned the job again from birdy's polls (its table starts empty),
     # and routed the keyless download by it.
-    download = site.access_eventually(1, service=birdy_service, machineid=None,
-                                      path=urlparse(clients.reference(result, "output").reference).path)
+    download = site.access(service=birdy_service, machineid=None,
+                           path=urlparse(clients.reference(result, "output").reference).path)
     assert [site.backends(birdy_service)[e["backend"]] for e in download] == [birdy_owner]
     assert site.metric("roost_wps_affinity_total", service=birdy_service, event="routed") >= 1
