@@ -8,8 +8,10 @@ through Roost, so clients fetch status documents and outputs via the proxy.
 
 import argparse
 import os
+import signal
 import sys
 import threading
+import time
 
 from werkzeug.middleware.shared_data import SharedDataMiddleware
 from werkzeug.serving import make_server
@@ -75,9 +77,18 @@ def main():
         return outputs(environ, start_response)
 
     server = make_server("127.0.0.1", args.port, app, threaded=True)
+    threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
     print(f"listening on 127.0.0.1:{server.server_port}", flush=True)
     sys.stdout.close()
     server.serve_forever()
+
+
+def exit_with_parent(parent):
+    """The test run that started this server is gone (killed without cleaning up): take this
+    server and its running jobs (our process group) down too, instead of lingering."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.killpg(0, signal.SIGKILL)
 
 
 def not_found(environ, start_response):
