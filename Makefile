@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= conf/roost.yaml
 
-.PHONY: deps build release run test check fmt fmt-check lint clean upgrade reload fuzz bench
+.PHONY: deps build release run test e2e check fmt fmt-check lint clean upgrade reload fuzz bench
 
 deps:            ## install system packages and Rust (Debian/Ubuntu)
 	@scripts/deps.sh
@@ -17,8 +17,9 @@ release:         ## optimized binary at target/release/roost
 run: deps release ## three demo backends + Roost on conf/example-local.yaml (Ctrl-C stops)
 	@scripts/run-example.sh
 
-test: deps check ## everything CI runs: formatting, lints, unit and integration tests, fuzz and bench smoke
+test: deps check ## everything CI runs: formatting, lints, unit, integration and WPS e2e tests, fuzz and bench smoke
 	cargo test --all-targets
+	scripts/e2e.sh
 	scripts/fuzz.sh 20
 	cargo build --release --bins
 	python3 bench/run.py --smoke --out target/bench/smoke.md
@@ -29,6 +30,9 @@ bench: deps release ## Roost vs NGINX vs HAProxy (3 rounds x 10 s), then the sel
 
 fuzz:            ## every fuzz target for 10 minutes
 	scripts/fuzz.sh 600
+
+e2e: build       ## only the WPS end-to-end suite (PyWPS servers, OWSLib, birdy): tests/e2e
+	scripts/e2e.sh
 
 check: fmt-check lint
 	@for f in conf/*.yaml; do cargo run -q --bin roost -- -c "$$f" -t || exit 1; done

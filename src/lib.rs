@@ -18,6 +18,7 @@
 //! | [`pool`] | one service's Ketama load balancer, health loop and counters |
 //! | [`proxy`] | the Pingora `ProxyHttp` for one service |
 //! | [`guard`] | per-connection limits Pingora lacks: max connections, whole-header deadline |
+//! | [`wps_affinity`] | WPS jobs → the backend that ran them, for requests without the key (pure) |
 //! | [`metrics`] | every exported metric, by name, and the registry |
 //! | [`access_log`] | one line per request, formatted and written off the request path |
 //! | [`admin`] | the admin listener: /metrics, /status, /route and the status page |
@@ -42,3 +43,4 @@ pub mod screen;
 pub mod select;
 pub mod server;
 pub mod upgrade;
+pub mod wps_affinity;

@@ -20,6 +20,7 @@ pub const HEALTH_TRANSITIONS: &str = "roost_health_transitions_total";
 pub const RELOADS: &str = "roost_config_reloads_total";
 pub const ACCESS_LOG_DROPPED: &str = "roost_access_log_dropped_total";
 pub const CONNECTIONS_REFUSED: &str = "roost_connections_refused_total";
+pub const WPS_AFFINITY: &str = "roost_wps_affinity_total";
 
 /// The label value for "no backend" (requests Roost answered itself).
 pub const NO_BACKEND: &str = "none";
@@ -52,6 +53,8 @@ pub struct Metrics {
     /// service, reason (`too_many_connections` | `header_timeout` | `bad_header`): connections
     /// closed before a request reached the proxy.
     pub connections_refused: IntCounterVec,
+    /// service, event (`learned` | `routed` | `unavailable`): `wps_affinity` at work.
+    pub wps_affinity: IntCounterVec,
 }
 
 impl Metrics {
@@ -96,6 +99,12 @@ impl Metrics {
             "Client connections closed before a request was parsed, by reason.",
             &["service", "reason"],
         );
+        let wps_affinity = counter(
+            WPS_AFFINITY,
+            "wps_affinity: jobs learned from responses, keyless requests routed to their job's \
+             backend, and keyless requests whose job's backend was down or gone (hash.missing).",
+            &["service", "event"],
+        );
         let reloads = counter(RELOADS, "Config reloads (SIGHUP) by result.", &["result"]);
         let access_log_dropped = IntCounter::new(
             ACCESS_LOG_DROPPED,
@@ -138,6 +147,7 @@ impl Metrics {
             reloads,
             access_log_dropped,
             connections_refused,
+            wps_affinity,
         }
     }
 

@@ -24,6 +24,7 @@ use pingora_ketama::DEFAULT_POINT_MULTIPLE;
 use prometheus::IntCounter;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ pub struct Settings {
     pub missing: MissingKey,
     pub when_down: WhenDown,
     pub trust_forwarded_headers: bool,
+    pub wps_affinity: bool,
     pub health_check: Option<HealthCheckConfig>,
     pub limits: Limits,
     pub timeouts: Timeouts,
@@ -77,6 +79,7 @@ impl Settings {
             missing: config.hash.missing,
             when_down: config.when_down,
             trust_forwarded_headers: config.trust_forwarded_headers,
+            wps_affinity: config.wps_affinity,
             health_check: config.health_check.clone(),
             limits: config.limits,
             timeouts: config.timeouts,
@@ -245,6 +248,17 @@ impl Pool {
             },
             None => Decision::NoneHealthy,
         }
+    }
+
+    /// The member at `addr` when it is healthy and not `exclude` (for `wps_affinity`: the
+    /// backend that ran a job).
+    pub fn usable_member(&self, addr: SocketAddr, exclude: Option<&Backend>) -> Option<Backend> {
+        let settings = self.settings.load();
+        let (backend, _) = settings
+            .members
+            .iter()
+            .find(|(b, _)| b.as_inet() == Some(&addr))?;
+        (Some(backend) != exclude && self.lb.backends().ready(backend)).then(|| backend.clone())
     }
 
     /// Count one answered request: to `backend`, or answered by Roost itself (`None`).
@@ -449,6 +463,7 @@ mod tests {
             trust_forwarded_headers: false,
             limits: Default::default(),
             timeouts: Default::default(),
+            wps_affinity: false,
         }
     }
 

@@ -9,6 +9,7 @@ use crate::key::{self, Key};
 use crate::pool::Pool;
 use crate::screen;
 use crate::select::Decision;
+use crate::wps_affinity::{self, JobScanner, JobTable};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -35,6 +36,11 @@ pub struct WpsProxy {
     /// response closes its connection, so keep-alive clients reconnect (to the new process)
     /// instead of sending into a connection that is about to be dropped.
     draining: Arc<AtomicBool>,
+    /// `wps_affinity`: the backend of each WPS job seen in a response, and what it did.
+    jobs: JobTable,
+    jobs_learned: IntCounter,
+    jobs_routed: IntCounter,
+    jobs_unavailable: IntCounter,
 }
 
 impl WpsProxy {
@@ -46,6 +52,19 @@ impl WpsProxy {
             duration: pool.metrics.duration.with_label_values(&[name]),
             without_key: pool.metrics.without_key.with_label_values(&[name]),
             retries: pool.metrics.retries.with_label_values(&[name]),
+            jobs: JobTable::default(),
+            jobs_learned: pool
+                .metrics
+                .wps_affinity
+                .with_label_values(&[name, "learned"]),
+            jobs_routed: pool
+                .metrics
+                .wps_affinity
+                .with_label_values(&[name, "routed"]),
+            jobs_unavailable: pool
+                .metrics
+                .wps_affinity
+                .with_label_values(&[name, "unavailable"]),
             pool,
             draining,
         }
@@ -70,6 +89,8 @@ pub struct RequestCtx {
     /// Request body bytes received so far, against `limits.max_body`.
     body_bytes: u64,
     max_body: u64,
+    /// `wps_affinity`: looking for the WPS job in the response body as it streams past.
+    job_scan: Option<JobScanner>,
 }
 
 /// A request Roost answers itself instead of forwarding.
@@ -92,6 +113,13 @@ impl WpsProxy {
         let key = key::extract(&session.req_header().headers, &settings.header);
         if matches!(key, Key::Missing) && exclude.is_none() {
             self.without_key.inc();
+        }
+        if matches!(key, Key::Missing) && settings.wps_affinity {
+            if let Some(backend) = self.job_backend(session, exclude) {
+                // Refused: the retry goes by `hash.missing` (the job's backend is excluded).
+                ctx.may_fail_over = true;
+                return Ok(backend);
+            }
         }
         let decision = match key {
             Key::Present(k) => {
@@ -141,6 +169,28 @@ impl WpsProxy {
                 retry_after: Some(self.pool.retry_after_secs()),
             }),
         }
+    }
+
+    /// `wps_affinity`: the backend that ran the job named in the request URL, when known and
+    /// usable.
+    fn job_backend(&self, session: &Session, exclude: Option<&Backend>) -> Option<Backend> {
+        let uri = session
+            .req_header()
+            .uri
+            .path_and_query()?
+            .as_str()
+            .as_bytes();
+        let now = Instant::now();
+        let addr = wps_affinity::job_ids(uri)
+            .take(wps_affinity::MAX_IDS_PER_URL)
+            .find_map(|id| self.jobs.backend_of(id, now))?;
+        let backend = self.pool.usable_member(addr, exclude);
+        match (&backend, exclude) {
+            (Some(_), None) => self.jobs_routed.inc(),
+            (None, None) => self.jobs_unavailable.inc(),
+            _ => {} // the retry after a refused connection: counted once, above
+        }
+        backend
     }
 
     fn owner_down(&self) -> Refusal {
@@ -200,6 +250,7 @@ impl ProxyHttp for WpsProxy {
             retried: false,
             body_bytes: 0,
             max_body: u64::MAX,
+            job_scan: None,
         }
     }
 
@@ -308,6 +359,45 @@ impl ProxyHttp for WpsProxy {
             }
         }
         Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if self.pool.settings().wps_affinity
+            && wps_affinity::worth_scanning(
+                upstream_response.status.as_u16(),
+                &upstream_response.headers,
+            )
+        {
+            ctx.job_scan = Some(JobScanner::default());
+        }
+        Ok(())
+    }
+
+    /// `wps_affinity`: learn which job this response is about, chunk by chunk; the body is
+    /// passed on untouched and never held back.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let (Some(scan), Some(chunk)) = (ctx.job_scan.as_mut(), body.as_ref()) {
+            let job = scan.feed(chunk);
+            if scan.is_done() {
+                ctx.job_scan = None;
+            }
+            if let (Some(job), Some(addr)) = (job, ctx.backend.as_ref().and_then(|b| b.as_inet())) {
+                self.jobs.learn(job, *addr, Instant::now());
+                self.jobs_learned.inc();
+            }
+        }
+        Ok(None)
     }
 
     async fn response_filter(

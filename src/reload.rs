@@ -146,6 +146,9 @@ fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
             new.trust_forwarded_headers
         ));
     }
+    if old.wps_affinity != new.wps_affinity {
+        changes.push(format!("wps_affinity -> {}", new.wps_affinity));
+    }
     if changes.is_empty() && old != new {
         // Same addresses, weights and policy, but e.g. a backend written differently.
         changes.push("backend list rewritten".to_string());
@@ -329,5 +332,16 @@ services:
         ] {
             assert!(all.contains(needle), "{needle}: {all}");
         }
+    }
+
+    #[test]
+    fn wps_affinity_is_applied_in_place() {
+        let new =
+            config(&BASE.replace("[10.0.0.1:8094]", "[10.0.0.1:8094]\n    wps_affinity: true"));
+        let p = plan(&config(BASE), &new);
+        assert!(p.needs_upgrade.is_empty(), "{p:?}");
+        assert_eq!(p.apply.len(), 1);
+        assert_eq!(p.apply[0].0.name, "emu");
+        assert_eq!(p.apply[0].1, ["wps_affinity -> true"]);
     }
 }

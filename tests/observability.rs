@@ -77,6 +77,11 @@ fn metrics_count_a_known_mix_exactly() {
         let r = get(o.site.addr, "/", &[("machineid", &"x".repeat(300))]).unwrap();
         assert_eq!(r.status, 400);
     }
+    // A request is counted in `logging`, just after its response went out: wait for all 49.
+    let duration_count = "roost_request_duration_seconds_count{service=\"fp\"}";
+    wait_until(Duration::from_secs(5), "every request counted", || {
+        sample(&metrics(o.admin), duration_count) >= 49.0
+    });
     let m = metrics(o.admin);
     for (addr, n) in &per_backend {
         let series =

@@ -7,6 +7,8 @@
 //! - `GET /echo` → the request line and headers as received
 //! - `GET /slow?ms=N` → the name, after N milliseconds
 //! - `GET /bytes?n=N` → N bytes of payload
+//! - `GET /job/<uuid>?split=N` → a WPS Execute response (XML) whose `statusLocation` names job
+//!   `<uuid>`, sent chunked in pieces of N bytes (default 7), for `wps_affinity`
 //! - any request with a body → `<name> received <N> bytes`
 //! - anything else → `<name>`
 //!
@@ -66,6 +68,14 @@ fn serve(stream: TcpStream, name: &str) -> io::Result<()> {
                 .find(|(key, _)| *key == k)
                 .and_then(|(_, v)| v.parse::<u64>().ok())
         };
+        if let Some(job) = path.strip_prefix("/job/") {
+            let split = param("split").unwrap_or(7).max(1) as usize;
+            execute_response(&mut writer, name, job, split)?;
+            if req.close {
+                break;
+            }
+            continue;
+        }
         let body: Vec<u8> = match path {
             "/health" => b"ok\n".to_vec(),
             "/echo" => req.head.clone().into_bytes(),
@@ -96,6 +106,32 @@ fn serve(stream: TcpStream, name: &str) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An accepted asynchronous Execute response for `job`, as PyWPS writes it, in chunks of
+/// `split` bytes with a pause between them, so a proxy receives the `statusLocation` in
+/// pieces.
+fn execute_response(writer: &mut TcpStream, name: &str, job: &str, split: usize) -> io::Result<()> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<wps:ExecuteResponse \
+         xmlns:wps=\"http://www.opengis.net/wps/1.0.0\" service=\"WPS\" version=\"1.0.0\" \
+         statusLocation=\"http://roost:8093/outputs/{job}.xml\">\n<wps:Status>\
+         <wps:ProcessAccepted percentCompleted=\"0\">accepted by {name}</wps:ProcessAccepted>\
+         </wps:Status>\n</wps:ExecuteResponse>\n"
+    );
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=utf-8\r\nTransfer-Encoding: chunked\r\nX-Backend: {name}\r\n\r\n"
+    );
+    writer.write_all(head.as_bytes())?;
+    for piece in body.as_bytes().chunks(split) {
+        write!(writer, "{:x}\r\n", piece.len())?;
+        writer.write_all(piece)?;
+        writer.write_all(b"\r\n")?;
+        writer.flush()?;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    writer.write_all(b"0\r\n\r\n")?;
+    writer.flush()
 }
 
 /// Read one request; `None` at a clean end of the connection. The body is read and counted.

@@ -75,6 +75,8 @@ pub struct FileService {
     pub limits: Option<FileLimits>,
     #[serde(default)]
     pub timeouts: Option<FileTimeouts>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub wps_affinity: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

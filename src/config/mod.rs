@@ -453,6 +453,7 @@ impl Loader<'_> {
             trust_forwarded_headers: f.trust_forwarded_headers.unwrap_or(false),
             limits: self.limits(f.limits.unwrap_or_default(), &key("limits"))?,
             timeouts: self.timeouts(f.timeouts.unwrap_or_default(), &key("timeouts"))?,
+            wps_affinity: f.wps_affinity.unwrap_or(false),
         })
     }
 

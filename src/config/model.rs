@@ -124,6 +124,9 @@ pub struct ServiceConfig {
     pub trust_forwarded_headers: bool,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// Route requests without the key to the backend that ran the WPS job named in their URL
+    /// (learned from the Execute responses and status documents that passed).
+    pub wps_affinity: bool,
 }
 
 /// What one client may send (violations: 431, 413, 503).

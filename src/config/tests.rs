@@ -441,3 +441,22 @@ fn access_log_settings() {
     let e = errors(&format!("access_log: {{ path: rel.log }}\n{base}"));
     assert!(e.has("access_log.path", "absolute"), "{e}");
 }
+
+#[test]
+fn wps_affinity_is_off_unless_asked_for() {
+    assert!(!load(MINIMAL).unwrap().services[0].wps_affinity);
+    let c = load(&format!("{MINIMAL}    wps_affinity: true\n")).unwrap();
+    assert!(c.services[0].wps_affinity);
+    // From the environment, like every scalar.
+    let c = load(&format!(
+        "{MINIMAL}    wps_affinity: \"${{AFFINITY:-true}}\"\n"
+    ))
+    .unwrap();
+    assert!(c.services[0].wps_affinity);
+    let e = errors(&format!("{MINIMAL}    wps_affinity: yes please\n"));
+    assert!(
+        e.has("services[0].wps_affinity", "is not true or false"),
+        "{e}"
+    );
+    assert_eq!(e.0[0].line, Some(5), "{e}");
+}
