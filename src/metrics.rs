@@ -5,6 +5,7 @@
 //! (status class, health state): never the machineid or anything else a client chooses, so
 //! the number of series is bounded by the config.
 
+use prometheus::core::Collector;
 use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -62,12 +63,16 @@ impl Metrics {
     /// to whoever counts; tests make their own.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+        // Every metric goes through here, so none can be created and forgotten.
+        fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
             c
+        }
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            register(&registry, c)
         };
         let requests = counter(
             REQUESTS,
@@ -106,14 +111,14 @@ impl Metrics {
             &["service", "event"],
         );
         let reloads = counter(RELOADS, "Config reloads (SIGHUP) by result.", &["result"]);
-        let access_log_dropped = IntCounter::new(
-            ACCESS_LOG_DROPPED,
-            "Access log lines dropped because the writer could not keep up.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(access_log_dropped.clone()))
-            .expect("unique metric");
+        let access_log_dropped = register(
+            &registry,
+            IntCounter::new(
+                ACCESS_LOG_DROPPED,
+                "Access log lines dropped because the writer could not keep up.",
+            )
+            .expect("valid metric"),
+        );
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 REQUEST_DURATION,
@@ -124,17 +129,15 @@ impl Metrics {
             &["service"],
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(duration.clone()))
-            .expect("unique metric");
-        let backend_up = IntGaugeVec::new(
-            Opts::new(BACKEND_UP, "1 when the backend is healthy, 0 when down."),
-            &["service", "backend"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(backend_up.clone()))
-            .expect("unique metric");
+        let duration = register(&registry, duration);
+        let backend_up = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(BACKEND_UP, "1 when the backend is healthy, 0 when down."),
+                &["service", "backend"],
+            )
+            .expect("valid metric"),
+        );
         Self {
             registry,
             requests,
