@@ -164,15 +164,23 @@ impl Metrics {
     }
 }
 
+/// The `class` label values, in the order of [`class_index`].
+pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Index into [`CLASSES`] for a status; anything unknown (0: nothing sent) counts as `5xx`.
+pub fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
 /// `2xx`, `4xx`, ...: the status class label.
 pub fn class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    CLASSES[class_index(status)]
 }
 
 #[cfg(test)]

@@ -100,21 +100,11 @@ impl Settings {
 
 /// The five `roost_requests_total` series (1xx..5xx) of one service and backend.
 fn class_counters(metrics: &Metrics, service: &str, backend: &str) -> [IntCounter; 5] {
-    ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+    metrics::CLASSES.map(|class| {
         metrics
             .requests
             .with_label_values(&[service, backend, class])
     })
-}
-
-fn class_index(status: u16) -> usize {
-    match status {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        _ => 4,
-    }
 }
 
 /// Pingora service discovery that answers with the backends of the current config.
@@ -263,7 +253,7 @@ impl Pool {
 
     /// Count one answered request: to `backend`, or answered by Roost itself (`None`).
     pub fn count_request(&self, backend: Option<&Backend>, status: u16) {
-        let class = class_index(status);
+        let class = metrics::class_index(status);
         if let Some(backend) = backend {
             let settings = self.settings.load();
             if let Some(i) = settings.members.iter().position(|(b, _)| b == backend) {
