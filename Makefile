@@ -21,10 +21,11 @@ test: deps check ## everything CI runs: formatting, lints, unit, integration and
 	cargo test --all-targets
 	scripts/e2e.sh
 	scripts/fuzz.sh 20
-	cargo build --release --bins
+	cargo build --release --bins --example bare_pingora
 	python3 bench/run.py --smoke --out target/bench/smoke.md
 
-bench: deps release ## Roost vs NGINX vs HAProxy (3 rounds x 10 s), then the selection micro-benchmark
+bench: deps release ## Roost vs NGINX vs HAProxy vs bare Pingora (3 rounds x 10 s), then the micro-benchmarks
+	cargo build --release --example bare_pingora
 	python3 bench/run.py
 	cargo bench --bench select
 

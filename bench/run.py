@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: Roost against NGINX (the seed's `hash $http_machineid`, and
 `hash ... consistent` with upstream keepalive) and HAProxy (`balance hdr(machineid)`,
-consistent hashing), each with one worker, in front of the same three NGINX backends on
-loopback. wrk runs interleaved (A B C D, A B C D, ...) with ~1000 distinct machineids, at 50
+consistent hashing), a bare Pingora proxy (examples/bare_pingora.rs: Pingora's Ketama on the
+header and nothing else, the framework's floor) and Roost, each with one worker, in front of the
+same three NGINX backends on loopback. NGINX `consistent`, HAProxy and Roost do the same job:
+they also add X-Forwarded-For/-Proto/-Host, as Roost always does. wrk runs interleaved (A B C D E, A B C D E, ...) with ~1000 distinct machineids, at 50
 connections and at 1. Prints a table (median over rounds) and the Roost/NGINX and
 Roost/HAProxy ratios, writes it to target/bench/results.md, and stops every process it started.
 
@@ -143,6 +145,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--roost", default=os.path.join(ROOT, "target/release/roost"))
+    ap.add_argument("--bare", default=os.path.join(ROOT, "target/release/examples/bare_pingora"))
     ap.add_argument("--roost-server", default="work_stealing: false",
                     help="extra keys for Roost's server section (levers)")
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/results.md"))
@@ -152,8 +155,9 @@ def main():
     nginx = binary("nginx", ["/usr/sbin/nginx", "nginx"])
     haproxy = binary("haproxy", ["/usr/sbin/haproxy", "haproxy"])
     wrk = binary("wrk", ["wrk"])
-    if not os.path.exists(args.roost):
-        sys.exit(f"bench: {args.roost} missing; run `make release`")
+    for path in (args.roost, args.bare):
+        if not os.path.exists(path):
+            sys.exit(f"bench: {path} missing; run `make release`")
 
     tmp = tempfile.mkdtemp(prefix="roost-bench-")
     script = os.path.join(tmp, "keys.lua")
@@ -184,7 +188,10 @@ def main():
 {servers}  }}
   server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;
            location / {{ proxy_pass http://wps; proxy_http_version 1.1;
-                        proxy_set_header Connection ""; }} }}""")
+                        proxy_set_header Connection "";
+                        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+                        proxy_set_header X-Forwarded-Proto $scheme;
+                        proxy_set_header X-Forwarded-Host $host; }} }}""")
         proxies["NGINX consistent"] = (port, start([nginx, "-c", conf, "-p", tmp]))
         port = free_port()
         hap = os.path.join(tmp, "haproxy.cfg")
@@ -200,12 +207,17 @@ defaults
   http-reuse always
 frontend wps
   bind 127.0.0.1:{port}
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
   default_backend wps
 backend wps
   balance hdr(machineid)
   hash-type consistent
 """ + "".join(f"  server b{i} {b}\n" for i, b in enumerate(backends, 1)))
         proxies["HAProxy"] = (port, start([haproxy, "-f", hap, "-db"]))
+        port = free_port()
+        proxies["Pingora (bare)"] = (port, start([args.bare, f"127.0.0.1:{port}", *backends]))
         port = free_port()
         roost_conf = os.path.join(tmp, "roost.yaml")
         extra = "".join(f"  {line}\n" for line in args.roost_server.split(";") if line.strip())
@@ -234,7 +246,7 @@ services:
                     run["cpu_us"] = (cpu_ticks(p.pid) - before) / CLK_TCK * 1e6 / max(run["requests"], 1)
                     run["rss"] = rss_mb(p.pid)
                     results.setdefault((name, conns), []).append(run)
-                    print(f"bench: round {r + 1} {name:17} c={conns:<2} {run['rps']:9.0f} req/s "
+                    print(f"bench: round {r + 1} {name:16} c={conns:<2} {run['rps']:9.0f} req/s "
                           f"p99 {run['p99']:.2f} ms errors {run['errors']}", flush=True)
     finally:
         stop_all()
@@ -253,7 +265,7 @@ services:
                          f"{med(name, conns, 'p50'):.3f} | {med(name, conns, 'p99'):.3f} | "
                          f"{med(name, conns, 'cpu_us'):.1f} | {med(name, conns, 'rss'):.1f} |")
     lines.append("")
-    for other in ("NGINX consistent", "NGINX hash", "HAProxy"):
+    for other in ("NGINX consistent", "NGINX hash", "HAProxy", "Pingora (bare)"):
         lines.append(f"- Roost/{other}: req/s x{med('Roost', 50, 'rps') / med(other, 50, 'rps'):.2f} "
                      f"at 50 conns; p99 x{med('Roost', 1, 'p99') / med(other, 1, 'p99'):.2f} at 1 conn; "
                      f"CPU/req x{med('Roost', 50, 'cpu_us') / med(other, 50, 'cpu_us'):.2f}")

@@ -64,5 +64,34 @@ fn selection(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, selection);
+/// The `X-Forwarded-*` headers added to every request on its way to a backend. The clone of
+/// the parsed request is measured on its own so that it can be subtracted.
+fn forwarding(c: &mut Criterion) {
+    let mut template = pingora::http::RequestHeader::build("GET", b"/wps?service=WPS", None)
+        .expect("request line");
+    for (name, value) in [
+        ("Host", "wps.example.org"),
+        ("User-Agent", "OWSLib/0.35"),
+        ("machineid", "machine-0001-6f1c2a44"),
+    ] {
+        template.append_header(name, value).expect("header");
+    }
+    let fwd = roost::headers::Forwarding {
+        client_ip: Some("192.0.2.7".parse().unwrap()),
+        trust_incoming: false,
+        fallback_host: "",
+    };
+    c.bench_function("clone a parsed request", |b| {
+        b.iter(|| black_box(template.clone()))
+    });
+    c.bench_function("clone + X-Forwarded-* headers", |b| {
+        b.iter(|| {
+            let mut req = template.clone();
+            roost::headers::apply(&mut req, &fwd);
+            black_box(req)
+        })
+    });
+}
+
+criterion_group!(benches, selection, forwarding);
 criterion_main!(benches);

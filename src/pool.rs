@@ -221,17 +221,13 @@ impl Pool {
     /// Where a request without a key goes under `missing: round_robin`.
     pub fn select_round_robin(&self, exclude: Option<&Backend>) -> Decision<Backend> {
         let settings = self.settings.load();
-        let usable: Vec<(u32, bool)> = settings
-            .members
-            .iter()
-            .map(|(b, _)| {
-                (
-                    b.weight as u32,
-                    Some(b) != exclude && self.lb.backends().ready(b),
-                )
-            })
-            .collect();
-        match self.rotation.pick(&usable) {
+        let members = &settings.members;
+        let picked = self.rotation.pick_with(
+            members.len(),
+            |i| members[i].0.weight as u32,
+            |i| Some(&members[i].0) != exclude && self.lb.backends().ready(&members[i].0),
+        );
+        match picked {
             Some(i) => Decision::Forward {
                 backend: settings.members[i].0.clone(),
                 role: crate::select::Role::Owner,

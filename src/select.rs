@@ -107,15 +107,25 @@ impl RoundRobin {
     /// Pick from `backends` (`(weight, usable)` in a fixed order): the rotation's current slot,
     /// or the first usable backend after it. Returns the index, or `None` when none is usable.
     pub fn pick(&self, backends: &[(u32, bool)]) -> Option<usize> {
-        let total: u64 = backends.iter().map(|(w, _)| u64::from(*w)).sum();
+        self.pick_with(backends.len(), |i| backends[i].0, |i| backends[i].1)
+    }
+
+    /// [`pick`](Self::pick) over `len` backends described by `weight(i)` and `usable(i)`, so
+    /// that the request path needs no list of its own.
+    pub fn pick_with(
+        &self,
+        len: usize,
+        weight: impl Fn(usize) -> u32,
+        usable: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let total: u64 = (0..len).map(|i| u64::from(weight(i))).sum();
         if total == 0 {
             return None;
         }
         let mut slot = (self.next.fetch_add(1, Ordering::Relaxed) as u64) % total;
-        let start = backends
-            .iter()
-            .position(|(w, _)| {
-                let w = u64::from(*w);
+        let start = (0..len)
+            .position(|i| {
+                let w = u64::from(weight(i));
                 if slot < w {
                     true
                 } else {
@@ -124,9 +134,9 @@ impl RoundRobin {
                 }
             })
             .unwrap_or(0);
-        (0..backends.len())
-            .map(|step| (start + step) % backends.len())
-            .find(|&i| backends[i].1)
+        (0..len)
+            .map(|step| (start + step) % len)
+            .find(|&i| usable(i))
     }
 }
 

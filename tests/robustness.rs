@@ -179,6 +179,44 @@ fn slow_headers_and_stalled_bodies_get_408() {
     assert_eq!(c.request("GET", "/", "k", b"").unwrap().status, 200);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(c.request("GET", "/", "k", b"").unwrap().status, 200);
+
+    // ... but a later request on it whose header trickles is: its clock starts at its first byte.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nmachineid: k\r\n\r\n")
+        .unwrap();
+    // The first answer is read before the next request starts: Pingora does not pipeline.
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.ends_with(b"\r\n\r\nb1\n") {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let start = Instant::now();
+    for b in b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa".iter() {
+        if s.write_all(&[*b]).is_err() || start.elapsed() > Duration::from_millis(1500) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(text.contains("HTTP/1.1 408"), "{text:?}");
+    assert!(start.elapsed() < Duration::from_secs(4));
+
+    // A connection that never sends a byte is closed with 408 at the deadline too.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"),
+        "{answer:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(3));
 }
 
 #[test]
