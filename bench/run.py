@@ -4,9 +4,12 @@
 consistent hashing), a bare Pingora proxy (examples/bare_pingora.rs: Pingora's Ketama on the
 header and nothing else, the framework's floor) and Roost, each with one worker, in front of the
 same three NGINX backends on loopback. NGINX `consistent`, HAProxy and Roost do the same job:
-they also add X-Forwarded-For/-Proto/-Host, as Roost always does. wrk runs interleaved (A B C D E, A B C D E, ...) with ~1000 distinct machineids, at 50
-connections and at 1. Prints a table (median over rounds) and the Roost/NGINX and
-Roost/HAProxy ratios, writes it to target/bench/results.md, and stops every process it started.
+they also add X-Forwarded-For/-Proto/-Host, as Roost always does. Access logs are off for all
+of them; one more row, "Roost (access log)", is Roost as shipped, writing its access log to a
+file (every request must have its line). wrk runs interleaved (A B C D E F, A B C D E F, ...)
+with ~1000 distinct machineids, at 50 connections and at 1. Prints a table (median over
+rounds) and Roost's ratios to each of the others, writes it to target/bench/results.md, and
+stops every process it started.
 
     python3 bench/run.py                 # full run (3 rounds x 10 s per cell)
     python3 bench/run.py --smoke         # CI: 1 round x 2 s, checks the machinery and errors
@@ -111,6 +114,19 @@ def rss_mb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def check_access_log(path, requests):
+    """Lines missing from Roost's access log after a run (each is counted as an error), then
+    empty the file so that a full benchmark does not fill the disk."""
+    time.sleep(0.3)  # the writer flushes once its queue is empty
+    with open(path, "rb") as f:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    os.truncate(path, 0)  # the writer appends (O_APPEND): it goes on at the new end
+    missing = max(requests - lines, 0)
+    if missing:
+        print(f"bench: access log has {lines} lines for {requests} requests", flush=True)
+    return missing
 
 
 def parse_ms(text):
@@ -218,22 +234,28 @@ backend wps
         proxies["HAProxy"] = (port, start([haproxy, "-f", hap, "-db"]))
         port = free_port()
         proxies["Pingora (bare)"] = (port, start([args.bare, f"127.0.0.1:{port}", *backends]))
-        port = free_port()
-        roost_conf = os.path.join(tmp, "roost.yaml")
         extra = "".join(f"  {line}\n" for line in args.roost_server.split(";") if line.strip())
-        with open(roost_conf, "w") as f:
-            f.write(f"""server:
+        access_log_path = os.path.join(tmp, "roost-access.log")
+        # Roost as compared (access log off, like the others), and Roost as shipped: its
+        # access log on, written to a file by its background thread.
+        for name, access_log in (("Roost", "{ enabled: false }"),
+                                 ("Roost (access log)", f"{{ path: {access_log_path} }}")):
+            port = free_port()
+            tag = "roost-log" if "log" in name else "roost"
+            roost_conf = os.path.join(tmp, f"{tag}.yaml")
+            with open(roost_conf, "w") as f:
+                f.write(f"""server:
   threads: 1
-  pid_file: {tmp}/roost.pid
-  upgrade_sock: {tmp}/roost.sock
-{extra}access_log: {{ enabled: false }}
+  pid_file: {tmp}/{tag}.pid
+  upgrade_sock: {tmp}/{tag}.sock
+{extra}access_log: {access_log}
 services:
   - name: wps
     listen: 127.0.0.1:{port}
     backends: [{", ".join(backends)}]
 """)
-        proxies["Roost"] = (port, start([args.roost, "-c", roost_conf],
-                                        env={**os.environ, "RUST_LOG": "error"}))
+            proxies[name] = (port, start([args.roost, "-c", roost_conf],
+                                         env={**os.environ, "RUST_LOG": "error"}))
         for name, (port, p) in proxies.items():
             wait_port(port, p, name)
 
@@ -245,6 +267,8 @@ services:
                     run = run_wrk(wrk, f"http://127.0.0.1:{port}/", conns, args.seconds, script)
                     run["cpu_us"] = (cpu_ticks(p.pid) - before) / CLK_TCK * 1e6 / max(run["requests"], 1)
                     run["rss"] = rss_mb(p.pid)
+                    if name == "Roost (access log)":
+                        run["errors"] += check_access_log(access_log_path, run["requests"])
                     results.setdefault((name, conns), []).append(run)
                     print(f"bench: round {r + 1} {name:16} c={conns:<2} {run['rps']:9.0f} req/s "
                           f"p99 {run['p99']:.2f} ms errors {run['errors']}", flush=True)
@@ -265,7 +289,8 @@ services:
                          f"{med(name, conns, 'p50'):.3f} | {med(name, conns, 'p99'):.3f} | "
                          f"{med(name, conns, 'cpu_us'):.1f} | {med(name, conns, 'rss'):.1f} |")
     lines.append("")
-    for other in ("NGINX consistent", "NGINX hash", "HAProxy", "Pingora (bare)"):
+    for other in ("NGINX consistent", "NGINX hash", "HAProxy", "Pingora (bare)",
+                  "Roost (access log)"):
         lines.append(f"- Roost/{other}: req/s x{med('Roost', 50, 'rps') / med(other, 50, 'rps'):.2f} "
                      f"at 50 conns; p99 x{med('Roost', 1, 'p99') / med(other, 1, 'p99'):.2f} at 1 conn; "
                      f"CPU/req x{med('Roost', 50, 'cpu_us') / med(other, 50, 'cpu_us'):.2f}")

@@ -237,3 +237,43 @@ fn access_log_lines_in_text_and_json() {
     assert!(v["duration_ms"].as_f64().unwrap() >= 0.0);
     assert!(v["bytes"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn a_graceful_stop_writes_the_lines_of_requests_answered_while_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let mut o = start(&format!("access_log: {{ path: {} }}\n", path.display()), "");
+    // The grace period is 1 s (`config_yaml`): these are answered during it, the last one
+    // shortly before the process exits.
+    let addr = o.site.addr;
+    let slow: Vec<_> = [400, 700, 1000]
+        .into_iter()
+        .map(|ms| {
+            std::thread::spawn(move || {
+                get(
+                    addr,
+                    &format!("/slow?ms={ms}"),
+                    &[("machineid", &format!("slow-{ms}"))],
+                )
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    o.site.roost.proc.signal("TERM");
+    for s in slow {
+        assert_eq!(s.join().unwrap().expect("a slow answer").status, 200);
+    }
+    assert_eq!(
+        o.site.roost.proc.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        o.site.roost.log_text()
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    for ms in [400, 700, 1000] {
+        assert!(
+            text.contains(&format!("key=slow-{ms} ")),
+            "slow-{ms}:\n{text}"
+        );
+    }
+}
