@@ -119,9 +119,13 @@ def rss_mb(pid):
 def check_access_log(path, requests):
     """Lines missing from Roost's access log after a run (each is counted as an error), then
     empty the file so that a full benchmark does not fill the disk."""
-    time.sleep(0.3)  # the writer flushes once its queue is empty
-    with open(path, "rb") as f:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    deadline = time.time() + 5  # the writer may still be working through its queue
+    while True:
+        with open(path, "rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        if lines >= requests or time.time() > deadline:
+            break
+        time.sleep(0.1)
     os.truncate(path, 0)  # the writer appends (O_APPEND): it goes on at the new end
     missing = max(requests - lines, 0)
     if missing:
