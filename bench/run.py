@@ -242,10 +242,10 @@ backend wps
         access_log_path = os.path.join(tmp, "roost-access.log")
         # Roost as compared (access log off, like the others), and Roost as shipped: its
         # access log on, written to a file by its background thread.
-        for name, access_log in (("Roost", "{ enabled: false }"),
-                                 ("Roost (access log)", f"{{ path: {access_log_path} }}")):
+        for name, tag, access_log in (
+                ("Roost", "roost", "{ enabled: false }"),
+                ("Roost (access log)", "roost-log", f"{{ path: {access_log_path} }}")):
             port = free_port()
-            tag = "roost-log" if "log" in name else "roost"
             roost_conf = os.path.join(tmp, f"{tag}.yaml")
             with open(roost_conf, "w") as f:
                 f.write(f"""server:

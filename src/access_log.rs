@@ -150,7 +150,29 @@ fn write_all(
     dropped: &IntCounter,
 ) {
     let mut line = String::with_capacity(256);
-    let mut write = |entry: Entry, out: &mut dyn Write| {
+    let mut idle_ticks = IDLE_TICKS;
+    loop {
+        let entry = match receiver.try_recv() {
+            Ok(entry) => entry,
+            Err(TryRecvError::Empty) => {
+                let _ = out.flush();
+                if idle_ticks < IDLE_TICKS {
+                    idle_ticks += 1;
+                    std::thread::sleep(TICK);
+                    continue;
+                }
+                // Quiet: wait to be woken by the next line (or by the last sender going).
+                match receiver.blocking_recv() {
+                    Some(entry) => entry,
+                    None => return,
+                }
+            }
+            Err(TryRecvError::Disconnected) => {
+                let _ = out.flush();
+                return;
+            }
+        };
+        idle_ticks = 0;
         line.clear();
         match format {
             AccessLogFormat::Text => text_line(&entry, &mut line),
@@ -158,33 +180,6 @@ fn write_all(
         }
         if out.write_all(line.as_bytes()).is_err() {
             dropped.inc();
-        }
-    };
-    let mut idle_ticks = IDLE_TICKS;
-    loop {
-        match receiver.try_recv() {
-            Ok(entry) => {
-                idle_ticks = 0;
-                write(entry, &mut out);
-            }
-            Err(TryRecvError::Empty) => {
-                let _ = out.flush();
-                if idle_ticks < IDLE_TICKS {
-                    idle_ticks += 1;
-                    std::thread::sleep(TICK);
-                } else {
-                    // Quiet: wait to be woken by the next line (or by the last sender going).
-                    let Some(entry) = receiver.blocking_recv() else {
-                        return;
-                    };
-                    idle_ticks = 0;
-                    write(entry, &mut out);
-                }
-            }
-            Err(TryRecvError::Disconnected) => {
-                let _ = out.flush();
-                return;
-            }
         }
     }
 }
