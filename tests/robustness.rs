@@ -280,8 +280,18 @@ fn connections_beyond_the_limit_get_503() {
         &format!("admin: {{ listen: {admin} }}\nservices:\n"),
     );
     let _roost = Roost::start(&yaml, &[addr, admin]);
-    let held: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Each held connection completes a request and stays open (keep-alive), so Roost has
+    // surely counted it: a bare connect may not have been accepted yet on a busy machine,
+    // and an idle one would be cut by the 1 s header deadline.
+    let held: Vec<Client> = (0..5)
+        .map(|i| {
+            let mut c = Client::new(addr, true);
+            let r = c.request("GET", "/", &format!("held-{i}"), b"").unwrap();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("connection"), Some("keep-alive"));
+            c
+        })
+        .collect();
     let r = get_key(addr, "one-too-many").unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
@@ -300,8 +310,7 @@ fn connections_beyond_the_limit_get_503() {
             Err(_) => false,
         },
     );
-    // Refusals before any request are counted by reason (the 5 idle ones hit the deadline
-    // only if they were still open after 1 s; they were dropped first).
+    // Refusals before any request are counted by reason.
     let metrics = get(admin, "/metrics", &[]).unwrap().text();
     let series = "roost_connections_refused_total{reason=\"too_many_connections\",service=\"fp\"} ";
     let line = metrics
