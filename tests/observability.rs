@@ -198,8 +198,10 @@ fn access_log_lines_in_text_and_json() {
         .unwrap()
         .addr;
     get(o.site.addr, "/", &[("machineid", &"y".repeat(300))]).unwrap();
+    // Both lines: with two worker threads the second request may be logged first.
     wait_until(Duration::from_secs(5), "text access log", || {
-        o.site.roost.log_text().contains("\" 400 key=- backend=- ")
+        let log = o.site.roost.log_text();
+        log.contains("\" 400 key=- backend=- ") && log.contains("/some/path?x=1")
     });
     let log = o.site.roost.log_text();
     let line = log
