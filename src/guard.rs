@@ -10,6 +10,13 @@
 //! [`Guard`] wraps every accepted stream in a [`GuardedStream`] that watches the bytes read
 //! for the end of the header (`\r\n\r\n`); [`Rearm`] sits between Pingora's keep-alive loop
 //! and the proxy and re-arms the clock before each further request on the connection.
+//!
+//! It also keeps a stop or hot upgrade from losing requests: Pingora's cleanup, when the
+//! listener closes, drops every connection still waiting for a request header. That is meant
+//! for idle keep-alive connections, but it also drops connections accepted in the last moments
+//! before the listener closed whose first request is still on its way, and requests whose
+//! header has only partly arrived; their clients would see the connection closed without an
+//! answer. [`Guard`] lets those headers arrive before it hands on to Pingora's cleanup.
 
 use crate::screen::{HeadScan, HeadScanner};
 use async_trait::async_trait;
@@ -49,11 +56,19 @@ pub trait GuardLimits: Send + Sync {
     fn refused(&self, reason: &'static str);
 }
 
+/// After the listener closed: time for the tasks of the connections it accepted last to start
+/// (and be counted) before the count of headers in progress is read.
+const SETTLE: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(10);
+
 /// The `ServerApp` of a proxy service: limits connections and wraps their streams.
 pub struct Guard<A> {
     inner: Arc<Rearm<A>>,
     limits: Arc<dyn GuardLimits>,
     open: Arc<AtomicUsize>,
+    /// Connections in the middle of a request header: from their start until the first
+    /// header is read, and from the first byte of each later one until it is complete.
+    reading_header: Arc<AtomicUsize>,
 }
 
 impl<A> Guard<A> {
@@ -62,6 +77,7 @@ impl<A> Guard<A> {
             inner: Arc::new(Rearm(Arc::new(app))),
             limits,
             open: Arc::new(AtomicUsize::new(0)),
+            reading_header: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -73,8 +89,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guard<A> {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let open = OpenConnection::new(&self.open);
-        if open.count > self.limits.max_connections() {
+        let (open, count) = Counted::new(&self.open);
+        if count > self.limits.max_connections() {
             self.limits.refused("too_many_connections");
             // Best effort: the client learns why; nothing is read from it.
             let _ = stream.write_all(TOO_MANY).await;
@@ -82,35 +98,48 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guard<A> {
             Shutdown::shutdown(&mut *stream).await;
             return None;
         }
-        let guarded = GuardedStream::new(stream, Arc::clone(&self.limits), open);
+        let guarded = GuardedStream::new(
+            stream,
+            Arc::clone(&self.limits),
+            open,
+            Arc::clone(&self.reading_header),
+        );
         // The blanket `ServerApp` impl runs Pingora's HTTP/1 keep-alive loop over `Rearm`.
         self.inner.process_new(Box::new(guarded), shutdown).await
     }
 
+    /// Runs once the listener has closed (stop or hot upgrade). Pingora's cleanup drops every
+    /// connection waiting for a request header; first let the headers in progress arrive
+    /// (a client that never completes one is waited for at most the header timeout, and the
+    /// grace period bounds it all).
     async fn cleanup(&self) {
+        let deadline = Instant::now() + self.limits.header_timeout();
+        tokio::time::sleep(SETTLE).await;
+        let waited_for = self.reading_header.load(Ordering::Relaxed);
+        while self.reading_header.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        if waited_for > 0 {
+            log::debug!("listener closed: waited for {waited_for} request header(s) in progress");
+        }
         self.inner.0.http_cleanup().await;
     }
 }
 
-/// Counts an open connection for as long as it lives.
-struct OpenConnection {
-    open: Arc<AtomicUsize>,
-    count: usize,
-}
+/// Holds one unit of a shared count for as long as it lives.
+struct Counted(Arc<AtomicUsize>);
 
-impl OpenConnection {
-    fn new(open: &Arc<AtomicUsize>) -> Self {
-        let count = open.fetch_add(1, Ordering::Relaxed) + 1;
-        Self {
-            open: Arc::clone(open),
-            count,
-        }
+impl Counted {
+    /// Counts one more; returns the holder and the count including it.
+    fn new(counter: &Arc<AtomicUsize>) -> (Self, usize) {
+        let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        (Self(Arc::clone(counter)), count)
     }
 }
 
-impl Drop for OpenConnection {
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -164,11 +193,19 @@ pub struct GuardedStream {
     timer: Option<Pin<Box<Sleep>>>,
     /// Watches the header bytes for its end and for what must be refused.
     scanner: HeadScanner,
-    _open: OpenConnection,
+    _open: Counted,
+    /// Counts this connection among those reading a header while it does.
+    reading_header: Arc<AtomicUsize>,
+    in_header: Option<Counted>,
 }
 
 impl GuardedStream {
-    fn new(inner: Stream, limits: Arc<dyn GuardLimits>, open: OpenConnection) -> Self {
+    fn new(
+        inner: Stream,
+        limits: Arc<dyn GuardLimits>,
+        open: Counted,
+        reading_header: Arc<AtomicUsize>,
+    ) -> Self {
         let timeout = limits.header_timeout();
         Self {
             inner,
@@ -179,6 +216,8 @@ impl GuardedStream {
             timer: None,
             scanner: HeadScanner::default(),
             _open: open,
+            in_header: Some(Counted::new(&reading_header).0),
+            reading_header,
         }
     }
 
@@ -224,12 +263,14 @@ impl AsyncRead for GuardedStream {
                     this.deadline = Instant::now() + this.timeout;
                     this.timer = None;
                     this.scanner = HeadScanner::default();
+                    this.in_header = Some(Counted::new(&this.reading_header).0);
                 }
                 match this.scanner.feed(&buf.filled()[before..]) {
                     HeadScan::More => {}
                     HeadScan::Complete(_) => {
                         this.state.store(DONE, Ordering::Relaxed);
                         this.timer = None;
+                        this.in_header = None;
                     }
                     HeadScan::Reject(reason) => {
                         // The bytes are not handed on: Pingora never parses this request.

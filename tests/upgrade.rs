@@ -1,11 +1,14 @@
 //! Hot upgrade (`roost upgrade`, i.e. `-u -d` + SIGQUIT) of a daemonized Roost under
 //! continuous load: no request may fail or come back incomplete, a slow response in flight
 //! finishes on the old process, and keys stay on their backends.
+//! When a process stops listening (upgrade or graceful stop), a connection it accepted is
+//! still answered.
 
 mod common;
 
 use common::*;
-use std::net::SocketAddr;
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 fn daemon_yaml(listen: SocketAddr, backends: &[SocketAddr], extra: &str) -> String {
@@ -89,6 +92,68 @@ fn three_upgrades_under_load_lose_nothing() {
         "upgrade under load: {} requests served across 3 upgrades, 0 failed",
         report.ok
     );
+}
+
+/// The listener closes when a stop (or the hand-over of an upgrade) begins. A request whose
+/// header has started arriving is still answered: on a connection the listener accepted in
+/// its last moments, or the next request on a keep-alive connection. A connection idle between
+/// keep-alive requests is closed at once, so its client reconnects.
+#[test]
+fn a_stop_answers_the_requests_whose_header_has_started_arriving() {
+    let backend = Backend::start("b1");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let yaml = config_yaml(&service_yaml(
+        "fp",
+        addr,
+        &[backend.addr],
+        "    limits: { max_connections: 3 }\n",
+    ));
+    let mut roost = Roost::start(&yaml, &[addr]);
+    let kept_alive = |key: &str| {
+        let mut client = Client::new(addr, true);
+        wait_until(Duration::from_secs(5), "a keep-alive request", || {
+            client
+                .request("GET", "/", key, b"")
+                .is_ok_and(|r| r.status == 200 && r.header("connection") == Some("keep-alive"))
+        });
+        client.connection().expect("kept open")
+    };
+    let mut idle = kept_alive("idle");
+    let mut next = kept_alive("next");
+    next.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // A new connection that has sent part of its first request header. Roost has surely
+    // counted it when a fourth connection is one too many; if instead the probe got through
+    // (the two arrived together and this one was refused), try again.
+    let mut first = None;
+    wait_until(Duration::from_secs(10), "a counted connection", || {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let counted = get_key(addr, "probe").is_ok_and(|r| r.status == 503);
+        first = counted.then_some(conn);
+        counted
+    });
+
+    roost.proc.signal("TERM");
+    // Pingora drops connections waiting for a request header right after the listener closes;
+    // each header is completed a while later, one after the other.
+    for (mut conn, key) in [(first.unwrap(), "first"), (next, "next")] {
+        std::thread::sleep(Duration::from_millis(300));
+        conn.write_all(format!("machineid: {key}\r\n\r\n").as_bytes())
+            .unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let r = read_response(&mut BufReader::new(conn))
+            .unwrap_or_else(|e| panic!("{key}: {e}\n{}", roost.log_text()));
+        assert_eq!((r.status, r.backend()), (200, "b1"), "{key}");
+        assert_eq!(r.header("connection"), Some("close"), "{key}");
+    }
+
+    // The idle keep-alive connection is closed as soon as those headers were read, before the
+    // process exits at the end of its 1 s grace period.
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(idle.read(&mut [0u8; 64]).unwrap(), 0, "closed");
+    assert!(roost.proc.is_running(), "closed by the process exit");
+    assert_eq!(roost.proc.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
 #[test]

@@ -410,6 +410,12 @@ impl Client {
         }
     }
 
+    /// Another handle on the connection kept alive after the last request, if any.
+    pub fn connection(&self) -> Option<TcpStream> {
+        let conn = self.conn.as_ref()?;
+        Some(conn.get_ref().try_clone().expect("clone a socket"))
+    }
+
     /// Send one request with a machineid and an optional body; read the whole answer.
     pub fn request(
         &mut self,
