@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -108,7 +107,7 @@ fn systemd_unit_is_forking_with_a_hot_swap_reload_and_a_sandbox() {
 fn container_entrypoint_survives_a_hot_swap_and_stops_on_term() {
     let backend = Backend::start("b1");
     let dir = tempfile::tempdir().unwrap();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = listen_addr();
     let config = dir.path().join("roost.yaml");
     let d = dir.path().display();
     std::fs::write(

@@ -155,7 +155,7 @@ fn failing_health_endpoint_marks_down_although_the_port_answers() {
         }
     });
     let good = Backend::start("good");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = listen_addr();
     let roost = Roost::start(
         &config_yaml(&service_yaml("fp", addr, &[good.addr, mute], CHECKS)),
         &[addr],

@@ -63,7 +63,7 @@ fn roost_and_nginx_choose_the_same_backends() {
         || std::net::TcpStream::connect(nginx_addr).is_ok(),
     );
 
-    let roost_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let roost_addr = listen_addr();
     let list: String = addrs
         .iter()
         .zip(weights)

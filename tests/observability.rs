@@ -17,9 +17,9 @@ struct Observed {
 
 /// Three backends behind `fp`, an admin listener, and `access_log` settings.
 fn start(access_log: &str, extra: &str) -> Observed {
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin = listen_addr();
     let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = listen_addr();
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
     let yaml = config_yaml(&service_yaml("fp", addr, &addrs, extra)).replace(
         "services:\n",

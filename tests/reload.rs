@@ -42,7 +42,7 @@ fn wait_log(roost: &Roost, needle: &str, count: usize) {
 fn sighup_adds_and_removes_backends_under_load() {
     let backends: Vec<Backend> = (1..=4).map(|i| Backend::start(&format!("b{i}"))).collect();
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = listen_addr();
     let roost = Roost::start(
         &config_yaml(&service_yaml("fp", listen, &addrs[..3], CHECKS)),
         &[listen],
@@ -102,7 +102,7 @@ fn sighup_adds_and_removes_backends_under_load() {
 fn an_invalid_file_on_sighup_keeps_the_running_config() {
     let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = listen_addr();
     let mut roost = Roost::start(
         &config_yaml(&service_yaml("fp", listen, &addrs, "")),
         &[listen],
@@ -123,7 +123,7 @@ fn an_invalid_file_on_sighup_keeps_the_running_config() {
 fn sighup_applies_when_down_and_listener_changes_need_an_upgrade() {
     let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = listen_addr();
     let mut backends: Vec<Option<Backend>> = backends.into_iter().map(Some).collect();
     let roost = Roost::start(
         &config_yaml(&service_yaml("fp", listen, &addrs, CHECKS)),
@@ -146,7 +146,7 @@ fn sighup_applies_when_down_and_listener_changes_need_an_upgrade() {
     assert!(resp.header("retry-after").is_some());
 
     // A new listen address cannot be applied in place; the service keeps running unchanged.
-    let other: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let other = listen_addr();
     write_config(&roost, other, &addrs[1..], CHECKS);
     roost.proc.signal("HUP");
     wait_log(&roost, "needs -u", 1);

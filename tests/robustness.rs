@@ -9,10 +9,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-fn listen_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
-
 /// Roost with one service `fp` in front of `backends`, with extra service keys.
 fn roost(backends: &[SocketAddr], extra: &str) -> (Roost, SocketAddr) {
     let listen = listen_addr();

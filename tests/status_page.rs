@@ -50,8 +50,8 @@ fn status_page_lists_every_backend_in_a_browser() {
         .map(|i| Some(Backend::start(&format!("b{i}"))))
         .collect();
     let addrs: Vec<SocketAddr> = backends.iter().flatten().map(|b| b.addr).collect();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin = listen_addr();
+    let listen = listen_addr();
     let yaml = config_yaml(&service_yaml(
         "flyingpigeon",
         listen,

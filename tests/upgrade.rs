@@ -24,7 +24,7 @@ fn daemon_yaml(listen: SocketAddr, backends: &[SocketAddr], extra: &str) -> Stri
 fn three_upgrades_under_load_lose_nothing() {
     let backends: Vec<Backend> = (1..=4).map(|i| Backend::start(&format!("b{i}"))).collect();
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = listen_addr();
     let mut roost = Daemon::start(&daemon_yaml(listen, &addrs[..3], ""), &[listen]);
 
     let load = Load::start(listen, 6, 40);
@@ -101,7 +101,7 @@ fn three_upgrades_under_load_lose_nothing() {
 #[test]
 fn a_stop_answers_the_requests_whose_header_has_started_arriving() {
     let backend = Backend::start("b1");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = listen_addr();
     let yaml = config_yaml(&service_yaml(
         "fp",
         addr,
@@ -159,7 +159,7 @@ fn a_stop_answers_the_requests_whose_header_has_started_arriving() {
 #[test]
 fn upgrade_with_a_bad_config_touches_nothing() {
     let backend = Backend::start("b1");
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = listen_addr();
     let mut roost = Daemon::start(&daemon_yaml(listen, &[backend.addr], ""), &[listen]);
     let pid = roost.pid();
     let good = std::fs::read_to_string(&roost.config).unwrap();
@@ -196,7 +196,7 @@ fn upgrade_without_a_running_instance_says_so() {
 fn reload_command_signals_the_daemon_after_validating() {
     let b1 = Backend::start("b1");
     let b2 = Backend::start("b2");
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = listen_addr();
     let mut roost = Daemon::start(&daemon_yaml(listen, &[b1.addr], ""), &[listen]);
     let pid = roost.pid();
     let config = roost.config.display().to_string();

@@ -21,6 +21,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback address on a [`free_port`], for Roost to listen on.
+pub fn listen_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 /// Poll `cond` every 20 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -369,7 +374,7 @@ pub struct Site {
 impl Site {
     pub fn start(extra: &str) -> Site {
         let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr = listen_addr();
         let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
         let roost = Roost::start(
             &config_yaml(&service_yaml("fp", addr, &addrs, extra)),
