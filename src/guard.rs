@@ -194,7 +194,8 @@ pub struct GuardedStream {
     /// Watches the header bytes for its end and for what must be refused.
     scanner: HeadScanner,
     _open: Counted,
-    /// Counts this connection among those reading a header while it does.
+    /// Counts this connection among those reading a header while it does: `in_header` is
+    /// `Some` exactly while `state` is `RUNNING`.
     reading_header: Arc<AtomicUsize>,
     in_header: Option<Counted>,
 }
