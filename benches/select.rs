@@ -5,10 +5,10 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 use roost::config::Config;
-use roost::key::{self, Key};
-use roost::metrics::Metrics;
-use roost::pool::Pool;
-use roost::screen;
+use roost::policy::key::{self, Key};
+use roost::policy::screen;
+use roost::service::pool::Pool;
+use roost::telemetry::metrics::Metrics;
 use std::sync::Arc;
 
 fn pool(backends: usize) -> Pool {
@@ -76,7 +76,7 @@ fn forwarding(c: &mut Criterion) {
     ] {
         template.append_header(name, value).expect("header");
     }
-    let fwd = roost::headers::Forwarding {
+    let fwd = roost::policy::headers::Forwarding {
         client_ip: Some("192.0.2.7".parse().unwrap()),
         trust_incoming: false,
         fallback_host: "",
@@ -87,7 +87,7 @@ fn forwarding(c: &mut Criterion) {
     c.bench_function("clone + X-Forwarded-* headers", |b| {
         b.iter(|| {
             let mut req = template.clone();
-            roost::headers::apply(&mut req, &fwd);
+            roost::policy::headers::apply(&mut req, &fwd);
             black_box(req)
         })
     });

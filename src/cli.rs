@@ -3,9 +3,9 @@
 //! Parses arguments, sets up logging, and dispatches; the work happens elsewhere.
 
 use crate::config::Config;
-use crate::pool::Pool;
-use crate::select::Decision;
-use crate::server::{self, RunOptions};
+use crate::ops::server::{self, RunOptions};
+use crate::policy::select::Decision;
+use crate::service::pool::Pool;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,8 +80,8 @@ pub fn main() -> ExitCode {
 
     match &cli.command {
         Some(Command::Route { service, key }) => return route(&config, service, key),
-        Some(Command::Upgrade) => return crate::upgrade::run(&config, &absolute(&cli.conf)),
-        Some(Command::Reload) => return crate::upgrade::reload(&config),
+        Some(Command::Upgrade) => return crate::ops::upgrade::run(&config, &absolute(&cli.conf)),
+        Some(Command::Reload) => return crate::ops::upgrade::reload(&config),
         None => {}
     }
     if cli.test {

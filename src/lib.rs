@@ -7,40 +7,21 @@
 //! `IP:port` servers), checks backends actively, and moves only a down backend's keys.
 //!
 //! # Layout
-//! | module | owns |
+//! The folders are the layers; a module only uses the layers above it in this table
+//! (`doc/architecture.md` has the whole map).
+//!
+//! | layer | owns |
 //! |---|---|
 //! | [`config`] | the YAML file: env expansion, validation with file:line:key errors, typed model |
-//! | [`key`] | reading the affinity key from request headers (pure) |
-//! | [`screen`] | refusing oversized or ambiguous requests before they are forwarded (pure) |
-//! | [`select`] | the selection policy: owner, failover walk, reject, round robin (pure) |
-//! | [`headers`] | forwarding headers added upstream (pure) |
-//! | [`health`] | active health checks: probe, timeout, rise/fall, transition reports |
-//! | [`pool`] | one service's Ketama load balancer, health loop and counters |
-//! | [`proxy`] | the Pingora `ProxyHttp` for one service |
-//! | [`guard`] | per-connection limits Pingora lacks: max connections, whole-header deadline |
-//! | [`wps_affinity`] | WPS jobs → the backend that ran them, for requests without the key (pure) |
-//! | [`metrics`] | every exported metric, by name, and the registry |
-//! | [`access_log`] | one line per request, formatted and written off the request path |
-//! | [`admin`] | the admin listener: /metrics, /status, /route and the status page |
-//! | [`reload`] | SIGHUP: what a new config changes (pure plan) and applying it to the pools |
-//! | [`server`] | building the Pingora server: proxies, health loops, reloader, drain watch |
-//! | [`upgrade`] | `roost upgrade` / `roost reload`: controlling a running daemon |
+//! | [`policy`] | pure rules: key, screening, selection, forwarding headers, WPS job ids |
+//! | [`telemetry`] | every exported metric, and the access log |
+//! | [`service`] | one service at run time: pool and health, the proxy, the connection guard |
+//! | [`ops`] | the process: server assembly, SIGHUP reload, upgrade/reload commands, admin listener |
 //! | [`cli`] | command-line parsing and dispatch |
 
-pub mod access_log;
-pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod guard;
-pub mod headers;
-pub mod health;
-pub mod key;
-pub mod metrics;
-pub mod pool;
-pub mod proxy;
-pub mod reload;
-pub mod screen;
-pub mod select;
-pub mod server;
-pub mod upgrade;
-pub mod wps_affinity;
+pub mod ops;
+pub mod policy;
+pub mod service;
+pub mod telemetry;

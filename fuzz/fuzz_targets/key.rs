@@ -4,7 +4,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use roost::key::{extract, Key, MAX_KEY_LEN};
+use roost::policy::key::{extract, Key, MAX_KEY_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let name = HeaderName::from_static("machineid");

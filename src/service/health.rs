@@ -3,7 +3,7 @@
 //! and metric). The periodic loop that drives it lives in `pool`.
 
 use crate::config::{CheckKind, HealthCheckConfig};
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use log::{info, warn};

@@ -2,14 +2,14 @@
 //! ring, or round robin), answers refusals itself (400/503 with a one-line body), retries a
 //! refused connection once on the next backend, and sets the forwarding headers.
 
-use crate::access_log::{AccessLog, Entry};
 use crate::config::{MissingKey, WhenDown};
-use crate::headers::{self, Forwarding};
-use crate::key::{self, Key};
-use crate::pool::Pool;
-use crate::screen;
-use crate::select::Decision;
-use crate::wps_affinity::{self, JobScanner, JobTable};
+use crate::policy::headers::{self, Forwarding};
+use crate::policy::key::{self, Key};
+use crate::policy::screen;
+use crate::policy::select::Decision;
+use crate::policy::wps::{self, JobScanner, JobTable};
+use crate::service::pool::Pool;
+use crate::telemetry::access_log::{AccessLog, Entry};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -181,8 +181,8 @@ impl WpsProxy {
             .as_str()
             .as_bytes();
         let now = Instant::now();
-        let addr = wps_affinity::job_ids(uri)
-            .take(wps_affinity::MAX_IDS_PER_URL)
+        let addr = wps::job_ids(uri)
+            .take(wps::MAX_IDS_PER_URL)
             .find_map(|id| self.jobs.backend_of(id, now))?;
         let backend = self.pool.usable_member(addr, exclude);
         match (&backend, exclude) {
@@ -368,7 +368,7 @@ impl ProxyHttp for WpsProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if self.pool.settings().wps_affinity
-            && wps_affinity::worth_scanning(
+            && wps::worth_scanning(
                 upstream_response.status.as_u16(),
                 &upstream_response.headers,
             )

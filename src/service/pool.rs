@@ -8,9 +8,9 @@
 //! atomically, and backends that stay keep their health.
 
 use crate::config::{HealthCheckConfig, Limits, MissingKey, ServiceConfig, Timeouts, WhenDown};
-use crate::health::Checker;
-use crate::metrics::{self, Metrics};
-use crate::select::{Decision, RingWalk, RoundRobin};
+use crate::policy::select::{Decision, RingWalk, RoundRobin};
+use crate::service::health::Checker;
+use crate::telemetry::metrics::{self, Metrics};
 use arc_swap::{ArcSwap, Guard};
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -230,7 +230,7 @@ impl Pool {
         match picked {
             Some(i) => Decision::Forward {
                 backend: settings.members[i].0.clone(),
-                role: crate::select::Role::Owner,
+                role: crate::policy::select::Role::Owner,
             },
             None => Decision::NoneHealthy,
         }
@@ -328,7 +328,7 @@ impl Pool {
     }
 }
 
-impl crate::guard::GuardLimits for Pool {
+impl crate::service::guard::GuardLimits for Pool {
     fn max_connections(&self) -> usize {
         self.settings.load().limits.max_connections
     }
@@ -548,7 +548,7 @@ mod tests {
                     matches!(
                         decision,
                         Decision::Forward {
-                            role: crate::select::Role::Owner,
+                            role: crate::policy::select::Role::Owner,
                             ..
                         }
                     ),
@@ -565,7 +565,7 @@ mod tests {
         assert!(matches!(
             decision,
             Decision::Forward {
-                role: crate::select::Role::Failover,
+                role: crate::policy::select::Role::Failover,
                 ..
             }
         ));
@@ -643,7 +643,7 @@ mod tests {
             panic!()
         };
         assert_ne!(first, second);
-        assert_eq!(role, crate::select::Role::Failover);
+        assert_eq!(role, crate::policy::select::Role::Failover);
         // The retry goes where the key would fail over to: the next backend on the ring.
         pool.set_enabled(12, false);
         assert_eq!(

@@ -6,10 +6,10 @@
 //! the pools, so it is tested directly; the Pingora `ServeHttp` glue is a few lines.
 
 use crate::config::{MissingKey, WhenDown};
-use crate::key::{self, Key};
-use crate::metrics::Metrics;
-use crate::pool::Pool;
-use crate::select::{Decision, Role};
+use crate::policy::key::{self, Key};
+use crate::policy::select::{Decision, Role};
+use crate::service::pool::Pool;
+use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;

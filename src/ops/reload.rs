@@ -7,8 +7,8 @@
 //! exactly as it was, so nothing is ever half-applied. [`ReloadService`] is the I/O around it.
 
 use crate::config::{Config, ServiceConfig};
-use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::service::pool::Pool;
+use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
 use log::{error, info, warn};
 use pingora::server::ShutdownWatch;

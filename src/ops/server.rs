@@ -3,14 +3,14 @@
 //! background service per configured WPS service, plus the SIGHUP reloader and the watch that
 //! turns keep-alive off while the process drains.
 
-use crate::access_log;
-use crate::admin::{Admin, AdminService};
 use crate::config::{Config, ServerSettings};
-use crate::guard::{Guard, GuardLimits};
-use crate::metrics::Metrics;
-use crate::pool::{HealthService, Pool};
-use crate::proxy::WpsProxy;
-use crate::reload::ReloadService;
+use crate::ops::admin::{Admin, AdminService};
+use crate::ops::reload::ReloadService;
+use crate::service::guard::{Guard, GuardLimits};
+use crate::service::pool::{HealthService, Pool};
+use crate::service::proxy::WpsProxy;
+use crate::telemetry::access_log;
+use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server, ShutdownWatch};

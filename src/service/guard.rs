@@ -18,7 +18,7 @@
 //! header has only partly arrived; their clients would see the connection closed without an
 //! answer. [`Guard`] lets those headers arrive before it hands on to Pingora's cleanup.
 
-use crate::screen::{HeadScan, HeadScanner};
+use crate::policy::screen::{HeadScan, HeadScanner};
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::v2::server::H2Options;

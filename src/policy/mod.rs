@@ -1,0 +1,10 @@
+//! Pure request policy: which bytes are the affinity key, what is refused before forwarding,
+//! which backend a request goes to, which headers it carries upstream, and which WPS job a
+//! URL or response names. No sockets, no clocks read here: every rule is unit-tested with
+//! plain values. Depends only on `config`.
+
+pub mod headers;
+pub mod key;
+pub mod screen;
+pub mod select;
+pub mod wps;

@@ -1,0 +1,9 @@
+//! One WPS service at run time: its backend pool and health checks, the Pingora `ProxyHttp`
+//! that serves it, and the connection guard in front of it. Built from `config`, decides with
+//! `policy`, counts into `telemetry`; knows nothing of the admin listener or of reloads beyond
+//! accepting a new config.
+
+pub mod guard;
+pub mod health;
+pub mod pool;
+pub mod proxy;
