@@ -1,11 +1,12 @@
-//! The per-request selection path in isolation: reading the affinity key from the headers,
-//! screening the request, and finding the backend on the Ketama ring. `cargo bench --bench
-//! select` prints nanoseconds per request.
+//! The per-request selection path in isolation: taking the service state snapshot, reading
+//! the affinity key from the headers, screening the request, and routing it with the route
+//! resolver (the Ketama ring). `cargo bench --bench select` prints nanoseconds per request.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
+use http::{HeaderMap, HeaderValue, Method, Version};
 use roost::config::Config;
-use roost::policy::key::{self, Key};
+use roost::policy::key;
+use roost::policy::route::{self, Ask};
 use roost::policy::screen;
 use roost::service::pool::Pool;
 use roost::telemetry::metrics::Metrics;
@@ -20,7 +21,20 @@ fn pool(backends: usize) -> Pool {
         list.join(", ")
     );
     let config = Config::from_yaml(&yaml, "bench.yaml").expect("valid config");
-    Pool::new(&config.services[0], Arc::new(Metrics::new()))
+    Pool::new(&config.services[0], Arc::new(Metrics::new())).expect("pool builds")
+}
+
+/// What the proxy does to route a request: one snapshot, then the resolver.
+fn route(pool: &Pool, headers: &HeaderMap) -> Option<usize> {
+    let state = pool.state();
+    let policy = &state.settings.route;
+    let ask = Ask {
+        key: key::extract(headers, &policy.header),
+        client_ip: None,
+        exclude: None,
+        job: || None,
+    };
+    route::resolve(policy, ask, &*state).ok().map(|r| r.backend)
 }
 
 fn requests() -> Vec<HeaderMap> {
@@ -39,28 +53,28 @@ fn requests() -> Vec<HeaderMap> {
 }
 
 fn selection(c: &mut Criterion) {
-    let header = HeaderName::from_static("machineid");
     let requests = requests();
     let limits = roost::config::Limits::default();
     for backends in [3, 12] {
         let pool = pool(backends);
         let mut i = 0;
-        c.bench_function(&format!("key + screen + ring ({backends} backends)"), |b| {
-            b.iter(|| {
-                let h = &requests[i % requests.len()];
-                i += 1;
-                let ok = screen::screen(&Method::GET, Version::HTTP_11, 40, h, &limits);
-                black_box(ok.is_ok());
-                match key::extract(h, &header) {
-                    Key::Present(k) => black_box(pool.select_by_key(k, None)),
-                    _ => unreachable!("every request carries a key"),
-                }
-            })
-        });
+        c.bench_function(
+            &format!("snapshot + key + screen + ring ({backends} backends)"),
+            |b| {
+                b.iter(|| {
+                    let h = &requests[i % requests.len()];
+                    i += 1;
+                    let ok = screen::screen(&Method::GET, Version::HTTP_11, 40, h, &limits);
+                    black_box(ok.is_ok());
+                    black_box(route(&pool, h).expect("every request carries a key"))
+                })
+            },
+        );
     }
     let pool = pool(3);
-    c.bench_function("round robin (no key, 3 backends)", |b| {
-        b.iter(|| black_box(pool.select_round_robin(None)))
+    let keyless = HeaderMap::new();
+    c.bench_function("snapshot + round robin (no key, 3 backends)", |b| {
+        b.iter(|| black_box(route(&pool, &keyless)))
     });
 }
 

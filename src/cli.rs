@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::ops::server::{self, RunOptions};
-use crate::policy::select::Decision;
+use crate::policy::route::{self, Unroutable};
 use crate::service::pool::Pool;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -85,6 +85,11 @@ pub fn main() -> ExitCode {
         None => {}
     }
     if cli.test {
+        // What `-t` accepts must run: build every service as the server would.
+        if let Err(e) = server::build_pools(&config, &Default::default()) {
+            eprintln!("roost: {}: {e}", config.source);
+            return ExitCode::FAILURE;
+        }
         let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
         println!(
             "roost: {}: OK ({} services, {} backends)",
@@ -115,7 +120,13 @@ pub fn main() -> ExitCode {
         daemon: cli.daemon,
         upgrade: cli.upgrade,
     };
-    server::build(&config, absolute(&cli.conf), options).run_forever()
+    match server::build(&config, absolute(&cli.conf), options) {
+        Ok(server) => server.run_forever(),
+        Err(e) => {
+            eprintln!("roost: {}: {e}; nothing was started", config.source);
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// A daemonized process runs in `/` and re-reads its config file on SIGHUP.
@@ -123,7 +134,7 @@ fn absolute(path: &std::path::Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// `roost route`: the same selection code the proxy runs, with every backend healthy.
+/// `roost route`: the proxy's route resolver, with every backend healthy.
 fn route(config: &Config, service: &str, key: &str) -> ExitCode {
     let Some(service_config) = config.service(service) else {
         let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
@@ -134,20 +145,29 @@ fn route(config: &Config, service: &str, key: &str) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let key = key.trim();
-    if key.is_empty() {
-        eprintln!("roost: an empty key is not hashed; requests without a key follow hash.missing");
-        return ExitCode::from(2);
-    }
-    let pool = Pool::new(service_config, Default::default());
-    match pool.select_by_key(key.as_bytes(), None) {
-        Decision::Forward { backend, .. } => {
-            println!("{}", pool.address_of(&backend).unwrap_or_default());
+    let pool = match Pool::new(service_config, Default::default()) {
+        Ok(pool) => pool,
+        Err(e) => {
+            eprintln!("roost: service {service}: cannot be built: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = pool.state();
+    let policy = &state.settings.route;
+    match route::lookup(policy, key, &*state) {
+        Ok(r) => {
+            println!("{}", state.members()[r.backend].address);
             ExitCode::SUCCESS
         }
-        Decision::OwnerDown | Decision::NoneHealthy => {
-            eprintln!("roost: no backend for this key");
-            ExitCode::FAILURE
+        Err(Unroutable::MissingKey) => {
+            eprintln!(
+                "roost: an empty key is not hashed; requests without a key follow hash.missing"
+            );
+            ExitCode::from(2)
+        }
+        Err(why) => {
+            eprintln!("roost: {}", why.refusal(policy).message);
+            ExitCode::from(2)
         }
     }
 }

@@ -128,6 +128,83 @@ fn route_prints_the_backend_and_rejects_unknown_services() {
     assert_eq!(code, 2);
 }
 
+/// `roost route` answers only for keys the proxy would route: a key the proxy refuses with 400
+/// (too long, not printable ASCII) is refused here too, with the proxy's reason.
+#[test]
+fn route_refuses_the_keys_the_proxy_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "r.yaml",
+        "services:\n  - {name: fp, listen: 127.0.0.1:1, backends: [127.0.0.11:8093, 127.0.0.12:8093]}\n",
+    );
+    let long = "k".repeat(300);
+    for (key, reason) in [
+        (long.as_str(), "too long"),
+        ("caf\u{e9}", "printable ASCII"),
+    ] {
+        let (code, out, err) = run_roost(&["route", "-c", &file, "fp", key]);
+        assert_eq!(code, 2, "{key}: printed {out:?}");
+        assert!(out.is_empty(), "{out}");
+        assert!(
+            err.contains("machineid header refused") && err.contains(reason),
+            "{err}"
+        );
+    }
+}
+
+/// What `-t` accepts, the proxy can build and run: health-check paths and hosts Pingora would
+/// refuse are config errors with file, line and key, and a tricky but valid path runs.
+#[test]
+fn a_config_that_validates_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    for (case, check, key) in [
+        ("path", "{ path: \"/status<x>\" }", "health_check.path"),
+        ("space", "{ path: \"/a b\" }", "health_check.path"),
+        (
+            "host",
+            "{ path: /health, host: \"wps\\x01\" }",
+            "health_check.host",
+        ),
+    ] {
+        let file = write(
+            &dir,
+            "hc.yaml",
+            &format!(
+                "services:\n  - name: fp\n    listen: 127.0.0.1:1\n    backends: [127.0.0.1:9]\n    health_check: {check}\n"
+            ),
+        );
+        let (code, out, err) = run_roost(&["-c", &file, "-t"]);
+        assert_eq!(code, 1, "{case}: {out}");
+        assert!(
+            err.contains(&format!("hc.yaml:5: services[0].{key}")),
+            "{case}: {err}"
+        );
+    }
+
+    let backend = Backend::start("b1");
+    let listen = listen_addr();
+    let yaml = config_yaml(&service_yaml(
+        "fp",
+        listen,
+        &[backend.addr],
+        "    health_check: { path: \"/wps?service=WPS&request=GetCapabilities&q=%3Cx%3E\", host: wps.example.org, interval: 200ms, timeout: 150ms, rise: 1, fall: 1 }\n",
+    ));
+    let (_tmp, config, log) = config_dir(&yaml);
+    let config_text = config.display().to_string();
+    let (code, out, err) = run_roost(&["-c", &config_text, "-t"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut proc = spawn_roost(&config, &log, &[]);
+    wait_until(Duration::from_secs(15), "roost serves", || {
+        get_key(listen, "abc").is_ok_and(|r| r.status == 200)
+    });
+    assert!(
+        proc.is_running(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
+
 #[test]
 fn a_bad_file_at_startup_exits_without_listening() {
     let dir = tempfile::tempdir().unwrap();

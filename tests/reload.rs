@@ -153,3 +153,28 @@ fn sighup_applies_when_down_and_listener_changes_need_an_upgrade() {
     assert!(std::net::TcpStream::connect(other).is_err());
     assert_eq!(get_key(listen, b1_key).unwrap().status, 503);
 }
+
+/// A file whose health check Pingora could not build used to pass validation and kill the
+/// reloader thread; every later SIGHUP was then silently ignored. Now it is a config error,
+/// and the next good file is applied.
+#[test]
+fn a_config_that_would_not_build_leaves_the_reloader_working() {
+    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let listen = listen_addr();
+    let mut roost = Roost::start(
+        &config_yaml(&service_yaml("fp", listen, &addrs[..2], CHECKS)),
+        &[listen],
+    );
+    let bad = "    health_check: { path: \"/status<x>\", interval: 300ms, timeout: 200ms }\n";
+    write_config(&roost, listen, &addrs, bad);
+    roost.proc.signal("HUP");
+    wait_log(&roost, "still running the previous config", 1);
+    assert!(roost.log_text().contains("services[0].health_check.path"));
+    // The reloader is still there: the next good file adds b3.
+    write_config(&roost, listen, &addrs, CHECKS);
+    roost.proc.signal("HUP");
+    wait_log(&roost, &format!("backend {} added", addrs[2]), 1);
+    assert!(roost.proc.is_running());
+    assert!(mapping(listen).values().any(|b| b == "b3"));
+}

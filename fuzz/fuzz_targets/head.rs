@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use roost::policy::screen::{HeadScan, HeadScanner};
+use roost::policy::head_scan::{HeadScan, HeadScanner};
 
 fn scan(chunks: &[&[u8]]) -> HeadScan {
     let mut s = HeadScanner::default();

@@ -17,6 +17,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 
 use file::{FileAccessLog, FileAdmin, FileBackend, FileHealthCheck, FileServer, FileService};
+use http::uri::PathAndQuery;
+use http::{HeaderName, HeaderValue};
 use lines::{join_index, join_key, LineIndex};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -550,16 +552,16 @@ impl Loader<'_> {
 
     fn hash_policy(&mut self, f: file::FileHash, path: &str) -> Option<HashPolicy> {
         let header = f.header.unwrap_or_else(|| DEFAULT_HASH_HEADER.to_string());
-        let header_ok = !header.is_empty()
-            && header
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !header_ok {
-            self.error(
-                &join_key(path, "header"),
-                format!("`{header}` is not a valid HTTP header name"),
-            );
-        }
+        let header = match HeaderName::from_bytes(header.as_bytes()) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                self.error(
+                    &join_key(path, "header"),
+                    format!("`{header}` is not a valid HTTP header name"),
+                );
+                None
+            }
+        };
         let missing = match f.missing.as_deref() {
             None | Some("round_robin") => Some(MissingKey::RoundRobin),
             Some("client_ip") => Some(MissingKey::ClientIp),
@@ -572,8 +574,8 @@ impl Loader<'_> {
                 None
             }
         };
-        header_ok.then(|| HashPolicy {
-            header: header.to_ascii_lowercase(),
+        header.map(|header| HashPolicy {
+            header,
             missing: missing.unwrap_or(MissingKey::RoundRobin),
         })
     }
@@ -682,16 +684,33 @@ impl Loader<'_> {
         let kind = match f.kind.as_deref() {
             None | Some("http") => {
                 let path_value = f.path.unwrap_or_else(|| DEFAULT_HC_PATH.to_string());
-                if !path_value.starts_with('/') || path_value.contains(char::is_whitespace) {
-                    self.error(
-                        &key("path"),
-                        format!("`{path_value}` must start with `/` and contain no spaces"),
-                    );
+                let path = match PathAndQuery::try_from(path_value.as_str()) {
+                    Ok(p) if path_value.starts_with('/') => Some(p),
+                    _ => {
+                        self.error(
+                            &key("path"),
+                            format!(
+                                "`{path_value}` is not a request path: it must start with `/` and use only URL characters (percent-encode the rest, e.g. %20)"
+                            ),
+                        );
+                        None
+                    }
+                };
+                let host = match f.host.map(|h| HeaderValue::try_from(h.trim())) {
+                    None => Some(None),
+                    Some(Ok(h)) if !h.is_empty() => Some(Some(h)),
+                    Some(_) => {
+                        self.error(
+                            &key("host"),
+                            "is not a valid Host header value (printable characters, no control bytes)",
+                        );
+                        None
+                    }
+                };
+                match (path, host) {
+                    (Some(path), Some(host)) => Some(CheckKind::Http { path, host }),
+                    _ => None,
                 }
-                Some(CheckKind::Http {
-                    path: path_value,
-                    host: f.host,
-                })
             }
             Some("tcp") => {
                 for (name, set) in [("path", f.path.is_some()), ("host", f.host.is_some())] {

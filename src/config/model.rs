@@ -1,7 +1,11 @@
 //! The typed configuration: what the rest of Roost sees. Addresses are `SocketAddr`s, durations
-//! are `Duration`s, choices are enums. Defaults are named constants documented in the README's
-//! config reference.
+//! are `Duration`s, header names, values and request targets are `http` types, choices are
+//! enums. The model is total: every value a constructor needs is already in the type it needs,
+//! so a config that loads also builds. Defaults are named constants documented in
+//! `doc/configuration.md`.
 
+use http::uri::PathAndQuery;
+use http::{HeaderName, HeaderValue};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -182,8 +186,8 @@ impl Default for Timeouts {
 /// Where the affinity key comes from and what to do without one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashPolicy {
-    /// Request header carrying the key, lower-cased.
-    pub header: String,
+    /// Request header carrying the key.
+    pub header: HeaderName,
     pub missing: MissingKey,
 }
 
@@ -229,8 +233,11 @@ pub struct HealthCheckConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckKind {
-    /// GET `path` and expect a 2xx or 3xx answer.
-    Http { path: String, host: Option<String> },
+    /// GET `path` with `Host: host` (default `localhost`) and expect a 2xx or 3xx answer.
+    Http {
+        path: PathAndQuery,
+        host: Option<HeaderValue>,
+    },
     /// Open a TCP connection.
     Tcp,
 }

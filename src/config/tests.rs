@@ -121,8 +121,10 @@ services:
         fp.health_check,
         Some(HealthCheckConfig {
             kind: CheckKind::Http {
-                path: "/wps?service=WPS&request=GetCapabilities".into(),
-                host: Some("wps.local".into())
+                path: http::uri::PathAndQuery::from_static(
+                    "/wps?service=WPS&request=GetCapabilities"
+                ),
+                host: Some(http::HeaderValue::from_static("wps.local"))
             },
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),

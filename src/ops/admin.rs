@@ -6,8 +6,7 @@
 //! the pools, so it is tested directly; the Pingora `ServeHttp` glue is a few lines.
 
 use crate::config::{MissingKey, WhenDown};
-use crate::policy::key::{self, Key};
-use crate::policy::select::{Decision, Role};
+use crate::policy::route::{self, Unroutable};
 use crate::service::pool::Pool;
 use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
@@ -144,23 +143,23 @@ impl Admin {
             .services
             .iter()
             .map(|s| {
-                let settings = s.pool.settings();
-                let counts = s.pool.request_counts();
+                let state = s.pool.state();
+                let settings = &state.settings;
                 let backends: Vec<Value> = s
                     .pool
                     .status()
                     .into_iter()
-                    .zip(counts.iter())
-                    .map(|(b, requests)| {
+                    .map(|b| {
                         json!({
                             "address": b.address,
                             "addr": b.addr.to_string(),
                             "weight": b.weight,
                             "healthy": b.healthy,
-                            "requests": requests,
+                            "requests": b.requests,
                         })
                     })
                     .collect();
+                let requests: u64 = state.request_counts().iter().sum();
                 let health_check = settings.health_check.as_ref().map(|hc| {
                     json!({
                         "type": match hc.kind {
@@ -176,18 +175,19 @@ impl Admin {
                 json!({
                     "name": s.pool.name,
                     "listen": s.listen.to_string(),
-                    "hash_header": settings.header.as_str(),
-                    "missing": match settings.missing {
+                    "config_version": state.version,
+                    "hash_header": settings.route.header.as_str(),
+                    "missing": match settings.route.missing {
                         MissingKey::RoundRobin => "round_robin",
                         MissingKey::ClientIp => "client_ip",
                         MissingKey::Reject => "reject",
                     },
-                    "when_down": match settings.when_down {
+                    "when_down": match settings.route.when_down {
                         WhenDown::Failover => "failover",
                         WhenDown::Reject => "reject",
                     },
                     "health_check": health_check,
-                    "requests": counts.iter().sum::<u64>(),
+                    "requests": requests,
                     "backends": backends,
                 })
             })
@@ -215,31 +215,20 @@ impl Admin {
         let Some(s) = self.services.iter().find(|s| s.pool.name == service) else {
             return Reply::error(404, &format!("no service named '{service}'"));
         };
-        let header = s.pool.settings().header.clone();
-        let mut headers = http::HeaderMap::new();
-        match http::HeaderValue::from_str(&key) {
-            Ok(v) => {
-                headers.insert(header.clone(), v);
-            }
-            Err(_) => return Reply::error(400, "the key is not a valid header value"),
-        }
-        // The same validation and selection as a proxied request.
-        let decision = match key::extract(&headers, &header) {
-            Key::Present(k) => s.pool.select_by_key(k, None),
-            Key::Missing => return Reply::error(400, "an empty key is not hashed"),
-            Key::Invalid(reason) => return Reply::error(400, &format!("invalid key: {reason}")),
-        };
-        let (backend, role, outcome) = match &decision {
-            Decision::Forward { backend, role } => (
-                Some(backend.addr.to_string()),
-                Some(match role {
-                    Role::Owner => "owner",
-                    Role::Failover => "failover",
-                }),
+        // The same validation and resolver as a proxied request.
+        let state = s.pool.state();
+        let policy = &state.settings.route;
+        let (backend, role, reason, outcome) = match route::lookup(policy, &key, &*state) {
+            Ok(r) => (
+                Some(state.members()[r.backend].addr.to_string()),
+                Some(r.role.as_str()),
+                Some(r.reason.as_str()),
                 "forward",
             ),
-            Decision::OwnerDown => (None, None, "owner_down"),
-            Decision::NoneHealthy => (None, None, "none_healthy"),
+            Err(why @ (Unroutable::InvalidKey(_) | Unroutable::MissingKey)) => {
+                return Reply::error(400, &why.refusal(policy).message)
+            }
+            Err(why) => (None, None, None, why.as_str()),
         };
         Reply::json(
             200,
@@ -248,6 +237,7 @@ impl Admin {
                 "key": key,
                 "backend": backend,
                 "role": role,
+                "reason": reason,
                 "decision": outcome,
             }),
         )
@@ -308,7 +298,7 @@ mod tests {
             .services
             .iter()
             .map(|s| AdminService {
-                pool: Arc::new(Pool::new(s, Arc::clone(&metrics))),
+                pool: Arc::new(Pool::new(s, Arc::clone(&metrics)).unwrap()),
                 listen: s.listen,
             })
             .collect();

@@ -140,6 +140,44 @@ fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
             old.hash.header, old.hash.missing, new.hash.header, new.hash.missing
         ));
     }
+    let (ol, nl) = (&old.limits, &new.limits);
+    let limits = [
+        (
+            "max_header_bytes",
+            ol.max_header_bytes as u64,
+            nl.max_header_bytes as u64,
+        ),
+        ("max_headers", ol.max_headers as u64, nl.max_headers as u64),
+        ("max_body", ol.max_body, nl.max_body),
+        (
+            "max_connections",
+            ol.max_connections as u64,
+            nl.max_connections as u64,
+        ),
+    ];
+    for (name, before, after) in limits {
+        if before != after {
+            changes.push(format!("limits.{name} {before} -> {after}"));
+        }
+    }
+    let (ot, nt) = (&old.timeouts, &new.timeouts);
+    let timeouts = [
+        ("client_header", ot.client_header, nt.client_header),
+        ("client_body", ot.client_body, nt.client_body),
+        ("keepalive", ot.keepalive, nt.keepalive),
+        ("upstream_connect", ot.upstream_connect, nt.upstream_connect),
+        ("upstream_read", ot.upstream_read, nt.upstream_read),
+        ("upstream_write", ot.upstream_write, nt.upstream_write),
+    ];
+    for (name, before, after) in timeouts {
+        if before != after {
+            changes.push(format!(
+                "timeouts.{name} {} -> {}",
+                humantime::format_duration(before),
+                humantime::format_duration(after)
+            ));
+        }
+    }
     if old.trust_forwarded_headers != new.trust_forwarded_headers {
         changes.push(format!(
             "trust_forwarded_headers -> {}",
@@ -161,7 +199,7 @@ pub struct ReloadService {
     /// Absolute, so a daemonized Roost (which runs in `/`) finds it again.
     path: PathBuf,
     pools: Vec<Arc<Pool>>,
-    running: tokio::sync::Mutex<Config>,
+    running: std::sync::Mutex<Config>,
     metrics: Arc<Metrics>,
 }
 
@@ -175,12 +213,15 @@ impl ReloadService {
         Self {
             path,
             pools,
-            running: tokio::sync::Mutex::new(config),
+            running: std::sync::Mutex::new(config),
             metrics,
         }
     }
 
-    async fn reload(&self) {
+    /// Re-read the file and apply what can be applied. A config that does not load changes
+    /// nothing; a service whose new state cannot be built keeps its running state, and the
+    /// others still get theirs.
+    fn reload(&self) {
         let source = self.path.display();
         info!("reload: SIGHUP received, reading {source}");
         let new = match Config::load(&self.path) {
@@ -197,28 +238,38 @@ impl ReloadService {
                 return;
             }
         };
-        let mut running = self.running.lock().await;
-        let plan = plan(&running, &new);
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut plan = plan(&running, &new);
         for change in &plan.needs_upgrade {
             warn!("reload: {change}: needs -u (not applied)");
         }
-        let mut applied = plan.apply.len();
-        for (service, changes) in &plan.apply {
+        plan.apply.retain(|(service, changes)| {
             let Some(pool) = self.pools.iter().find(|p| p.name == service.name) else {
-                continue;
+                return false;
             };
-            match pool.apply(service).await {
-                Ok(()) => info!("reload: service {}: {}", service.name, changes.join(", ")),
+            match pool.apply(service) {
+                Ok(version) => {
+                    info!(
+                        "reload: service {}: {} (config version {version})",
+                        service.name,
+                        changes.join(", ")
+                    );
+                    true
+                }
                 Err(e) => {
-                    applied -= 1;
-                    error!("reload: service {}: not applied: {e}", service.name);
+                    error!(
+                        "reload: service {}: not applied, still running its previous config: {e}",
+                        service.name
+                    );
+                    false
                 }
             }
-        }
+        });
         *running = plan.running_after(&running);
         self.metrics.reloads.with_label_values(&["applied"]).inc();
         info!(
-            "reload: {source}: done ({applied} service(s) changed, {} change(s) need -u)",
+            "reload: {source}: done ({} service(s) changed, {} change(s) need -u)",
+            plan.apply.len(),
             plan.needs_upgrade.len()
         );
     }
@@ -236,7 +287,14 @@ impl BackgroundService for ReloadService {
         };
         loop {
             tokio::select! {
-                Some(()) = hangup.recv() => self.reload().await,
+                Some(()) = hangup.recv() => {
+                    // A bug in building a service must cost this one reload, never the
+                    // reloader: every later SIGHUP would be silently ignored.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload())).is_err() {
+                        self.metrics.reloads.with_label_values(&["failed"]).inc();
+                        error!("reload: failed unexpectedly; still running the previous config");
+                    }
+                }
                 _ = shutdown.changed() => return,
             }
         }
@@ -332,6 +390,23 @@ services:
         ] {
             assert!(all.contains(needle), "{needle}: {all}");
         }
+    }
+
+    #[test]
+    fn limits_and_timeouts_are_described_as_what_they_are() {
+        let new = config(&BASE.replace(
+            "[10.0.0.1:8094]",
+            "[10.0.0.1:8094]\n    limits: { max_body: 1000 }\n    timeouts: { upstream_read: 2s, keepalive: 1m }",
+        ));
+        let p = plan(&config(BASE), &new);
+        assert_eq!(p.apply.len(), 1, "{p:?}");
+        assert_eq!(
+            p.apply[0].1,
+            [
+                "limits.max_body 536870912 -> 1000",
+                "timeouts.upstream_read 5m -> 2s",
+            ]
+        );
     }
 
     #[test]

@@ -47,9 +47,25 @@ pub fn server_conf(settings: &ServerSettings, daemon: bool) -> ServerConf {
     }
 }
 
+/// Every service's pool for `config`, built whole. `roost -t` builds them too, so a config it
+/// accepts is one this process can run.
+pub fn build_pools(config: &Config, metrics: &Arc<Metrics>) -> Result<Vec<Arc<Pool>>, String> {
+    config
+        .services
+        .iter()
+        .map(|service| {
+            Pool::new(service, Arc::clone(metrics))
+                .map(Arc::new)
+                .map_err(|e| format!("service {}: cannot be built: {e}", service.name))
+        })
+        .collect()
+}
+
 /// Build the server with every service added, ready to `run_forever`. `path` is the config
-/// file, re-read on SIGHUP.
-pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
+/// file, re-read on SIGHUP. Nothing is bound or signalled when this fails.
+pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Server, String> {
+    let metrics = Arc::new(Metrics::new());
+    let pools = build_pools(config, &metrics)?;
     let opt = Opt {
         upgrade: options.upgrade,
         daemon: options.daemon,
@@ -61,23 +77,20 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
     server.bootstrap();
 
     let draining = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(Metrics::new());
     let access_log = config.access_log.as_ref().map(|settings| {
         let (log, writer) = access_log::new(settings, metrics.access_log_dropped.clone());
         server.add_service(background_service("access log", writer));
         log
     });
-    let mut pools = Vec::new();
-    for service in &config.services {
-        let pool = Arc::new(Pool::new(service, Arc::clone(&metrics)));
+    for (service, pool) in config.services.iter().zip(&pools) {
         let mut app = pingora::proxy::HttpProxy::new(
-            WpsProxy::new(Arc::clone(&pool), Arc::clone(&draining), access_log.clone()),
+            WpsProxy::new(Arc::clone(pool), Arc::clone(&draining), access_log.clone()),
             Arc::clone(&server.configuration),
         );
         app.handle_init_modules();
         let mut proxy = pingora::services::listening::Service::new(
             format!("proxy {}", service.name),
-            Guard::new(app, Arc::clone(&pool) as Arc<dyn GuardLimits>),
+            Guard::new(app, Arc::clone(pool) as Arc<dyn GuardLimits>),
         );
         proxy.add_tcp(&service.listen.to_string());
         server.add_service(proxy);
@@ -85,7 +98,7 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
         server.add_service(background_service(
             &format!("health {}", service.name),
             HealthService {
-                pool: Arc::clone(&pool),
+                pool: Arc::clone(pool),
             },
         ));
         log::info!(
@@ -94,7 +107,6 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
             service.listen,
             service.backends.len()
         );
-        pools.push(pool);
     }
     if let Some(admin) = &config.admin {
         let services = config
@@ -125,7 +137,7 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Server {
             draining,
         },
     ));
-    server
+    Ok(server)
 }
 
 /// Sets the shared `draining` flag as soon as Pingora starts handing the listeners to a new

@@ -34,13 +34,25 @@ pub fn extract<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Key<'a> {
             Some(_) => return Key::Invalid("conflicting values in repeated key headers"),
         }
     }
-    match found {
-        None => Key::Missing,
-        Some(bytes) if bytes.len() > MAX_KEY_LEN => Key::Invalid("key header value is too long"),
-        Some(bytes) if !bytes.iter().all(|b| (0x20..0x7f).contains(b)) => {
-            Key::Invalid("key header value must be printable ASCII")
-        }
-        Some(bytes) => Key::Present(bytes),
+    found.map_or(Key::Missing, check)
+}
+
+/// The key a single header value gives (what `roost route` and `/route` are asked about).
+pub fn from_value(value: &[u8]) -> Key<'_> {
+    match trim(value) {
+        [] => Key::Missing,
+        bytes => check(bytes),
+    }
+}
+
+/// The rules a non-empty, trimmed value must meet to be hashed.
+fn check(bytes: &[u8]) -> Key<'_> {
+    if bytes.len() > MAX_KEY_LEN {
+        Key::Invalid("key header value is too long")
+    } else if !bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+        Key::Invalid("key header value must be printable ASCII")
+    } else {
+        Key::Present(bytes)
     }
 }
 
@@ -113,5 +125,16 @@ mod tests {
         let too_long = vec![b'a'; MAX_KEY_LEN + 1];
         assert!(matches!(key(&[&too_long]), Key::Invalid(_)));
         assert!(matches!(key(&[b"caf\xc3\xa9"]), Key::Invalid(_)));
+    }
+
+    #[test]
+    fn a_single_value_follows_the_same_rules() {
+        assert_eq!(from_value(b" abc "), Key::Present(b"abc"));
+        assert_eq!(from_value(b"  "), Key::Missing);
+        assert_eq!(
+            from_value(&[b'k'; MAX_KEY_LEN + 1]),
+            key(&[&[b'k'; MAX_KEY_LEN + 1]])
+        );
+        assert!(matches!(from_value(b"a\x01"), Key::Invalid(_)));
     }
 }

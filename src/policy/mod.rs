@@ -3,8 +3,11 @@
 //! URL or response names. No sockets, no clocks read here: every rule is unit-tested with
 //! plain values. Depends only on `config`.
 
+pub mod head_scan;
 pub mod headers;
 pub mod key;
+pub mod refusal;
+pub mod route;
 pub mod screen;
 pub mod select;
 pub mod wps;

@@ -4,20 +4,11 @@
 //! and the framing rules that request smuggling exploits.
 
 use crate::config::Limits;
+use crate::policy::refusal::Refusal;
 use http::{header, HeaderMap, Method, Version};
 
-/// Why a request is refused: the status and a one-line reason for the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub status: u16,
-    pub reason: String,
-}
-
-fn reject(status: u16, reason: impl Into<String>) -> Result<(), Rejection> {
-    Err(Rejection {
-        status,
-        reason: reason.into(),
-    })
+fn reject(status: u16, reason: impl Into<String>) -> Result<(), Refusal> {
+    Err(Refusal::new(status, reason))
 }
 
 /// Methods a WPS or any plain HTTP backend may see. CONNECT and TRACE are refused: Roost is
@@ -39,7 +30,7 @@ pub fn screen(
     target_len: usize,
     headers: &HeaderMap,
     limits: &Limits,
-) -> Result<(), Rejection> {
+) -> Result<(), Refusal> {
     if !METHODS.contains(method) {
         return reject(405, format!("method {method} is not allowed"));
     }
@@ -129,7 +120,7 @@ mod tests {
         }
     }
 
-    fn check(method: &str, headers: &[(&str, &str)]) -> Result<(), Rejection> {
+    fn check(method: &str, headers: &[(&str, &str)]) -> Result<(), Refusal> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
             map.append(
@@ -146,7 +137,7 @@ mod tests {
         )
     }
 
-    fn status(r: Result<(), Rejection>) -> u16 {
+    fn status(r: Result<(), Refusal>) -> u16 {
         r.err().map_or(200, |e| e.status)
     }
 
@@ -225,144 +216,5 @@ mod tests {
             &limits(),
         );
         assert_eq!(status(r), 505);
-    }
-}
-
-/// What the raw header bytes seen so far say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadScan {
-    /// The header goes on.
-    More,
-    /// The header ended after this many bytes of the last chunk fed.
-    Complete(usize),
-    /// Refuse the request (400) for this reason.
-    Reject(&'static str),
-}
-
-/// Watches a request header on the wire, byte by byte, for what Pingora's parser tolerates
-/// but a proxy must not: bare LF line ends (another server may split lines differently) and
-/// `Content-Length` together with `Transfer-Encoding` (Pingora drops the length and goes on;
-/// we refuse, as the request was built to confuse someone). Keeps a few bytes of state, no
-/// buffer.
-#[derive(Debug, Default)]
-pub struct HeadScanner {
-    prev: u8,
-    line_len: usize,
-    in_name: bool,
-    name: [u8; 20],
-    name_len: usize,
-    lines: usize,
-    content_length: bool,
-    transfer_encoding: bool,
-}
-
-impl HeadScanner {
-    pub fn feed(&mut self, bytes: &[u8]) -> HeadScan {
-        for (i, &b) in bytes.iter().enumerate() {
-            if self.prev == b'\r' && b != b'\n' {
-                return HeadScan::Reject("bare CR in the request header");
-            }
-            match b {
-                b'\n' if self.prev != b'\r' => {
-                    return HeadScan::Reject("bare LF in the request header")
-                }
-                b'\n' => {
-                    if self.line_len == 0 && self.lines > 0 {
-                        return HeadScan::Complete(i + 1);
-                    }
-                    if self.lines > 0 && !self.in_name {
-                        match &self.name[..self.name_len] {
-                            b"content-length" => self.content_length = true,
-                            b"transfer-encoding" => self.transfer_encoding = true,
-                            _ => {}
-                        }
-                        if self.content_length && self.transfer_encoding {
-                            return HeadScan::Reject("both Content-Length and Transfer-Encoding");
-                        }
-                    }
-                    // Leading empty lines before the request line are tolerated (RFC 9112).
-                    if self.line_len > 0 || self.lines > 0 {
-                        self.lines += 1;
-                    }
-                    self.line_len = 0;
-                    self.in_name = true;
-                    self.name_len = 0;
-                }
-                b'\r' => {}
-                _ => {
-                    if self.line_len == 0 {
-                        self.in_name = true;
-                    }
-                    self.line_len += 1;
-                    if self.in_name {
-                        if b == b':' {
-                            self.in_name = false;
-                        } else if self.name_len < self.name.len() {
-                            self.name[self.name_len] = b.to_ascii_lowercase();
-                            self.name_len += 1;
-                        } else {
-                            // Longer than any name we look for: never matches.
-                            self.name_len = self.name.len();
-                            self.name[0] = 0;
-                        }
-                    }
-                }
-            }
-            self.prev = b;
-        }
-        HeadScan::More
-    }
-}
-
-#[cfg(test)]
-mod scanner_tests {
-    use super::*;
-
-    fn scan(chunks: &[&[u8]]) -> HeadScan {
-        let mut s = HeadScanner::default();
-        for c in chunks {
-            match s.feed(c) {
-                HeadScan::More => {}
-                other => return other,
-            }
-        }
-        HeadScan::More
-    }
-
-    #[test]
-    fn finds_the_end_across_chunks() {
-        assert_eq!(
-            scan(&[b"GET / HTTP/1.1\r\nHost: x\r", b"\n\r", b"\nBODY"]),
-            HeadScan::Complete(1)
-        );
-        let whole = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd";
-        assert_eq!(scan(&[whole]), HeadScan::Complete(whole.len() - 4));
-        assert_eq!(scan(&[b"GET / HTTP/1.1\r\nHost: x\r\n"]), HeadScan::More);
-    }
-
-    #[test]
-    fn refuses_bare_line_ends_and_double_framing() {
-        assert!(matches!(
-            scan(&[b"GET / HTTP/1.1\nHost: x\n\n"]),
-            HeadScan::Reject(_)
-        ));
-        assert!(matches!(
-            scan(&[b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n"]),
-            HeadScan::Reject(_)
-        ));
-        assert!(matches!(
-            scan(&[
-                b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-",
-                b"Encoding: chunked\r\n\r\n"
-            ]),
-            HeadScan::Reject("both Content-Length and Transfer-Encoding")
-        ));
-        assert!(matches!(
-            scan(&[b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 4\r\n\r\n"]),
-            HeadScan::Reject(_)
-        ));
-        // A header merely containing the words is fine.
-        let ok = b"GET / HTTP/1.1\r\nX-Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(scan(&[ok]), HeadScan::Complete(ok.len()));
     }
 }

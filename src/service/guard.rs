@@ -18,7 +18,8 @@
 //! header has only partly arrived; their clients would see the connection closed without an
 //! answer. [`Guard`] lets those headers arrive before it hands on to Pingora's cleanup.
 
-use crate::policy::screen::{HeadScan, HeadScanner};
+use crate::policy::head_scan::{HeadScan, HeadScanner};
+use crate::policy::refusal::Refusal;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::v2::server::H2Options;
@@ -38,15 +39,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
-
-const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
-Content-Length: 37\r\nRetry-After: 1\r\nConnection: close\r\n\r\nroost: too many connections; retry\r\n\r\n";
-const BAD_REQUEST: &[u8] =
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
-Content-Length: 43\r\nConnection: close\r\n\r\nroost: malformed or ambiguous request header\n";
-const TIMED_OUT: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n\
-Content-Length: 48\r\nConnection: close\r\n\r\nroost: the request header did not arrive in time\n";
 
 /// Connection and header-time limits of one service, read at each new connection.
 pub trait GuardLimits: Send + Sync {
@@ -93,7 +85,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guard<A> {
         if count > self.limits.max_connections() {
             self.limits.refused("too_many_connections");
             // Best effort: the client learns why; nothing is read from it.
-            let _ = stream.write_all(TOO_MANY).await;
+            let _ = stream
+                .write_all(&Refusal::too_many_connections().to_http1())
+                .await;
             let _ = stream.flush().await;
             Shutdown::shutdown(&mut *stream).await;
             return None;
@@ -233,7 +227,7 @@ impl GuardedStream {
     fn timed_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.limits.refused("header_timeout");
         // Best effort, like NGINX's 408: the socket's send buffer is empty here.
-        let _ = Pin::new(&mut self.inner).poll_write(cx, TIMED_OUT);
+        let _ = Pin::new(&mut self.inner).poll_write(cx, &Refusal::header_timeout().to_http1());
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "request header not complete within timeouts.client_header",
@@ -278,7 +272,8 @@ impl AsyncRead for GuardedStream {
                         buf.set_filled(before);
                         this.limits.refused("bad_header");
                         log::debug!("refused a request header: {reason}");
-                        let _ = Pin::new(&mut this.inner).poll_write(cx, BAD_REQUEST);
+                        let _ = Pin::new(&mut this.inner)
+                            .poll_write(cx, &Refusal::malformed_header().to_http1());
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             reason,

@@ -6,6 +6,7 @@ use crate::config::{CheckKind, HealthCheckConfig};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
+use http::HeaderValue;
 use log::{info, warn};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
@@ -32,7 +33,7 @@ struct Shared {
 }
 
 /// The configured check: Pingora's probe plus our timeout and thresholds.
-struct Probe {
+pub struct Probe {
     inner: Box<dyn HealthCheck + Send + Sync>,
     timeout: Duration,
     rise: usize,
@@ -40,7 +41,7 @@ struct Probe {
 }
 
 impl Checker {
-    pub fn new(service: &str, config: Option<&HealthCheckConfig>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(service: &str, probe: Option<Probe>, metrics: Arc<Metrics>) -> Self {
         let checker = Self {
             shared: Arc::new(Shared {
                 service: service.to_string(),
@@ -49,16 +50,14 @@ impl Checker {
                 last_error: Mutex::new(HashMap::new()),
             }),
         };
-        checker.configure(config);
+        checker.configure(probe);
         checker
     }
 
     /// Replace the check (reload). Backends keep their current health; the new thresholds
     /// apply from the next probe on.
-    pub fn configure(&self, config: Option<&HealthCheckConfig>) {
-        self.shared
-            .probe
-            .store(config.map(|c| Arc::new(Probe::new(c))));
+    pub fn configure(&self, probe: Option<Probe>) {
+        self.shared.probe.store(probe.map(Arc::new));
     }
 
     /// Whether a check is configured.
@@ -68,16 +67,19 @@ impl Checker {
 }
 
 impl Probe {
-    fn new(config: &HealthCheckConfig) -> Self {
+    /// Build the check a config describes. The config model holds only valid paths and host
+    /// values, so this fails only if Pingora's own rules are stricter than the model's: a
+    /// reload then keeps the running check instead of dying.
+    pub fn new(config: &HealthCheckConfig) -> Result<Self> {
         let inner: Box<dyn HealthCheck + Send + Sync> = match &config.kind {
             CheckKind::Http { path, host } => {
-                let host = host.as_deref().unwrap_or("localhost");
-                let mut check = HttpHealthCheck::new(host, false);
-                let mut req = RequestHeader::build("GET", path.as_bytes(), None)
-                    .expect("path validated by config");
-                req.insert_header("Host", host).expect("host validated");
-                req.insert_header("User-Agent", "roost-health-check")
-                    .expect("static header");
+                let host = host
+                    .clone()
+                    .unwrap_or_else(|| HeaderValue::from_static("localhost"));
+                let mut check = HttpHealthCheck::new(host.to_str().unwrap_or("localhost"), false);
+                let mut req = RequestHeader::build("GET", path.as_str().as_bytes(), None)?;
+                req.insert_header("Host", host)?;
+                req.insert_header("User-Agent", "roost-health-check")?;
                 check.req = req;
                 check.peer_template.options.connection_timeout = Some(config.timeout);
                 check.peer_template.options.read_timeout = Some(config.timeout);
@@ -90,12 +92,12 @@ impl Probe {
                 check
             }
         };
-        Self {
+        Ok(Self {
             inner,
             timeout: config.timeout,
             rise: config.rise,
             fall: config.fall,
-        }
+        })
     }
 }
 

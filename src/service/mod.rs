@@ -7,3 +7,4 @@ pub mod guard;
 pub mod health;
 pub mod pool;
 pub mod proxy;
+pub mod state;

@@ -1,22 +1,30 @@
-//! The per-service Pingora `ProxyHttp`: picks the backend for each request (affinity key →
-//! ring, or round robin), answers refusals itself (400/503 with a one-line body), retries a
-//! refused connection once on the next backend, and sets the forwarding headers.
+//! The per-service Pingora `ProxyHttp`: the request's path through Pingora's phases.
+//!
+//! - `new_ctx` takes the request's one snapshot of the service state; every later phase
+//!   reads that snapshot, never the live pool, so a reload in the middle of a request cannot
+//!   mix two configs.
+//! - `request_filter` screens the request and routes it with the route resolver; refusals
+//!   are written as [`Refusal`]s.
+//! - `upstream_peer` connects; a refused connection is retried once on the backend the
+//!   resolver picks without the refusing one.
+//! - the upstream filters set the forwarding headers and watch responses for WPS jobs
+//!   (`wps_affinity`); `logging` counts and logs.
 
-use crate::config::{MissingKey, WhenDown};
 use crate::policy::headers::{self, Forwarding};
-use crate::policy::key::{self, Key};
+use crate::policy::key;
+use crate::policy::refusal::{self, Failure, Refusal};
+use crate::policy::route::{self, Ask};
 use crate::policy::screen;
-use crate::policy::select::Decision;
 use crate::policy::wps::{self, JobScanner, JobTable};
 use crate::service::pool::Pool;
+use crate::service::state::ServiceState;
 use crate::telemetry::access_log::{AccessLog, Entry};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::lb::Backend;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorType, Result};
 use prometheus::{Histogram, IntCounter};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,6 +32,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How long an idle pooled connection to a backend is kept for reuse.
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// In debug builds, every response carries the config version each phase of its request used
+/// (`filter=N peer=N ...`), so tests can prove that a request never mixes two configs.
+pub const DEBUG_VERSION_HEADER: &str = "x-roost-debug-config";
 
 pub struct WpsProxy {
     pool: Arc<Pool>,
@@ -46,25 +58,17 @@ pub struct WpsProxy {
 impl WpsProxy {
     pub fn new(pool: Arc<Pool>, draining: Arc<AtomicBool>, access_log: Option<AccessLog>) -> Self {
         let name = pool.name.as_str();
+        let m = &pool.metrics;
         Self {
             service: name.into(),
             access_log,
-            duration: pool.metrics.duration.with_label_values(&[name]),
-            without_key: pool.metrics.without_key.with_label_values(&[name]),
-            retries: pool.metrics.retries.with_label_values(&[name]),
+            duration: m.duration.with_label_values(&[name]),
+            without_key: m.without_key.with_label_values(&[name]),
+            retries: m.retries.with_label_values(&[name]),
             jobs: JobTable::default(),
-            jobs_learned: pool
-                .metrics
-                .wps_affinity
-                .with_label_values(&[name, "learned"]),
-            jobs_routed: pool
-                .metrics
-                .wps_affinity
-                .with_label_values(&[name, "routed"]),
-            jobs_unavailable: pool
-                .metrics
-                .wps_affinity
-                .with_label_values(&[name, "unavailable"]),
+            jobs_learned: m.wps_affinity.with_label_values(&[name, "learned"]),
+            jobs_routed: m.wps_affinity.with_label_values(&[name, "routed"]),
+            jobs_unavailable: m.wps_affinity.with_label_values(&[name, "unavailable"]),
             pool,
             draining,
         }
@@ -73,13 +77,15 @@ impl WpsProxy {
 
 /// Per-request state.
 pub struct RequestCtx {
+    /// The service state this request is served under, from start to end.
+    state: Arc<ServiceState>,
     start: Instant,
     /// The valid affinity key, kept for the access log.
     key: Option<String>,
-    /// The backend chosen for this request.
-    backend: Option<Backend>,
-    /// A backend that refused the connection; the retry picks another one.
-    refused: Option<Backend>,
+    /// The member chosen for this request.
+    backend: Option<usize>,
+    /// A member that refused the connection; the retry picks another one.
+    refused: Option<usize>,
     /// Whether the request may go to a backend other than its key's owner.
     may_fail_over: bool,
     /// Whether a connection to a backend failed for this request.
@@ -88,132 +94,102 @@ pub struct RequestCtx {
     retried: bool,
     /// Request body bytes received so far, against `limits.max_body`.
     body_bytes: u64,
-    max_body: u64,
     /// `wps_affinity`: looking for the WPS job in the response body as it streams past.
     job_scan: Option<JobScanner>,
+    /// Debug builds: the config version each phase read, for [`DEBUG_VERSION_HEADER`].
+    #[cfg(debug_assertions)]
+    phases: Vec<(&'static str, u64)>,
 }
 
-/// A request Roost answers itself instead of forwarding.
-struct Refusal {
-    status: u16,
-    message: String,
-    retry_after: Option<u64>,
+impl RequestCtx {
+    /// Record the config version `phase` works under (debug builds only).
+    fn phase(&mut self, _phase: &'static str) {
+        #[cfg(debug_assertions)]
+        self.phases.push((_phase, self.state.version));
+    }
+
+    /// Debug builds: add [`DEBUG_VERSION_HEADER`] to the answer.
+    fn debug_header(&self, _resp: &mut ResponseHeader) -> Result<()> {
+        #[cfg(debug_assertions)]
+        {
+            let seen: Vec<String> = self
+                .phases
+                .iter()
+                .map(|(p, v)| format!("{p}={v}"))
+                .collect();
+            _resp.insert_header(DEBUG_VERSION_HEADER, seen.join(" "))?;
+        }
+        Ok(())
+    }
 }
 
 impl WpsProxy {
-    /// Decide where this request goes. `exclude` is a backend that just refused it.
+    /// Route this request with the one resolver; `exclude` is a member that just refused it.
     fn choose(
         &self,
         session: &Session,
-        exclude: Option<&Backend>,
+        exclude: Option<usize>,
         ctx: &mut RequestCtx,
-    ) -> Result<Backend, Refusal> {
-        let pool = &self.pool;
-        let settings = pool.settings();
-        let key = key::extract(&session.req_header().headers, &settings.header);
-        if matches!(key, Key::Missing) && exclude.is_none() {
-            self.without_key.inc();
+    ) -> Result<usize, Refusal> {
+        let state = Arc::clone(&ctx.state);
+        let policy = &state.settings.route;
+        let req = session.req_header();
+        let key = key::extract(&req.headers, &policy.header);
+        match key {
+            key::Key::Missing if exclude.is_none() => self.without_key.inc(),
+            key::Key::Present(k) if ctx.key.is_none() && self.access_log.is_some() => {
+                ctx.key = Some(String::from_utf8_lossy(k).into_owned());
+            }
+            _ => {}
         }
-        if matches!(key, Key::Missing) && settings.wps_affinity {
-            if let Some(backend) = self.job_backend(session, exclude) {
-                // Refused: the retry goes by `hash.missing` (the job's backend is excluded).
-                ctx.may_fail_over = true;
-                return Ok(backend);
-            }
-        }
-        let decision = match key {
-            Key::Present(k) => {
-                if ctx.key.is_none() && self.access_log.is_some() {
-                    ctx.key = Some(String::from_utf8_lossy(k).into_owned());
-                }
-                ctx.may_fail_over = settings.when_down == WhenDown::Failover;
-                pool.select_by_key(k, exclude)
-            }
-            Key::Invalid(reason) => {
-                return Err(Refusal {
-                    status: 400,
-                    message: format!("{} header refused: {reason}", settings.header),
-                    retry_after: None,
-                })
-            }
-            Key::Missing => match settings.missing {
-                MissingKey::RoundRobin => {
-                    ctx.may_fail_over = true;
-                    pool.select_round_robin(exclude)
-                }
-                MissingKey::ClientIp => {
-                    ctx.may_fail_over = settings.when_down == WhenDown::Failover;
-                    let ip = client_ip(session)
-                        .map(|ip| ip.to_string())
-                        .unwrap_or_default();
-                    pool.select_by_key(ip.as_bytes(), exclude)
-                }
-                MissingKey::Reject => {
-                    return Err(Refusal {
-                        status: 400,
-                        message: format!(
-                            "missing {} header: service '{}' routes every request by it",
-                            settings.header, pool.name
-                        ),
-                        retry_after: None,
-                    })
-                }
-            },
+        let ask = Ask {
+            key,
+            client_ip: client_ip(session),
+            exclude,
+            job: || self.job_backend(&state, req.uri.path_and_query(), exclude),
         };
-        match decision {
-            Decision::Forward { backend, .. } => Ok(backend),
-            Decision::OwnerDown => Err(self.owner_down()),
-            Decision::NoneHealthy => Err(Refusal {
-                status: 503,
-                message: format!("no healthy backend for service '{}'", pool.name),
-                retry_after: Some(self.pool.retry_after_secs()),
-            }),
+        match route::resolve(policy, ask, &*state) {
+            Ok(route) => {
+                ctx.may_fail_over = route.may_fail_over;
+                Ok(route.backend)
+            }
+            Err(why) => Err(why.refusal(policy)),
         }
     }
 
-    /// `wps_affinity`: the backend that ran the job named in the request URL, when known and
+    /// `wps_affinity`: the member that ran the job named in the request URL, when known and
     /// usable.
-    fn job_backend(&self, session: &Session, exclude: Option<&Backend>) -> Option<Backend> {
-        let uri = session
-            .req_header()
-            .uri
-            .path_and_query()?
-            .as_str()
-            .as_bytes();
+    fn job_backend(
+        &self,
+        state: &ServiceState,
+        target: Option<&http::uri::PathAndQuery>,
+        exclude: Option<usize>,
+    ) -> Option<usize> {
         let now = Instant::now();
-        let addr = wps::job_ids(uri)
+        let addr = wps::job_ids(target?.as_str().as_bytes())
             .take(wps::MAX_IDS_PER_URL)
             .find_map(|id| self.jobs.backend_of(id, now))?;
-        let backend = self.pool.usable_member(addr, exclude);
-        match (&backend, exclude) {
+        let member = state.usable_at(addr, exclude);
+        match (member, exclude) {
             (Some(_), None) => self.jobs_routed.inc(),
             (None, None) => self.jobs_unavailable.inc(),
             _ => {} // the retry after a refused connection: counted once, above
         }
-        backend
+        member
     }
 
-    fn owner_down(&self) -> Refusal {
-        Refusal {
-            status: 503,
-            message: format!(
-                "the backend that holds this {}'s jobs is down (service '{}'); retry later",
-                self.pool.settings().header,
-                self.pool.name
-            ),
-            retry_after: Some(self.pool.retry_after_secs()),
-        }
-    }
-
-    async fn respond(&self, session: &mut Session, refusal: &Refusal) -> Result<()> {
-        let body = Bytes::from(format!("roost: {}\n", refusal.message));
+    async fn respond(
+        &self,
+        session: &mut Session,
+        refusal: &Refusal,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        let body = Bytes::from(refusal.body());
         let mut resp = ResponseHeader::build(refusal.status, Some(4))?;
-        resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
-        resp.insert_header("Content-Length", body.len().to_string())?;
-        resp.insert_header("Cache-Control", "no-store")?;
-        if let Some(secs) = refusal.retry_after {
-            resp.insert_header("Retry-After", secs.to_string())?;
+        for (name, value) in refusal.header_fields(body.len()) {
+            resp.insert_header(name, value)?;
         }
+        ctx.debug_header(&mut resp)?;
         // Closes the connection afterwards: an unread request body must not be taken for the
         // next request.
         session
@@ -241,6 +217,7 @@ impl ProxyHttp for WpsProxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            state: self.pool.state(),
             start: Instant::now(),
             key: None,
             backend: None,
@@ -249,40 +226,37 @@ impl ProxyHttp for WpsProxy {
             connect_failed: false,
             retried: false,
             body_bytes: 0,
-            max_body: u64::MAX,
             job_scan: None,
+            #[cfg(debug_assertions)]
+            phases: Vec::new(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let settings = self.pool.settings();
+        ctx.phase("filter");
+        let (limits, timeouts) = (ctx.state.settings.limits, ctx.state.settings.timeouts);
         let req = session.req_header();
-        if let Err(r) = screen::screen(
+        let screened = screen::screen(
             &req.method,
             req.version,
             req.raw_path().len(),
             &req.headers,
-            &settings.limits,
-        ) {
-            let refusal = Refusal {
-                status: r.status,
-                message: r.reason,
-                retry_after: None,
-            };
-            self.respond(session, &refusal).await?;
+            &limits,
+        );
+        if let Err(refusal) = screened {
+            self.respond(session, &refusal, ctx).await?;
             return Ok(true);
         }
-        ctx.max_body = settings.limits.max_body;
         // Pingora's read timeout is per read: it bounds each pause in the body, not the whole.
-        session.set_read_timeout(Some(settings.timeouts.client_body));
-        session.set_keepalive(Some(settings.timeouts.keepalive.as_secs().max(1)));
+        session.set_read_timeout(Some(timeouts.client_body));
+        session.set_keepalive(Some(timeouts.keepalive.as_secs().max(1)));
         match self.choose(session, None, ctx) {
             Ok(backend) => {
                 ctx.backend = Some(backend);
                 Ok(false)
             }
             Err(refusal) => {
-                self.respond(session, &refusal).await?;
+                self.respond(session, &refusal, ctx).await?;
                 Ok(true)
             }
         }
@@ -293,21 +267,21 @@ impl ProxyHttp for WpsProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        ctx.phase("peer");
         if let Some(refused) = ctx.refused.take() {
             // Retry after a refused connection: same rules, minus the backend that refused.
-            match self.choose(session, Some(&refused), ctx) {
+            match self.choose(session, Some(refused), ctx) {
                 Ok(backend) => ctx.backend = Some(backend),
                 Err(refusal) => {
                     return Error::e_explain(ErrorType::HTTPStatus(refusal.status), refusal.message)
                 }
             }
         }
-        let Some(backend) = ctx.backend.as_ref() else {
+        let Some(i) = ctx.backend else {
             return Error::e_explain(ErrorType::InternalError, "no backend chosen");
         };
-        let addr = *backend.as_inet().expect("pools hold inet backends");
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        let timeouts = self.pool.settings().timeouts;
+        let mut peer = HttpPeer::new(ctx.state.members()[i].addr, false, String::new());
+        let timeouts = &ctx.state.settings.timeouts;
         peer.options.connection_timeout = Some(timeouts.upstream_connect);
         peer.options.read_timeout = Some(timeouts.upstream_read);
         peer.options.write_timeout = Some(timeouts.upstream_write);
@@ -322,7 +296,7 @@ impl ProxyHttp for WpsProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let backend = ctx.backend.as_ref().map(|b| b.addr.to_string());
+        let backend = ctx.backend.map(|i| ctx.state.members()[i].addr.to_string());
         self.pool
             .metrics
             .connect_failures
@@ -334,7 +308,7 @@ impl ProxyHttp for WpsProxy {
         let retry = ctx.may_fail_over && !ctx.retried;
         if retry {
             ctx.retried = true;
-            ctx.refused = ctx.backend.clone();
+            ctx.refused = ctx.backend;
             self.retries.inc();
         }
         e.set_retry(retry);
@@ -351,13 +325,42 @@ impl ProxyHttp for WpsProxy {
         // Content-Length was checked up front; this catches chunked bodies.
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
-            if ctx.body_bytes > ctx.max_body {
+            let max_body = ctx.state.settings.limits.max_body;
+            if ctx.body_bytes > max_body {
                 return Error::e_explain(
                     ErrorType::HTTPStatus(413),
-                    format!("request body exceeds {} bytes", ctx.max_body),
+                    format!("request body exceeds {max_body} bytes"),
                 );
             }
         }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.phase("upstream_request");
+        let state = &ctx.state;
+        // Only HTTP/1.0 clients omit Host: look the address up only then.
+        let fallback_host = match (
+            upstream_request.headers.contains_key(http::header::HOST),
+            ctx.backend,
+        ) {
+            (false, Some(i)) => state.members()[i].address.as_str(),
+            (false, None) => "localhost",
+            (true, _) => "",
+        };
+        headers::apply(
+            upstream_request,
+            &Forwarding {
+                client_ip: client_ip(session),
+                trust_incoming: state.settings.trust_forwarded_headers,
+                fallback_host,
+            },
+        );
         Ok(())
     }
 
@@ -367,7 +370,8 @@ impl ProxyHttp for WpsProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if self.pool.settings().wps_affinity
+        ctx.phase("upstream_response");
+        if ctx.state.settings.route.wps_affinity
             && wps::worth_scanning(
                 upstream_response.status.as_u16(),
                 &upstream_response.headers,
@@ -392,8 +396,9 @@ impl ProxyHttp for WpsProxy {
             if scan.is_done() {
                 ctx.job_scan = None;
             }
-            if let (Some(job), Some(addr)) = (job, ctx.backend.as_ref().and_then(|b| b.as_inet())) {
-                self.jobs.learn(job, *addr, Instant::now());
+            if let (Some(job), Some(i)) = (job, ctx.backend) {
+                self.jobs
+                    .learn(job, ctx.state.members()[i].addr, Instant::now());
                 self.jobs_learned.inc();
             }
         }
@@ -403,39 +408,15 @@ impl ProxyHttp for WpsProxy {
     async fn response_filter(
         &self,
         session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.phase("response");
+        ctx.debug_header(upstream_response)?;
         if self.draining.load(Ordering::Relaxed) {
             // Pingora then answers with `Connection: close` and closes after the body.
             session.set_keepalive(None);
         }
-        Ok(())
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        upstream_request: &mut pingora::http::RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        // Only HTTP/1.0 clients omit Host: look the address up only then.
-        let fallback_host = if upstream_request.headers.contains_key(http::header::HOST) {
-            String::new()
-        } else {
-            ctx.backend
-                .as_ref()
-                .and_then(|b| self.pool.address_of(b))
-                .unwrap_or_else(|| "localhost".to_string())
-        };
-        headers::apply(
-            upstream_request,
-            &Forwarding {
-                client_ip: client_ip(session),
-                trust_incoming: self.pool.settings().trust_forwarded_headers,
-                fallback_host: &fallback_host,
-            },
-        );
         Ok(())
     }
 
@@ -448,71 +429,24 @@ impl ProxyHttp for WpsProxy {
     where
         RequestCtx: Send + Sync,
     {
-        let refusal = match e.etype() {
-            ErrorType::HTTPStatus(code) => Some(Refusal {
-                status: *code,
-                message: e
-                    .context
-                    .as_ref()
-                    .map(|c| c.as_str().to_string())
-                    .unwrap_or_else(|| format!("error {code}")),
-                retry_after: (*code == 503).then(|| self.pool.retry_after_secs()),
-            }),
-            _ => match e.esource() {
-                ErrorSource::Upstream if ctx.connect_failed && !ctx.may_fail_over => {
-                    Some(self.owner_down())
-                }
-                ErrorSource::Upstream
-                    if matches!(
-                        e.etype(),
-                        ErrorType::ConnectTimedout
-                            | ErrorType::ReadTimedout
-                            | ErrorType::WriteTimedout
-                    ) =>
-                {
-                    Some(Refusal {
-                        status: 504,
-                        message: format!(
-                            "gateway timeout: a backend of service '{}' did not answer in time",
-                            self.pool.name
-                        ),
-                        retry_after: None,
-                    })
-                }
-                ErrorSource::Upstream => Some(Refusal {
-                    status: 502,
-                    message: format!(
-                        "bad gateway: a backend of service '{}' failed",
-                        self.pool.name
-                    ),
-                    retry_after: None,
-                }),
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::ReadTimedout => Some(Refusal {
-                        status: 408,
-                        message: "request timeout: the request body stopped arriving".to_string(),
-                        retry_after: None,
-                    }),
-                    // The client is gone; nothing to answer.
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                        None
-                    }
-                    _ => Some(Refusal {
-                        status: 400,
-                        message: "bad request".to_string(),
-                        retry_after: None,
-                    }),
-                },
-                ErrorSource::Internal | ErrorSource::Unset => Some(Refusal {
-                    status: 500,
-                    message: "internal error".to_string(),
-                    retry_after: None,
-                }),
-            },
+        let policy = &ctx.state.settings.route;
+        let failure = Failure {
+            etype: e.etype(),
+            source: e.esource(),
+            context: e.context.as_ref().map(|c| c.as_str()),
+            connect_failed: ctx.connect_failed,
+            may_fail_over: ctx.may_fail_over,
         };
-        let error_code = match &refusal {
+        let answer = refusal::for_failure(
+            failure,
+            &policy.service,
+            policy.header.as_str(),
+            policy.retry_after,
+        );
+        let error_code = match &answer {
             Some(r) => {
-                if let Err(write_error) = self.respond(session, r).await {
+                ctx.phase("fail");
+                if let Err(write_error) = self.respond(session, r, ctx).await {
                     log::debug!("could not send error response: {write_error}");
                 }
                 r.status
@@ -530,7 +464,7 @@ impl ProxyHttp for WpsProxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
         self.duration.observe(elapsed.as_secs_f64());
-        self.pool.count_request(ctx.backend.as_ref(), status);
+        ctx.state.count(ctx.backend, status);
         if let Some(log) = &self.access_log {
             let req = session.req_header();
             log.log(Entry {
@@ -541,7 +475,7 @@ impl ProxyHttp for WpsProxy {
                 path: req.uri.to_string(),
                 status,
                 key: ctx.key.take(),
-                backend: ctx.backend.as_ref().and_then(|b| b.as_inet().copied()),
+                backend: ctx.backend.map(|i| ctx.state.members()[i].addr),
                 duration: elapsed,
                 bytes: session.body_bytes_sent(),
             });

@@ -48,7 +48,7 @@ pub struct Metrics {
     pub backend_up: IntGaugeVec,
     /// service, backend, to (`up` | `down`).
     pub health_transitions: IntCounterVec,
-    /// result (`applied` | `invalid`).
+    /// result (`applied` | `invalid` | `failed`).
     pub reloads: IntCounterVec,
     pub access_log_dropped: IntCounter,
     /// service, reason (`too_many_connections` | `header_timeout` | `bad_header`): connections
@@ -110,7 +110,11 @@ impl Metrics {
              backend, and keyless requests whose job's backend was down or gone (hash.missing).",
             &["service", "event"],
         );
-        let reloads = counter(RELOADS, "Config reloads (SIGHUP) by result.", &["result"]);
+        let reloads = counter(
+            RELOADS,
+            "Config reloads (SIGHUP) by result: applied, invalid (the file did not load), failed.",
+            &["result"],
+        );
         let access_log_dropped = register(
             &registry,
             IntCounter::new(

@@ -1,0 +1,226 @@
+//! One service's state for one config version: the settings requests read, the backends with
+//! their counters, and the Ketama ring over them. Built whole from a [`ServiceConfig`] by
+//! [`ServiceState::build`] and never changed afterwards; a reload builds a new one and the
+//! pool swaps it in with one store. A request takes one snapshot when it starts and uses it in
+//! every phase (choice, retry, upstream filters, logging, counting), so it is served under
+//! one config version from start to end.
+//!
+//! Health is not part of the version: every state's ring is a view on the pool's one
+//! `HealthRegistry`, so a backend keeps its health across reloads and an older snapshot still
+//! sees current health.
+
+use crate::config::{HealthCheckConfig, Limits, ServiceConfig, Timeouts};
+use crate::policy::route::{Pick, RoutePolicy};
+use crate::policy::select::{Decision, RingWalk, Role, RoundRobin};
+use crate::telemetry::metrics::{self, Metrics};
+use futures::FutureExt;
+use pingora::lb::discovery;
+use pingora::lb::selection::consistent::KetamaHashing;
+use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
+use pingora::{Error, ErrorType, Result};
+use pingora_ketama::DEFAULT_POINT_MULTIPLE;
+use prometheus::IntCounter;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The settings of one service that requests read.
+#[derive(Debug)]
+pub struct Settings {
+    pub route: RoutePolicy,
+    pub trust_forwarded_headers: bool,
+    pub health_check: Option<HealthCheckConfig>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+}
+
+/// One backend of this version, in config order.
+pub struct Member {
+    /// As Pingora's ring knows it; its `ext` holds the member's index.
+    pub backend: Backend,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// The address as written in the config (used as Host for HTTP/1.0 requests without one).
+    pub address: String,
+    pub weight: u32,
+    /// `roost_requests_total` by status class, resolved once so that counting a request needs
+    /// no label lookup or formatting.
+    counters: [IntCounter; 5],
+}
+
+/// The index of a member, carried in its `Backend`'s extensions so that a backend the ring
+/// returns is found without a search.
+#[derive(Debug, Clone, Copy)]
+struct MemberIndex(usize);
+
+pub struct ServiceState {
+    /// Counts the states a pool has built: 1 at start, one more per applied reload.
+    pub version: u64,
+    pub settings: Settings,
+    members: Vec<Member>,
+    ring: LoadBalancer<KetamaHashing>,
+    /// Points on the ring: a failover walk may need all of them.
+    ring_points: usize,
+    /// The weighted rotation for keyless requests; shared by every version of the service.
+    rotation: Arc<RoundRobin>,
+    /// `roost_requests_total` for requests Roost answered itself.
+    refused: [IntCounter; 5],
+}
+
+impl ServiceState {
+    /// Build the state for `config` as version `version`, its ring a view on `registry`.
+    pub fn build(
+        config: &ServiceConfig,
+        version: u64,
+        registry: &Arc<HealthRegistry>,
+        rotation: &Arc<RoundRobin>,
+        metrics: &Metrics,
+    ) -> Result<Self> {
+        let mut members = Vec::with_capacity(config.backends.len());
+        for (i, b) in config.backends.iter().enumerate() {
+            let mut backend = Backend::new_with_weight(&b.addr.to_string(), b.weight as usize)?;
+            backend.ext.insert(MemberIndex(i));
+            members.push(Member {
+                backend,
+                addr: b.addr,
+                address: b.address.clone(),
+                weight: b.weight,
+                counters: class_counters(metrics, &config.name, &b.addr.to_string()),
+            });
+        }
+        let set: BTreeSet<Backend> = members.iter().map(|m| m.backend.clone()).collect();
+        let ring = LoadBalancer::<KetamaHashing>::from_backends(
+            Backends::new_with_health_registry(discovery::Static::new(set), Arc::clone(registry)),
+        );
+        // Static discovery answers without waiting, so the ring is complete when this returns.
+        match ring.update().now_or_never() {
+            Some(result) => result?,
+            None => return Error::e_explain(ErrorType::InternalError, "ring update waited"),
+        }
+        let ring_points = config
+            .backends
+            .iter()
+            .map(|b| b.weight as usize * DEFAULT_POINT_MULTIPLE as usize)
+            .sum();
+        let retry_after = config
+            .health_check
+            .as_ref()
+            .map_or(1, |hc| hc.interval.as_secs().max(1));
+        Ok(Self {
+            version,
+            settings: Settings {
+                route: RoutePolicy {
+                    service: config.name.as_str().into(),
+                    header: config.hash.header.clone(),
+                    missing: config.hash.missing,
+                    when_down: config.when_down,
+                    wps_affinity: config.wps_affinity,
+                    retry_after,
+                },
+                trust_forwarded_headers: config.trust_forwarded_headers,
+                health_check: config.health_check.clone(),
+                limits: config.limits,
+                timeouts: config.timeouts,
+            },
+            members,
+            ring,
+            ring_points,
+            rotation: Arc::clone(rotation),
+            refused: class_counters(metrics, &config.name, metrics::NO_BACKEND),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.settings.route.service
+    }
+
+    /// Every backend of this version, in config order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Whether member `i` is up (its health now, whatever version built it).
+    pub fn ready(&self, i: usize) -> bool {
+        self.ring.backends().ready(&self.members[i].backend)
+    }
+
+    /// The member at `addr` when it is usable and not `exclude` (for `wps_affinity`: the
+    /// backend that ran a job).
+    pub fn usable_at(&self, addr: SocketAddr, exclude: Option<usize>) -> Option<usize> {
+        let i = self.members.iter().position(|m| m.addr == addr)?;
+        (Some(i) != exclude && self.ready(i)).then_some(i)
+    }
+
+    /// Count one answered request: by member `i`, or answered by Roost itself (`None`).
+    pub fn count(&self, member: Option<usize>, status: u16) {
+        let class = metrics::class_index(status);
+        match member {
+            Some(i) => self.members[i].counters[class].inc(),
+            None => self.refused[class].inc(),
+        }
+    }
+
+    /// Requests answered so far by each member, in config order.
+    pub fn request_counts(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .map(|m| m.counters.iter().map(IntCounter::get).sum())
+            .collect()
+    }
+
+    fn index_of(backend: &Backend) -> usize {
+        backend
+            .ext
+            .get::<MemberIndex>()
+            .expect("every ring backend is a member")
+            .0
+    }
+}
+
+impl Pick for ServiceState {
+    fn by_key(&self, key: &[u8], exclude: Option<usize>) -> Decision<usize> {
+        let excluded = exclude.map(|i| &self.members[i].backend);
+        let walk = RingWalk::new(self.settings.route.when_down, excluded);
+        let picked = self
+            .ring
+            .select_with(key, walk.max_steps(self.ring_points), |b, healthy| {
+                walk.accept(b, healthy)
+            });
+        match walk.finish(picked) {
+            Decision::Forward { backend, role } => Decision::Forward {
+                backend: Self::index_of(&backend),
+                role,
+            },
+            Decision::OwnerDown => Decision::OwnerDown,
+            Decision::NoneHealthy => Decision::NoneHealthy,
+        }
+    }
+
+    fn round_robin(&self, exclude: Option<usize>) -> Decision<usize> {
+        let picked = self.rotation.pick_with(
+            self.members.len(),
+            |i| self.members[i].weight,
+            |i| Some(i) != exclude && self.ready(i),
+        );
+        match picked {
+            Some(backend) => Decision::Forward {
+                backend,
+                role: Role::Owner,
+            },
+            None => Decision::NoneHealthy,
+        }
+    }
+}
+
+/// The five `roost_requests_total` series (1xx..5xx) of one service and backend.
+fn class_counters(metrics: &Metrics, service: &str, backend: &str) -> [IntCounter; 5] {
+    metrics::CLASSES.map(|class| {
+        metrics
+            .requests
+            .with_label_values(&[service, backend, class])
+    })
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,264 @@
+//! The NGINX parity pins and the ring rules, on the state a pool builds.
+
+//! The NGINX parity pins. Expected backends were recorded from a real NGINX 1.22 run
+//! (`hash $http_machineid consistent;`, backends on 127.0.0.11-13:8093); Roost must keep
+//! choosing exactly these so a site can swap NGINX for Roost without moving a single job.
+
+use super::*;
+use crate::config::{BackendConfig, HashPolicy, MissingKey, WhenDown};
+use crate::service::pool::Pool;
+use std::net::IpAddr;
+
+const KEYS: [&str; 20] = [
+    "machine-0",
+    "machine-1",
+    "machine-2",
+    "machine-3",
+    "machine-4",
+    "machine-5",
+    "machine-6",
+    "machine-7",
+    "machine-8",
+    "machine-9",
+    "machine-10",
+    "machine-11",
+    "abc",
+    "def",
+    "ghi",
+    "6f1c2a44-1f0e-4c8a-9a57-2f5b0c3d9e11",
+    "0a7d3c52-9b1e-4f6a-8c2d-5e4f3a2b1c0d",
+    "pavics-user-42",
+    "birdy-session",
+    "hostname.example.org",
+];
+/// Last octet of the backend NGINX chose for each of `KEYS`, three equal servers.
+const NGINX_EQUAL: [u8; 20] = [
+    12, 13, 11, 13, 13, 13, 11, 11, 12, 11, 12, 12, 11, 13, 12, 11, 12, 13, 12, 12,
+];
+/// Same, with `server 127.0.0.12:8093 weight=2;`.
+const NGINX_WEIGHTED: [u8; 20] = [
+    12, 13, 12, 13, 13, 13, 11, 11, 12, 11, 12, 12, 11, 12, 12, 12, 12, 13, 12, 12,
+];
+/// Same, with .12 removed from the list — and, identically, with `server ... down;`.
+const NGINX_WITHOUT_12: [u8; 20] = [
+    11, 13, 11, 13, 13, 13, 11, 11, 13, 11, 11, 13, 11, 13, 13, 11, 13, 13, 11, 13,
+];
+
+fn service(backends: &[(u8, u32)], when_down: WhenDown) -> ServiceConfig {
+    ServiceConfig {
+        name: "fp".into(),
+        listen: "127.0.0.1:8093".parse().unwrap(),
+        hash: HashPolicy {
+            header: http::HeaderName::from_static("machineid"),
+            missing: MissingKey::RoundRobin,
+        },
+        backends: backends
+            .iter()
+            .map(|(octet, weight)| {
+                let address = format!("127.0.0.{octet}:8093");
+                BackendConfig {
+                    addr: address.parse().unwrap(),
+                    address,
+                    weight: *weight,
+                }
+            })
+            .collect(),
+        health_check: None,
+        when_down,
+        trust_forwarded_headers: false,
+        limits: Default::default(),
+        timeouts: Default::default(),
+        wps_affinity: false,
+    }
+}
+
+fn octet(state: &ServiceState, i: usize) -> u8 {
+    match state.members()[i].addr.ip() {
+        IpAddr::V4(ip) => ip.octets()[3],
+        other => panic!("unexpected {other}"),
+    }
+}
+
+fn owner(state: &ServiceState, key: &str) -> u8 {
+    match state.by_key(key.as_bytes(), None) {
+        Decision::Forward { backend, .. } => octet(state, backend),
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+/// The state a pool builds for these backends (version 1).
+fn build(backends: &[(u8, u32)], when_down: WhenDown) -> Arc<ServiceState> {
+    Pool::new(&service(backends, when_down), Arc::new(Metrics::new()))
+        .unwrap()
+        .state()
+}
+
+fn mapping(pool: &ServiceState) -> Vec<u8> {
+    KEYS.iter().map(|k| owner(pool, k)).collect()
+}
+
+impl ServiceState {
+    fn set_enabled(&self, octet_: u8, enabled: bool) {
+        let i = (0..self.members.len())
+            .find(|&i| octet(self, i) == octet_)
+            .unwrap();
+        self.ring
+            .backends()
+            .set_enable(&self.members[i].backend, enabled);
+    }
+}
+
+#[test]
+fn matches_nginx_hash_consistent() {
+    let pool = build(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover);
+    assert_eq!(mapping(&pool), NGINX_EQUAL);
+}
+
+#[test]
+fn matches_nginx_with_weights() {
+    let pool = build(&[(11, 1), (12, 2), (13, 1)], WhenDown::Failover);
+    assert_eq!(mapping(&pool), NGINX_WEIGHTED);
+}
+
+#[test]
+fn config_order_does_not_matter() {
+    let pool = build(&[(13, 1), (11, 1), (12, 1)], WhenDown::Failover);
+    assert_eq!(mapping(&pool), NGINX_EQUAL);
+}
+
+#[test]
+fn removed_backend_matches_nginx_and_only_its_keys_move() {
+    let pool = build(&[(11, 1), (13, 1)], WhenDown::Failover);
+    assert_eq!(mapping(&pool), NGINX_WITHOUT_12);
+    for (i, before) in NGINX_EQUAL.iter().enumerate() {
+        if *before != 12 {
+            assert_eq!(NGINX_WITHOUT_12[i], *before, "key {} moved", KEYS[i]);
+        }
+    }
+}
+
+#[test]
+fn down_backend_fails_over_like_nginx_down() {
+    let pool = build(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover);
+    pool.set_enabled(12, false);
+    assert_eq!(mapping(&pool), NGINX_WITHOUT_12);
+    pool.set_enabled(12, true);
+    assert_eq!(mapping(&pool), NGINX_EQUAL);
+}
+
+#[test]
+fn roles_and_reject() {
+    let pool = build(&[(11, 1), (12, 1), (13, 1)], WhenDown::Reject);
+    pool.set_enabled(12, false);
+    for (i, key) in KEYS.iter().enumerate() {
+        let decision = pool.by_key(key.as_bytes(), None);
+        if NGINX_EQUAL[i] == 12 {
+            assert_eq!(decision, Decision::OwnerDown, "{key}");
+        } else {
+            assert!(
+                matches!(
+                    decision,
+                    Decision::Forward {
+                        role: crate::policy::select::Role::Owner,
+                        ..
+                    }
+                ),
+                "{key}"
+            );
+        }
+    }
+    let failover = build(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover);
+    failover.set_enabled(12, false);
+    let decision = failover.by_key(b"machine-0", None);
+    assert!(matches!(
+        decision,
+        Decision::Forward {
+            role: crate::policy::select::Role::Failover,
+            ..
+        }
+    ));
+}
+
+/// Over many keys and every single-backend outage in a 5-backend pool: a key moves if and
+/// only if its owner is the one that is down, and it moves to its owner in the smaller ring.
+#[test]
+fn only_a_down_backends_keys_move() {
+    let octets: Vec<(u8, u32)> = (21..26).map(|o| (o, 1)).collect();
+    let pool = build(&octets, WhenDown::Failover);
+    let keys: Vec<String> = (0..5000).map(|i| format!("key-{i}")).collect();
+    let before: Vec<u8> = keys.iter().map(|k| owner(&pool, k)).collect();
+    for (down, _) in &octets {
+        pool.set_enabled(*down, false);
+        let smaller: Vec<(u8, u32)> = octets.iter().copied().filter(|(o, _)| o != down).collect();
+        let without = build(&smaller, WhenDown::Failover);
+        let mut moved = 0;
+        for (k, b) in keys.iter().zip(&before) {
+            let now = owner(&pool, k);
+            if b == down {
+                moved += 1;
+                assert_ne!(now, *down);
+                assert_eq!(
+                    now,
+                    owner(&without, k),
+                    "{k}: failover differs from removal"
+                );
+            } else {
+                assert_eq!(now, *b, "{k} moved although its backend is up");
+            }
+        }
+        assert!(
+            moved > 500,
+            "backend {down} owned only {moved} of 5000 keys"
+        );
+        pool.set_enabled(*down, true);
+    }
+}
+
+#[test]
+fn all_down() {
+    let pool = build(&[(11, 1), (12, 1)], WhenDown::Failover);
+    pool.set_enabled(11, false);
+    pool.set_enabled(12, false);
+    assert_eq!(pool.by_key(b"abc", None), Decision::NoneHealthy);
+    assert_eq!(pool.round_robin(None), Decision::NoneHealthy);
+}
+
+#[test]
+fn retry_excludes_the_refusing_backend() {
+    let pool = build(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover);
+    let Decision::Forward { backend: first, .. } = pool.by_key(b"machine-0", None) else {
+        panic!()
+    };
+    let Decision::Forward {
+        backend: second,
+        role,
+    } = pool.by_key(b"machine-0", Some(first))
+    else {
+        panic!()
+    };
+    assert_ne!(first, second);
+    assert_eq!(role, crate::policy::select::Role::Failover);
+    // The retry goes where the key would fail over to: the next backend on the ring.
+    pool.set_enabled(12, false);
+    assert_eq!(owner(&pool, "machine-0"), octet(&pool, second));
+}
+
+#[test]
+fn round_robin_is_even_and_skips_down() {
+    let pool = build(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover);
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..300 {
+        if let Decision::Forward { backend, .. } = pool.round_robin(None) {
+            *counts.entry(octet(&pool, backend)).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(counts.len(), 3);
+    assert!(counts.values().all(|&c| c == 100), "{counts:?}");
+    pool.set_enabled(11, false);
+    for _ in 0..30 {
+        let Decision::Forward { backend, .. } = pool.round_robin(None) else {
+            panic!()
+        };
+        assert_ne!(octet(&pool, backend), 11);
+    }
+}
