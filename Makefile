@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= conf/roost.yaml
 
-.PHONY: deps build release run test e2e check fmt fmt-check lint clean upgrade reload fuzz bench
+.PHONY: deps build release run test e2e check unit msrv fmt fmt-check lint clean upgrade reload fuzz bench help
 
 deps:            ## install system packages and Rust (Debian/Ubuntu)
 	@scripts/deps.sh
@@ -11,21 +11,24 @@ deps:            ## install system packages and Rust (Debian/Ubuntu)
 build:           ## debug build
 	cargo build --all-targets
 
-release:         ## optimized binary at target/release/roost
-	cargo build --release --bins
+# One release build serves `make run`, `make test` (benchmark smoke) and `make bench`: the
+# bench's bare-Pingora example is built with it, so dev-dependency features are the same for all
+# and the binary is never rebuilt just because another target asked for it.
+RELEASE_BUILD = cargo build --release --bins --example bare_pingora
+
+release:         ## optimized binaries: target/release/roost (+ the benchmark's bare Pingora)
+	$(RELEASE_BUILD)
 
 run: deps release ## three demo backends + Roost on conf/example-local.yaml (Ctrl-C stops)
 	@scripts/run-example.sh
 
-test: deps check ## everything CI runs: formatting, lints, unit, integration and WPS e2e tests, fuzz and bench smoke
+test: deps check msrv release ## everything CI runs: check, MSRV, integration and WPS e2e tests, fuzz and bench smoke
 	cargo test --all-targets
 	scripts/e2e.sh
 	scripts/fuzz.sh 20
-	cargo build --release --bins --example bare_pingora
 	python3 bench/run.py --smoke --out target/bench/smoke.md
 
 bench: deps release ## Roost vs NGINX vs HAProxy vs bare Pingora (3 rounds x 10 s), then the micro-benchmarks
-	cargo build --release --example bare_pingora
 	python3 bench/run.py
 	cargo bench --bench select
 
@@ -35,8 +38,17 @@ fuzz:            ## every fuzz target for 10 minutes
 e2e: build       ## only the WPS end-to-end suite (PyWPS servers, OWSLib, birdy): tests/e2e
 	scripts/e2e.sh
 
-check: fmt-check lint
+check: fmt-check lint unit ## the quick tier (offline once dependencies are cached): fmt, clippy, -t on conf/, unit tests
 	@for f in conf/*.yaml; do cargo run -q --bin roost -- -c "$$f" -t || exit 1; done
+
+unit:            ## unit tests (the pure cores: config, policy, selection, tables)
+	cargo test --lib --bins
+
+msrv:            ## build with the Rust version Cargo.toml declares (rustup installs it)
+	scripts/msrv.sh
+
+help:            ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
 
 fmt-check:
 	cargo fmt --check

@@ -2,6 +2,8 @@
 
 use super::*;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 fn env(name: &str) -> Option<String> {
     match name {
