@@ -1,7 +1,7 @@
 //! The `roost` binary: everything lives in the library; see `roost::cli`.
 
-// mimalloc: about 16 % less CPU per request than the system allocator (see the README's
-// performance section), once told to give memory back promptly (below).
+// mimalloc: about 16 % less CPU per request than the system allocator (see
+// doc/performance.md), once told to give memory back promptly (below).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,6 +1,6 @@
-//! Deployment files: the docker-compose file and the systemd unit parse and say what the
-//! README promises, the Dockerfile builds the binary CI builds, and the container entrypoint
-//! keeps running across a hot swap (run here directly: no Docker engine on CI).
+//! Deployment files: the docker-compose file and the systemd unit parse and say what
+//! doc/operations.md promises, the Dockerfile builds the binary CI builds, and the container
+//! entrypoint keeps running across a hot swap (run here directly: no Docker engine on CI).
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! Every metric Roost exports, by name, in one place (the README lists them with example
-//! queries). One registry per server, served as Prometheus text by the admin listener.
+//! Every metric Roost exports, by name, in one place (`doc/observability.md` lists them with
+//! example queries). One registry per server, served as Prometheus text by the admin listener.
 //!
 //! Labels are service names and backend addresses from the config, and small fixed sets
 //! (status class, health state): never the machineid or anything else a client chooses, so

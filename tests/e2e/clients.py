@@ -1,5 +1,5 @@
-"""The two WPS clients our users run, used the way the README shows: OWSLib and birdy, with
-the ``machineid`` header set on the client so every request of a session carries it."""
+"""The two WPS clients our users run, used the way doc/wps-clients.md shows: OWSLib and birdy,
+with the ``machineid`` header set on the client so every request of a session carries it."""
 
 import time
 

@@ -1,0 +1,148 @@
+//! Backends for Roost to proxy to: the demo backend binary ([`Backend`], answering with its
+//! name) and an in-process [`FakeBackend`] that records or misbehaves on purpose.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::process::{Proc, DEMO_BACKEND};
+
+/// A demo backend answering with its name.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    proc: Proc,
+}
+
+impl Backend {
+    /// Start on `127.0.0.1:0`.
+    pub fn start(name: &str) -> Backend {
+        Self::start_on(name, "127.0.0.1:0")
+    }
+
+    /// Start on a given address (e.g. to restart a killed backend on its old port).
+    pub fn start_on(name: &str, listen: &str) -> Backend {
+        let mut child = Command::new(DEMO_BACKEND)
+            .args(["--name", name, "--listen", listen])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn demo backend");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read backend banner");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("backend {name} said {line:?}"))
+            .parse()
+            .expect("backend address");
+        Backend {
+            name: name.to_string(),
+            addr,
+            proc: Proc { child },
+        }
+    }
+
+    /// Stop it (connections are refused from now on); returns the address it had.
+    pub fn stop(self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// How a [`FakeBackend`] misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Answers `200 ok` and records every request head it got.
+    Record,
+    /// Reads the request and never answers.
+    Hang,
+    /// Answers bytes that are not HTTP.
+    Garbage,
+    /// Sends a header promising 100000 bytes, 1000 of them, then resets the connection.
+    ResetMidBody,
+}
+
+/// An in-process backend on a run-time port, for behaviour the demo backend does not have.
+/// Its thread ends with the test process; it holds no external resources.
+pub struct FakeBackend {
+    pub addr: SocketAddr,
+    pub heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeBackend {
+    pub fn start(mode: Misbehaviour) -> FakeBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake backend");
+        let addr = listener.local_addr().unwrap();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = heads.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match conn.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    record
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).into_owned());
+                    match mode {
+                        Misbehaviour::Record => {
+                            let _ = conn.write_all(
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Backend: fake\r\nConnection: close\r\n\r\nok",
+                            );
+                        }
+                        Misbehaviour::Hang => std::thread::sleep(Duration::from_secs(30)),
+                        Misbehaviour::Garbage => {
+                            let _ = conn.write_all(b"SURPRISE \x00\x01 not http at all\r\n\r\n");
+                        }
+                        Misbehaviour::ResetMidBody => {
+                            let _ = conn
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+                            let _ = conn.write_all(&[b'x'; 1000]);
+                            let _ = conn.flush();
+                            std::thread::sleep(Duration::from_millis(100));
+                            // SO_LINGER 0: close sends RST instead of FIN.
+                            let sock = socket_linger_zero(&conn);
+                            drop(sock);
+                        }
+                    }
+                });
+            }
+        });
+        FakeBackend { addr, heads }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+fn socket_linger_zero(conn: &TcpStream) -> TcpStream {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a valid fd with a correctly sized struct.
+    unsafe {
+        libc::setsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    conn.try_clone().expect("clone socket")
+}
