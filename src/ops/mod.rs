@@ -2,7 +2,7 @@
 //! the hot upgrade and reload commands that control a running daemon, and the admin listener.
 //! The top layer: it may use every other layer, and none uses it.
 
-pub mod admin;
-pub mod reload;
+pub(crate) mod admin;
+pub(crate) mod reload;
 pub mod server;
-pub mod upgrade;
+pub(crate) mod upgrade;

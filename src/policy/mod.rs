@@ -6,8 +6,8 @@
 pub mod head_scan;
 pub mod headers;
 pub mod key;
-pub mod refusal;
+pub(crate) mod refusal;
 pub mod route;
 pub mod screen;
-pub mod select;
-pub mod wps;
+pub(crate) mod select;
+pub(crate) mod wps;

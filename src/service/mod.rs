@@ -3,8 +3,9 @@
 //! `policy`, counts into `telemetry`; knows nothing of the admin listener or of reloads beyond
 //! accepting a new config.
 
-pub mod guard;
-pub mod health;
+pub(crate) mod context;
+pub(crate) mod guard;
+pub(crate) mod health;
 pub mod pool;
-pub mod proxy;
-pub mod state;
+pub(crate) mod proxy;
+pub(crate) mod state;

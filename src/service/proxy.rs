@@ -16,6 +16,7 @@ use crate::policy::refusal::{self, Failure, Refusal};
 use crate::policy::route::{self, Ask};
 use crate::policy::screen;
 use crate::policy::wps::{self, JobScanner, JobTable};
+use crate::service::context::RequestCtx;
 use crate::service::pool::Pool;
 use crate::service::state::ServiceState;
 use crate::telemetry::access_log::{AccessLog, Entry};
@@ -32,10 +33,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How long an idle pooled connection to a backend is kept for reuse.
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// In debug builds, every response carries the config version each phase of its request used
-/// (`filter=N peer=N ...`), so tests can prove that a request never mixes two configs.
-pub const DEBUG_VERSION_HEADER: &str = "x-roost-debug-config";
 
 pub struct WpsProxy {
     pool: Arc<Pool>,
@@ -72,54 +69,6 @@ impl WpsProxy {
             pool,
             draining,
         }
-    }
-}
-
-/// Per-request state.
-pub struct RequestCtx {
-    /// The service state this request is served under, from start to end.
-    state: Arc<ServiceState>,
-    start: Instant,
-    /// The valid affinity key, kept for the access log.
-    key: Option<String>,
-    /// The member chosen for this request.
-    backend: Option<usize>,
-    /// A member that refused the connection; the retry picks another one.
-    refused: Option<usize>,
-    /// Whether the request may go to a backend other than its key's owner.
-    may_fail_over: bool,
-    /// Whether a connection to a backend failed for this request.
-    connect_failed: bool,
-    /// Whether the one retry after a refused connection was used.
-    retried: bool,
-    /// Request body bytes received so far, against `limits.max_body`.
-    body_bytes: u64,
-    /// `wps_affinity`: looking for the WPS job in the response body as it streams past.
-    job_scan: Option<JobScanner>,
-    /// Debug builds: the config version each phase read, for [`DEBUG_VERSION_HEADER`].
-    #[cfg(debug_assertions)]
-    phases: Vec<(&'static str, u64)>,
-}
-
-impl RequestCtx {
-    /// Record the config version `phase` works under (debug builds only).
-    fn phase(&mut self, _phase: &'static str) {
-        #[cfg(debug_assertions)]
-        self.phases.push((_phase, self.state.version));
-    }
-
-    /// Debug builds: add [`DEBUG_VERSION_HEADER`] to the answer.
-    fn debug_header(&self, _resp: &mut ResponseHeader) -> Result<()> {
-        #[cfg(debug_assertions)]
-        {
-            let seen: Vec<String> = self
-                .phases
-                .iter()
-                .map(|(p, v)| format!("{p}={v}"))
-                .collect();
-            _resp.insert_header(DEBUG_VERSION_HEADER, seen.join(" "))?;
-        }
-        Ok(())
     }
 }
 
@@ -216,20 +165,7 @@ impl ProxyHttp for WpsProxy {
     }
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            state: self.pool.state(),
-            start: Instant::now(),
-            key: None,
-            backend: None,
-            refused: None,
-            may_fail_over: false,
-            connect_failed: false,
-            retried: false,
-            body_bytes: 0,
-            job_scan: None,
-            #[cfg(debug_assertions)]
-            phases: Vec::new(),
-        }
+        RequestCtx::new(self.pool.state())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

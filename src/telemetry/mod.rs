@@ -1,5 +1,5 @@
 //! What Roost tells the operator: every exported metric (one registry per server) and the
 //! access log written off the request path.
 
-pub mod access_log;
+pub(crate) mod access_log;
 pub mod metrics;

@@ -83,12 +83,9 @@ impl JobTable {
         (job.seen + self.max_age >= now).then_some(job.backend)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().jobs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
