@@ -77,6 +77,21 @@ pub struct FileService {
     pub timeouts: Option<FileTimeouts>,
     #[serde(default, deserialize_with = "lenient")]
     pub wps_affinity: Option<bool>,
+    #[serde(default)]
+    pub affinity: Option<FileAffinity>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAffinity {
+    #[serde(default, deserialize_with = "lenient")]
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub ttl: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub max_keys: Option<usize>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub return_after_recovery: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

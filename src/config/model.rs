@@ -131,6 +131,35 @@ pub struct ServiceConfig {
     /// Route requests without the key to the backend that ran the WPS job named in their URL
     /// (learned from the Execute responses and status documents that passed).
     pub wps_affinity: bool,
+    /// The sticky table: keys stay on the backend they were sent to.
+    pub affinity: Affinity,
+}
+
+pub const DEFAULT_AFFINITY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub const DEFAULT_AFFINITY_MAX_KEYS: usize = 1_000_000;
+
+/// `services[].affinity`: the sticky table of a keyed service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Affinity {
+    /// Off: keys go by the ring alone (hash-stable, not session-stable).
+    pub enabled: bool,
+    /// How long an idle key is remembered (PyWPS keeps outputs about a day).
+    pub ttl: Duration,
+    pub max_keys: usize,
+    /// A key that failed over returns to its backend once that backend is up again (true), or
+    /// stays where it failed over to (false).
+    pub return_after_recovery: bool,
+}
+
+impl Default for Affinity {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: DEFAULT_AFFINITY_TTL,
+            max_keys: DEFAULT_AFFINITY_MAX_KEYS,
+            return_after_recovery: true,
+        }
+    }
 }
 
 /// What one client may send (violations: 431, 413, 503).

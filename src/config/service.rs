@@ -60,6 +60,28 @@ impl Loader<'_> {
             limits: self.limits(f.limits.unwrap_or_default(), &key("limits"))?,
             timeouts: self.timeouts(f.timeouts.unwrap_or_default(), &key("timeouts"))?,
             wps_affinity: f.wps_affinity.unwrap_or(false),
+            affinity: self.affinity(f.affinity.unwrap_or_default(), &key("affinity"))?,
+        })
+    }
+
+    pub(super) fn affinity(&mut self, f: file::FileAffinity, path: &str) -> Option<Affinity> {
+        let key = |k: &str| join_key(path, k);
+        let d = Affinity::default();
+        let max_keys = match f.max_keys {
+            Some(0) => {
+                self.error(
+                    &key("max_keys"),
+                    "must be at least 1 (set `enabled: false` to turn the table off)",
+                );
+                return None;
+            }
+            other => other.unwrap_or(d.max_keys),
+        };
+        Some(Affinity {
+            enabled: f.enabled.unwrap_or(d.enabled),
+            ttl: self.duration(&key("ttl"), f.ttl, d.ttl)?,
+            max_keys,
+            return_after_recovery: f.return_after_recovery.unwrap_or(d.return_after_recovery),
         })
     }
 

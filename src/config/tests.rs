@@ -464,3 +464,37 @@ fn wps_affinity_is_off_unless_asked_for() {
     );
     assert_eq!(e.0[0].line, Some(5), "{e}");
 }
+
+#[test]
+fn affinity_defaults_and_errors() {
+    let a = load(MINIMAL).unwrap().services[0].affinity;
+    assert_eq!(a, Affinity::default());
+    assert!(a.enabled && a.return_after_recovery);
+    assert_eq!(
+        (a.ttl, a.max_keys),
+        (DEFAULT_AFFINITY_TTL, DEFAULT_AFFINITY_MAX_KEYS)
+    );
+    let c = load(&format!(
+        "{MINIMAL}    affinity: {{ ttl: 2h, max_keys: 10, return_after_recovery: false }}\n"
+    ))
+    .unwrap();
+    let a = c.services[0].affinity;
+    assert_eq!((a.ttl, a.max_keys), (Duration::from_secs(7200), 10));
+    assert!(!a.return_after_recovery);
+    let e = errors(&format!(
+        "{MINIMAL}    affinity: {{ ttl: forever, max_keys: 0, drain: yes }}\n"
+    ));
+    assert!(
+        e.has("services[0].affinity.drain", "unknown field"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{MINIMAL}    affinity: {{ ttl: forever, max_keys: 0 }}\n"
+    ));
+    assert!(
+        e.has("services[0].affinity.max_keys", "at least 1"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{MINIMAL}    affinity: {{ ttl: forever }}\n"));
+    assert!(e.has("services[0].affinity.ttl", "not a duration"), "{e:?}");
+}

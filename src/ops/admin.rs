@@ -129,6 +129,12 @@ impl Admin {
     fn refresh_gauges(&self) {
         self.metrics.backend_up.reset();
         for s in &self.services {
+            if let Some(keys) = s.pool.state().table_len() {
+                self.metrics
+                    .affinity_keys
+                    .with_label_values(&[s.pool.name.as_str()])
+                    .set(keys as i64);
+            }
             for b in s.pool.status() {
                 self.metrics
                     .backend_up
@@ -230,6 +236,7 @@ impl Admin {
             }
             Err(why) => (None, None, None, why.as_str()),
         };
+        let entry = state.table_entry(key.trim().as_bytes());
         Reply::json(
             200,
             &json!({
@@ -239,6 +246,13 @@ impl Admin {
                 "role": role,
                 "reason": reason,
                 "decision": outcome,
+                "in_table": entry.is_some(),
+                "table": entry.map(|e| json!({
+                    "backend": &*e.backend,
+                    "since_seconds": e.since.elapsed().as_secs(),
+                    "idle_seconds": e.last_seen.elapsed().as_secs(),
+                    "stand_in": e.stand_in.as_deref(),
+                })),
             }),
         )
     }

@@ -10,4 +10,5 @@ pub(crate) mod refusal;
 pub mod route;
 pub mod screen;
 pub(crate) mod select;
+pub(crate) mod sticky;
 pub(crate) mod wps;

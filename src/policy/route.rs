@@ -4,10 +4,15 @@
 //!
 //! The order of the rules:
 //! 1. an invalid key is refused (400);
-//! 2. a request without a key, under `wps_affinity`, goes to the backend that ran the WPS job
-//!    its URL names, when that backend is usable;
-//! 3. a key is hashed onto the ring ([`Pick::by_key`]); without one, `hash.missing` decides:
-//!    round robin, the client's IP as the key, or 400.
+//! 2. a key the sticky table holds goes to its recorded backend while that backend is usable;
+//!    when it is down, `when_down` decides (another backend on the ring, or 503); when it has
+//!    left the config, the ring decides;
+//! 3. any other key is hashed onto the ring ([`Pick::by_key`]);
+//! 4. a request without a key, under `wps_affinity`, goes to the backend that ran the WPS job
+//!    its URL names, when that backend is usable; otherwise `hash.missing` decides: round
+//!    robin, the client's IP as the key, or 400.
+//!
+//! The resolver only decides; the proxy records what was forwarded in the table.
 //!
 //! Pure: the ring, health and rotation are behind [`Pick`], so the rules are unit-tested
 //! with a table of backends.
@@ -35,10 +40,40 @@ pub struct RoutePolicy {
 /// The backends of one service as routing sees them, by index in config order.
 pub trait Pick {
     /// Hash `key` onto the ring: its owner, or under `when_down: failover` the next usable
-    /// backend on the ring. `exclude` just refused a connection for this request.
-    fn by_key(&self, key: &[u8], exclude: Option<usize>) -> Decision<usize>;
+    /// backend on the ring. The backends in `avoid` are passed over (one that just refused a
+    /// connection for this request, a recorded backend that is down).
+    fn by_key(&self, key: &[u8], avoid: &[usize]) -> Decision<usize>;
+    /// Where the sticky table holds `key`; `None` when it has no entry (or the table is off).
+    fn recorded(&self, key: &[u8]) -> Option<Recorded>;
+    /// Whether backend `i` may take a request now.
+    fn usable(&self, i: usize) -> bool;
     /// The next usable backend of the weighted rotation.
     fn round_robin(&self, exclude: Option<usize>) -> Decision<usize>;
+}
+
+/// A sticky-table entry as routing sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The recorded backend, when it is still in the config.
+    pub member: Option<usize>,
+}
+
+/// Why a key left the backend recorded for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// The recorded backend is down (or refused this request's connection).
+    OwnerDown,
+    /// The recorded backend is no longer in the config.
+    Removed,
+}
+
+impl Move {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Move::OwnerDown => "owner_down",
+            Move::Removed => "removed",
+        }
+    }
 }
 
 /// What a request offers to be routed on.
@@ -55,8 +90,10 @@ pub struct Ask<'a, J> {
 /// Why a request goes where it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// Its affinity key, hashed onto the ring.
+    /// Its affinity key, hashed onto the ring (a key the table does not hold).
     Key,
+    /// Its affinity key, held by the sticky table.
+    Table,
     /// No key; the backend that ran the WPS job its URL names.
     Job,
     /// No key; the weighted rotation.
@@ -69,6 +106,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Key => "key",
+            Reason::Table => "table",
             Reason::Job => "job",
             Reason::RoundRobin => "round_robin",
             Reason::ClientIp => "client_ip",
@@ -85,6 +123,8 @@ pub struct Route {
     pub reason: Reason,
     /// Whether a retry after a refused connection may go elsewhere.
     pub may_fail_over: bool,
+    /// The key is not on the backend the table recorded for it, and why.
+    pub moved: Option<Move>,
 }
 
 /// Why a request gets no backend.
@@ -139,9 +179,43 @@ pub fn resolve<J: FnOnce() -> Option<usize>>(
     pick: &impl Pick,
 ) -> Result<Route, Unroutable> {
     let by_key_fails_over = policy.when_down == WhenDown::Failover;
+    let exclude = ask.exclude.as_slice();
     let (decision, reason, may_fail_over) = match ask.key {
         Key::Invalid(why) => return Err(Unroutable::InvalidKey(why)),
-        Key::Present(k) => (pick.by_key(k, ask.exclude), Reason::Key, by_key_fails_over),
+        Key::Present(k) => match pick.recorded(k) {
+            None => (pick.by_key(k, exclude), Reason::Key, by_key_fails_over),
+            Some(Recorded { member: None }) => {
+                let decision = pick.by_key(k, exclude);
+                return finish(
+                    decision,
+                    Reason::Key,
+                    by_key_fails_over,
+                    Some(Move::Removed),
+                );
+            }
+            Some(Recorded { member: Some(m) }) if pick.usable(m) && ask.exclude != Some(m) => {
+                let decision = Decision::Forward {
+                    backend: m,
+                    role: Role::Owner,
+                };
+                (decision, Reason::Table, by_key_fails_over)
+            }
+            Some(Recorded { member: Some(_) }) if !by_key_fails_over => {
+                return Err(Unroutable::OwnerDown)
+            }
+            Some(Recorded { member: Some(m) }) => {
+                // Its backend is down: the ring, without it, picks the stand-in.
+                let both = [m, ask.exclude.unwrap_or(m)];
+                let decision = match pick.by_key(k, &both) {
+                    Decision::Forward { backend, .. } => Decision::Forward {
+                        backend,
+                        role: Role::Failover,
+                    },
+                    other => other,
+                };
+                return finish(decision, Reason::Table, true, Some(Move::OwnerDown));
+            }
+        },
         Key::Missing => {
             if policy.wps_affinity {
                 if let Some(backend) = (ask.job)() {
@@ -151,6 +225,7 @@ pub fn resolve<J: FnOnce() -> Option<usize>>(
                         role: Role::Owner,
                         reason: Reason::Job,
                         may_fail_over: true,
+                        moved: None,
                     });
                 }
             }
@@ -158,19 +233,29 @@ pub fn resolve<J: FnOnce() -> Option<usize>>(
                 MissingKey::RoundRobin => (pick.round_robin(ask.exclude), Reason::RoundRobin, true),
                 MissingKey::ClientIp => {
                     let ip = ask.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
-                    let decision = pick.by_key(ip.as_bytes(), ask.exclude);
+                    let decision = pick.by_key(ip.as_bytes(), exclude);
                     (decision, Reason::ClientIp, by_key_fails_over)
                 }
                 MissingKey::Reject => return Err(Unroutable::MissingKey),
             }
         }
     };
+    finish(decision, reason, may_fail_over, None)
+}
+
+fn finish(
+    decision: Decision<usize>,
+    reason: Reason,
+    may_fail_over: bool,
+    moved: Option<Move>,
+) -> Result<Route, Unroutable> {
     match decision {
         Decision::Forward { backend, role } => Ok(Route {
             backend,
             role,
             reason,
             may_fail_over,
+            moved,
         }),
         Decision::OwnerDown => Err(Unroutable::OwnerDown),
         Decision::NoneHealthy => Err(Unroutable::NoneHealthy),
@@ -204,16 +289,18 @@ mod tests {
         up: [bool; 3],
         rr: Cell<usize>,
         when_down: WhenDown,
+        /// The sticky table: key → recorded member (`None`: no longer in the config).
+        sticky: Vec<(&'static [u8], Option<usize>)>,
     }
 
     impl Pick for Table {
-        fn by_key(&self, key: &[u8], exclude: Option<usize>) -> Decision<usize> {
+        fn by_key(&self, key: &[u8], avoid: &[usize]) -> Decision<usize> {
             let owner = match key.first() {
                 Some(b'a') => 0,
                 Some(b'b') => 1,
                 _ => 2,
             };
-            let usable = |i: usize| self.up[i] && Some(i) != exclude;
+            let usable = |i: usize| self.up[i] && !avoid.contains(&i);
             if usable(owner) {
                 return Decision::Forward {
                     backend: owner,
@@ -230,6 +317,15 @@ mod tests {
                     backend,
                     role: Role::Failover,
                 })
+        }
+
+        fn recorded(&self, key: &[u8]) -> Option<Recorded> {
+            let (_, member) = self.sticky.iter().find(|(k, _)| *k == key)?;
+            Some(Recorded { member: *member })
+        }
+
+        fn usable(&self, i: usize) -> bool {
+            self.up[i]
         }
 
         fn round_robin(&self, exclude: Option<usize>) -> Decision<usize> {
@@ -260,6 +356,7 @@ mod tests {
             up,
             rr: Cell::new(0),
             when_down,
+            sticky: Vec::new(),
         }
     }
 
@@ -282,6 +379,58 @@ mod tests {
         let t = table([false, true, true], WhenDown::Failover);
         let r = resolve(&p, ask(Key::Present(b"abc"), None), &t).unwrap();
         assert_eq!((r.backend, r.role), (1, Role::Failover));
+    }
+
+    #[test]
+    fn a_recorded_key_stays_on_its_backend_whatever_the_ring_says() {
+        let p = policy(MissingKey::RoundRobin, WhenDown::Failover, false);
+        let mut t = table([true, true, true], WhenDown::Failover);
+        // The ring says 0 for "abc"; the table recorded it on 2.
+        t.sticky = vec![(b"abc", Some(2))];
+        let r = resolve(&p, ask(Key::Present(b"abc"), None), &t).unwrap();
+        assert_eq!(
+            (r.backend, r.role, r.reason, r.moved),
+            (2, Role::Owner, Reason::Table, None)
+        );
+        // Its backend is down: the ring without it picks the stand-in (0, the ring owner).
+        t.up = [true, true, false];
+        let r = resolve(&p, ask(Key::Present(b"abc"), None), &t).unwrap();
+        assert_eq!(
+            (r.backend, r.role, r.moved),
+            (0, Role::Failover, Some(Move::OwnerDown))
+        );
+        // The retry after its backend refused a connection avoids it too.
+        t.up = [true, true, true];
+        let mut retry = ask(Key::Present(b"abc"), None);
+        retry.exclude = Some(2);
+        let r = resolve(&p, retry, &t).unwrap();
+        assert_eq!((r.backend, r.role), (0, Role::Failover));
+        // A backend gone from the config: the ring decides, and it is a move.
+        t.sticky = vec![(b"abc", None)];
+        let r = resolve(&p, ask(Key::Present(b"abc"), None), &t).unwrap();
+        assert_eq!(
+            (r.backend, r.reason, r.moved),
+            (0, Reason::Key, Some(Move::Removed))
+        );
+    }
+
+    #[test]
+    fn a_recorded_key_whose_backend_is_down_is_refused_under_reject() {
+        let p = policy(MissingKey::RoundRobin, WhenDown::Reject, false);
+        let mut t = table([true, true, false], WhenDown::Reject);
+        t.sticky = vec![(b"abc", Some(2))];
+        let err = resolve(&p, ask(Key::Present(b"abc"), None), &t).unwrap_err();
+        assert_eq!(err, Unroutable::OwnerDown);
+        // With both the recorded backend and the ring owner down, failover finds the third.
+        let p = policy(MissingKey::RoundRobin, WhenDown::Failover, false);
+        let mut t = table([false, true, false], WhenDown::Failover);
+        t.sticky = vec![(b"abc", Some(2))];
+        assert_eq!(
+            resolve(&p, ask(Key::Present(b"abc"), None), &t)
+                .unwrap()
+                .backend,
+            1
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! the candidates it yields:
 //! - the first candidate is the key's *owner*; it gets the request when it is usable;
 //! - `when_down: failover` walks on to the next usable candidate, `reject` stops at the owner;
-//! - a backend that just refused a connection is passed over for the retry (`exclude`).
+//! - backends to avoid (one that just refused a connection for the retry, a key's recorded
+//!   backend that is down) are passed over (`avoid`).
 //!
 //! Keyless requests use [`RoundRobin`]: a weighted rotation whose start moves one step per
 //! request, falling forward past backends that are down.
@@ -45,15 +46,15 @@ pub enum Decision<B> {
 /// (Pingora's `select_with` calls [`RingWalk::accept`] until it returns true).
 pub struct RingWalk<'a, B> {
     when_down: WhenDown,
-    exclude: Option<&'a B>,
+    avoid: &'a [&'a B],
     offered: Cell<usize>,
 }
 
 impl<'a, B: PartialEq> RingWalk<'a, B> {
-    pub fn new(when_down: WhenDown, exclude: Option<&'a B>) -> Self {
+    pub fn new(when_down: WhenDown, avoid: &'a [&'a B]) -> Self {
         Self {
             when_down,
-            exclude,
+            avoid,
             offered: Cell::new(0),
         }
     }
@@ -75,7 +76,7 @@ impl<'a, B: PartialEq> RingWalk<'a, B> {
         if n > 0 && self.when_down == WhenDown::Reject {
             return false;
         }
-        healthy && self.exclude != Some(candidate)
+        healthy && !self.avoid.contains(&candidate)
     }
 
     /// Turn what the walk picked into a decision.
@@ -150,7 +151,8 @@ mod tests {
         when_down: WhenDown,
         exclude: Option<&&'static str>,
     ) -> Decision<&'static str> {
-        let w = RingWalk::new(when_down, exclude);
+        let avoid: Vec<&&'static str> = exclude.into_iter().collect();
+        let w = RingWalk::new(when_down, &avoid);
         let limit = w.max_steps(ring.len());
         let picked = ring
             .iter()

@@ -4,6 +4,7 @@
 
 use crate::config::ServiceConfig;
 use crate::policy::select::RoundRobin;
+use crate::policy::sticky::StickyTable;
 use crate::service::guard::GuardLimits;
 use crate::service::health::{Checker, Probe};
 use crate::service::state::ServiceState;
@@ -43,6 +44,8 @@ pub struct Pool {
     registry: Arc<HealthRegistry>,
     checker: Checker,
     rotation: Arc<RoundRobin>,
+    /// The sticky table: lives as long as the pool, so a reload keeps every recorded key.
+    table: Arc<StickyTable>,
     /// One reload at a time, so versions are built and stored in order.
     reload: Mutex<()>,
     pub metrics: Arc<Metrics>,
@@ -57,13 +60,17 @@ impl Pool {
         let checker = Checker::new(&config.name, probe, Arc::clone(&metrics));
         registry.set_health_check(Box::new(checker.clone()));
         let rotation = Arc::new(RoundRobin::default());
-        let state = ServiceState::build(config, 1, &registry, &rotation, &metrics)?;
+        let affinity = &config.affinity;
+        let table = Arc::new(StickyTable::new(affinity.ttl, affinity.max_keys));
+        let enabled = affinity.enabled.then_some(&table);
+        let state = ServiceState::build(config, 1, &registry, &rotation, enabled, &metrics)?;
         Ok(Self {
             name: config.name.clone(),
             state: ArcSwap::from_pointee(state),
             registry,
             checker,
             rotation,
+            table,
             reload: Mutex::new(()),
             metrics,
         })
@@ -77,13 +84,16 @@ impl Pool {
         let _one_at_a_time = self.reload.lock().unwrap_or_else(|p| p.into_inner());
         let probe = config.health_check.as_ref().map(Probe::new).transpose()?;
         let version = self.state.load().version + 1;
+        let affinity = &config.affinity;
         let state = ServiceState::build(
             config,
             version,
             &self.registry,
             &self.rotation,
+            affinity.enabled.then_some(&self.table),
             &self.metrics,
         )?;
+        self.table.configure(affinity.ttl, affinity.max_keys);
         self.state.store(Arc::new(state));
         self.checker.configure(probe);
         Ok(version)
@@ -127,6 +137,14 @@ impl Pool {
         self.registry.run_health_check(true).await;
     }
 
+    /// Forget the sticky-table keys idle beyond the TTL.
+    fn expire_table(&self) {
+        let gone = self.table.expire(std::time::Instant::now());
+        if gone > 0 {
+            log::debug!("affinity: service={} forgot {gone} idle key(s)", self.name);
+        }
+    }
+
     fn all_ready(&self) -> bool {
         let state = self.state.load();
         (0..state.members().len()).all(|i| state.ready(i))
@@ -164,6 +182,7 @@ pub struct HealthService {
 impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
+            self.pool.expire_table();
             let pause = match self.pool.health_interval() {
                 Some(interval) => {
                     self.pool.check_health().await;

@@ -92,13 +92,16 @@ impl WpsProxy {
             _ => {}
         }
         let ask = Ask {
-            key,
+            key: key.clone(),
             client_ip: client_ip(session),
             exclude,
             job: || self.job_backend(&state, req.uri.path_and_query(), exclude),
         };
         match route::resolve(policy, ask, &*state) {
             Ok(route) => {
+                if let key::Key::Present(k) = key {
+                    state.record(k, &route, Instant::now());
+                }
                 ctx.may_fail_over = route.may_fail_over;
                 Ok(route.backend)
             }

@@ -9,9 +9,11 @@
 //! `HealthRegistry`, so a backend keeps its health across reloads and an older snapshot still
 //! sees current health.
 
+use crate::config::Affinity;
 use crate::config::{HealthCheckConfig, Limits, ServiceConfig, Timeouts};
-use crate::policy::route::{Pick, RoutePolicy};
+use crate::policy::route::{Move, Pick, Reason, Recorded, Route, RoutePolicy};
 use crate::policy::select::{Decision, RingWalk, Role, RoundRobin};
+use crate::policy::sticky::{Identity, StickyTable};
 use crate::telemetry::metrics::{self, Metrics};
 use futures::FutureExt;
 use pingora::lb::discovery;
@@ -20,15 +22,17 @@ use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
 use pingora::{Error, ErrorType, Result};
 use pingora_ketama::DEFAULT_POINT_MULTIPLE;
 use prometheus::IntCounter;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The settings of one service that requests read.
 #[derive(Debug)]
 pub struct Settings {
     pub route: RoutePolicy,
     pub trust_forwarded_headers: bool,
+    pub affinity: Affinity,
     pub health_check: Option<HealthCheckConfig>,
     pub limits: Limits,
     pub timeouts: Timeouts,
@@ -42,6 +46,8 @@ pub struct Member {
     pub addr: SocketAddr,
     /// The address as written in the config (used as Host for HTTP/1.0 requests without one).
     pub address: String,
+    /// What the sticky table records for this backend: the address as written.
+    pub identity: Identity,
     pub weight: u32,
     /// `roost_requests_total` by status class, resolved once so that counting a request needs
     /// no label lookup or formatting.
@@ -65,15 +71,23 @@ pub struct ServiceState {
     rotation: Arc<RoundRobin>,
     /// `roost_requests_total` for requests Roost answered itself.
     refused: [IntCounter; 5],
+    /// The sticky table, shared by every version of the service; `None` when it is off.
+    table: Option<Arc<StickyTable>>,
+    /// Member index by identity, to find a recorded backend in this version.
+    by_identity: HashMap<Identity, usize>,
+    /// `roost_affinity_moves_total`: owner_down, removed.
+    moves: [IntCounter; 2],
 }
 
 impl ServiceState {
-    /// Build the state for `config` as version `version`, its ring a view on `registry`.
+    /// Build the state for `config` as version `version`, its ring a view on `registry`, its
+    /// sticky table `table` (kept across versions by the pool).
     pub fn build(
         config: &ServiceConfig,
         version: u64,
         registry: &Arc<HealthRegistry>,
         rotation: &Arc<RoundRobin>,
+        table: Option<&Arc<StickyTable>>,
         metrics: &Metrics,
     ) -> Result<Self> {
         let mut members = Vec::with_capacity(config.backends.len());
@@ -84,6 +98,7 @@ impl ServiceState {
                 backend,
                 addr: b.addr,
                 address: b.address.clone(),
+                identity: b.address.as_str().into(),
                 weight: b.weight,
                 counters: class_counters(metrics, &config.name, &b.addr.to_string()),
             });
@@ -102,6 +117,16 @@ impl ServiceState {
             .iter()
             .map(|b| b.weight as usize * DEFAULT_POINT_MULTIPLE as usize)
             .sum();
+        let by_identity = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (Arc::clone(&m.identity), i))
+            .collect();
+        let moves = [Move::OwnerDown, Move::Removed].map(|m| {
+            metrics
+                .affinity_moves
+                .with_label_values(&[config.name.as_str(), m.as_str()])
+        });
         let retry_after = config
             .health_check
             .as_ref()
@@ -118,6 +143,7 @@ impl ServiceState {
                     retry_after,
                 },
                 trust_forwarded_headers: config.trust_forwarded_headers,
+                affinity: config.affinity,
                 health_check: config.health_check.clone(),
                 limits: config.limits,
                 timeouts: config.timeouts,
@@ -127,6 +153,9 @@ impl ServiceState {
             ring_points,
             rotation: Arc::clone(rotation),
             refused: class_counters(metrics, &config.name, metrics::NO_BACKEND),
+            table: table.cloned(),
+            by_identity,
+            moves,
         })
     }
 
@@ -168,6 +197,47 @@ impl ServiceState {
             .collect()
     }
 
+    /// `key` was forwarded along `route`: record it in the sticky table and count a move.
+    /// Called for the proxied requests only (a `/route` lookup records nothing).
+    pub fn record(&self, key: &[u8], route: &Route, now: Instant) {
+        let Some(table) = &self.table else {
+            return;
+        };
+        if !matches!(route.reason, Reason::Key | Reason::Table) {
+            return;
+        }
+        let chosen = &self.members[route.backend].identity;
+        let moved = if route.role == Role::Failover
+            && route.reason == Reason::Table
+            && self.settings.affinity.return_after_recovery
+        {
+            // Kept for its backend, which gets it back on recovery.
+            table.stand_in(key, chosen)
+        } else {
+            table.record(key, chosen, now).is_some()
+        };
+        if moved {
+            let why = route.moved.unwrap_or(Move::OwnerDown);
+            self.moves[why as usize].inc();
+            log::debug!(
+                "affinity: service={} key moved to {} ({})",
+                self.name(),
+                chosen,
+                why.as_str()
+            );
+        }
+    }
+
+    /// The sticky table's entry for `key` (for `/route`).
+    pub fn table_entry(&self, key: &[u8]) -> Option<crate::policy::sticky::Entry> {
+        self.table.as_ref()?.get(key, Instant::now())
+    }
+
+    /// Keys in the sticky table, `None` when it is off.
+    pub fn table_len(&self) -> Option<usize> {
+        self.table.as_ref().map(|t| t.len())
+    }
+
     fn index_of(backend: &Backend) -> usize {
         backend
             .ext
@@ -178,9 +248,15 @@ impl ServiceState {
 }
 
 impl Pick for ServiceState {
-    fn by_key(&self, key: &[u8], exclude: Option<usize>) -> Decision<usize> {
-        let excluded = exclude.map(|i| &self.members[i].backend);
-        let walk = RingWalk::new(self.settings.route.when_down, excluded);
+    fn by_key(&self, key: &[u8], avoid: &[usize]) -> Decision<usize> {
+        // At most two to avoid (a refused connection, a recorded backend that is down): kept
+        // on the stack.
+        let mut skip = [&self.members[0].backend; 2];
+        let n = avoid.len().min(skip.len());
+        for (slot, &i) in skip.iter_mut().zip(avoid) {
+            *slot = &self.members[i].backend;
+        }
+        let walk = RingWalk::new(self.settings.route.when_down, &skip[..n]);
         let picked = self
             .ring
             .select_with(key, walk.max_steps(self.ring_points), |b, healthy| {
@@ -194,6 +270,17 @@ impl Pick for ServiceState {
             Decision::OwnerDown => Decision::OwnerDown,
             Decision::NoneHealthy => Decision::NoneHealthy,
         }
+    }
+
+    fn recorded(&self, key: &[u8]) -> Option<Recorded> {
+        let entry = self.table.as_ref()?.get(key, Instant::now())?;
+        Some(Recorded {
+            member: self.by_identity.get(&entry.backend).copied(),
+        })
+    }
+
+    fn usable(&self, i: usize) -> bool {
+        self.ready(i)
     }
 
     fn round_robin(&self, exclude: Option<usize>) -> Decision<usize> {

@@ -69,6 +69,7 @@ fn service(backends: &[(u8, u32)], when_down: WhenDown) -> ServiceConfig {
         limits: Default::default(),
         timeouts: Default::default(),
         wps_affinity: false,
+        affinity: Default::default(),
     }
 }
 
@@ -80,7 +81,7 @@ fn octet(state: &ServiceState, i: usize) -> u8 {
 }
 
 fn owner(state: &ServiceState, key: &str) -> u8 {
-    match state.by_key(key.as_bytes(), None) {
+    match state.by_key(key.as_bytes(), &[]) {
         Decision::Forward { backend, .. } => octet(state, backend),
         other => panic!("{key}: {other:?}"),
     }
@@ -151,7 +152,7 @@ fn roles_and_reject() {
     let pool = build(&[(11, 1), (12, 1), (13, 1)], WhenDown::Reject);
     pool.set_enabled(12, false);
     for (i, key) in KEYS.iter().enumerate() {
-        let decision = pool.by_key(key.as_bytes(), None);
+        let decision = pool.by_key(key.as_bytes(), &[]);
         if NGINX_EQUAL[i] == 12 {
             assert_eq!(decision, Decision::OwnerDown, "{key}");
         } else {
@@ -169,7 +170,7 @@ fn roles_and_reject() {
     }
     let failover = build(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover);
     failover.set_enabled(12, false);
-    let decision = failover.by_key(b"machine-0", None);
+    let decision = failover.by_key(b"machine-0", &[]);
     assert!(matches!(
         decision,
         Decision::Forward {
@@ -219,20 +220,20 @@ fn all_down() {
     let pool = build(&[(11, 1), (12, 1)], WhenDown::Failover);
     pool.set_enabled(11, false);
     pool.set_enabled(12, false);
-    assert_eq!(pool.by_key(b"abc", None), Decision::NoneHealthy);
+    assert_eq!(pool.by_key(b"abc", &[]), Decision::NoneHealthy);
     assert_eq!(pool.round_robin(None), Decision::NoneHealthy);
 }
 
 #[test]
 fn retry_excludes_the_refusing_backend() {
     let pool = build(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover);
-    let Decision::Forward { backend: first, .. } = pool.by_key(b"machine-0", None) else {
+    let Decision::Forward { backend: first, .. } = pool.by_key(b"machine-0", &[]) else {
         panic!()
     };
     let Decision::Forward {
         backend: second,
         role,
-    } = pool.by_key(b"machine-0", Some(first))
+    } = pool.by_key(b"machine-0", &[first])
     else {
         panic!()
     };

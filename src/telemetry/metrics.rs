@@ -22,6 +22,8 @@ pub const RELOADS: &str = "roost_config_reloads_total";
 pub const ACCESS_LOG_DROPPED: &str = "roost_access_log_dropped_total";
 pub const CONNECTIONS_REFUSED: &str = "roost_connections_refused_total";
 pub const WPS_AFFINITY: &str = "roost_wps_affinity_total";
+pub const AFFINITY_MOVES: &str = "roost_affinity_moves_total";
+pub const AFFINITY_KEYS: &str = "roost_affinity_keys";
 
 /// The label value for "no backend" (requests Roost answered itself).
 pub const NO_BACKEND: &str = "none";
@@ -56,6 +58,10 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// service, event (`learned` | `routed` | `unavailable`): `wps_affinity` at work.
     pub wps_affinity: IntCounterVec,
+    /// service, reason (`owner_down` | `removed`): keys that left their recorded backend.
+    pub affinity_moves: IntCounterVec,
+    /// service; set from the sticky tables at each scrape.
+    pub affinity_keys: IntGaugeVec,
 }
 
 impl Metrics {
@@ -110,6 +116,12 @@ impl Metrics {
              backend, and keyless requests whose job's backend was down or gone (hash.missing).",
             &["service", "event"],
         );
+        let affinity_moves = counter(
+            AFFINITY_MOVES,
+            "Keys sent away from the backend the sticky table recorded for them, by reason: \
+             owner_down (it is down or refused the connection), removed (it left the config).",
+            &["service", "reason"],
+        );
         let reloads = counter(
             RELOADS,
             "Config reloads (SIGHUP) by result: applied, invalid (the file did not load), failed.",
@@ -142,6 +154,14 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let affinity_keys = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(AFFINITY_KEYS, "Keys in the sticky table, by service."),
+                &["service"],
+            )
+            .expect("valid metric"),
+        );
         Self {
             registry,
             requests,
@@ -155,6 +175,8 @@ impl Metrics {
             access_log_dropped,
             connections_refused,
             wps_affinity,
+            affinity_moves,
+            affinity_keys,
         }
     }
 

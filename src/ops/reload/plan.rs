@@ -174,6 +174,29 @@ fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
     if old.wps_affinity != new.wps_affinity {
         changes.push(format!("wps_affinity -> {}", new.wps_affinity));
     }
+    let (oa, na) = (&old.affinity, &new.affinity);
+    if oa.enabled != na.enabled {
+        changes.push(format!("affinity.enabled -> {}", na.enabled));
+    }
+    if oa.ttl != na.ttl {
+        changes.push(format!(
+            "affinity.ttl {} -> {}",
+            humantime::format_duration(oa.ttl),
+            humantime::format_duration(na.ttl)
+        ));
+    }
+    if oa.max_keys != na.max_keys {
+        changes.push(format!(
+            "affinity.max_keys {} -> {}",
+            oa.max_keys, na.max_keys
+        ));
+    }
+    if oa.return_after_recovery != na.return_after_recovery {
+        changes.push(format!(
+            "affinity.return_after_recovery -> {}",
+            na.return_after_recovery
+        ));
+    }
     if changes.is_empty() && old != new {
         // Same addresses, weights and policy, but e.g. a backend written differently.
         changes.push("backend list rewritten".to_string());
@@ -270,6 +293,23 @@ services:
         ] {
             assert!(all.contains(needle), "{needle}: {all}");
         }
+    }
+
+    #[test]
+    fn affinity_changes_are_applied_and_described() {
+        let new = config(&BASE.replace(
+            "[10.0.0.1:8094]",
+            "[10.0.0.1:8094]\n    affinity: { ttl: 1h, return_after_recovery: false }",
+        ));
+        let p = plan(&config(BASE), &new);
+        assert!(p.needs_upgrade.is_empty(), "{p:?}");
+        assert_eq!(
+            p.apply[0].1,
+            [
+                "affinity.ttl 1day -> 1h",
+                "affinity.return_after_recovery -> false"
+            ]
+        );
     }
 
     #[test]

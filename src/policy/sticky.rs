@@ -1,0 +1,278 @@
+//! The sticky table (`services[].affinity`): affinity key → the backend its session is on.
+//!
+//! The ring alone only keeps a key in place while the set of backends stays the same; adding
+//! a machine moves a quarter of the keys, running jobs included. The table makes the session
+//! the unit of stickiness: a key that has been forwarded goes back to the backend it went to
+//! while that backend is usable, whatever the ring says now, and only new keys follow the
+//! ring. Backends are named by their identity (the address as written in the config), so a
+//! reload that rebuilds the ring finds them again.
+//!
+//! Bounded: an entry idle for `ttl` is forgotten, and beyond `max_keys` the longest idle entry
+//! goes first. Pure: the clock is passed in.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A backend's identity as the table stores it.
+pub type Identity = Arc<str>;
+
+/// Re-stamping an entry on every request would reorder the idle index each time; an entry is
+/// refreshed at most this often (the TTL is hours, so a second does not matter).
+const TOUCH_EVERY: Duration = Duration::from_secs(1);
+
+/// What the table knows about one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub backend: Identity,
+    /// When the key was first recorded on this backend.
+    pub since: Instant,
+    pub last_seen: Instant,
+    /// While `backend` is down and the key is kept for it (`return_after_recovery`): the
+    /// backend standing in.
+    pub stand_in: Option<Identity>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    entry: Entry,
+    /// Position in the idle index.
+    order: (Instant, u64),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    ttl: Duration,
+    max_keys: usize,
+    keys: HashMap<Box<[u8]>, Slot>,
+    /// (last seen, sequence) → key: the longest idle first.
+    idle: BTreeMap<(Instant, u64), Box<[u8]>>,
+    seq: u64,
+}
+
+#[derive(Debug)]
+pub struct StickyTable {
+    inner: Mutex<Inner>,
+}
+
+impl StickyTable {
+    pub fn new(ttl: Duration, max_keys: usize) -> Self {
+        let table = Self {
+            inner: Mutex::new(Inner::default()),
+        };
+        table.configure(ttl, max_keys);
+        table
+    }
+
+    /// New limits (reload); entries beyond a smaller `max_keys` go at the next new key.
+    pub fn configure(&self, ttl: Duration, max_keys: usize) {
+        let mut inner = self.lock();
+        inner.ttl = ttl;
+        inner.max_keys = max_keys.max(1);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entry of `key`, when it has one that has not expired.
+    pub fn get(&self, key: &[u8], now: Instant) -> Option<Entry> {
+        let inner = self.lock();
+        let slot = inner.keys.get(key)?;
+        (slot.entry.last_seen + inner.ttl > now).then(|| slot.entry.clone())
+    }
+
+    /// `key` was just forwarded to `backend`: record it (a new key, or a key that moved) or
+    /// refresh it. Returns the backend it was recorded on before, when that differs.
+    pub fn record(&self, key: &[u8], backend: &Identity, now: Instant) -> Option<Identity> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let ttl = inner.ttl;
+        if let Some(slot) = inner.keys.get_mut(key) {
+            let expired = slot.entry.last_seen + ttl <= now;
+            let moved = (slot.entry.backend != *backend && !expired)
+                .then(|| Arc::clone(&slot.entry.backend));
+            let back_home = slot.entry.stand_in.take().is_some();
+            if slot.entry.backend != *backend || expired {
+                slot.entry.backend = Arc::clone(backend);
+                slot.entry.since = now;
+            } else if now < slot.entry.last_seen + TOUCH_EVERY && !back_home {
+                return None;
+            }
+            slot.entry.last_seen = now;
+            inner.idle.remove(&slot.order);
+            inner.seq += 1;
+            slot.order = (now, inner.seq);
+            inner.idle.insert(slot.order, key.into());
+            return moved;
+        }
+        // A new key: make room first (expired entries, then the longest idle).
+        while inner.keys.len() >= inner.max_keys {
+            let Some((_, oldest)) = inner.idle.pop_first() else {
+                break;
+            };
+            inner.keys.remove(&oldest);
+        }
+        inner.seq += 1;
+        let order = (now, inner.seq);
+        inner.idle.insert(order, key.into());
+        inner.keys.insert(
+            key.into(),
+            Slot {
+                entry: Entry {
+                    backend: Arc::clone(backend),
+                    since: now,
+                    last_seen: now,
+                    stand_in: None,
+                },
+                order,
+            },
+        );
+        None
+    }
+
+    /// `key`'s backend is down and `stand_in` serves it meanwhile, the entry keeping its
+    /// backend (it returns there on recovery). Returns whether this is a new stand-in: a move
+    /// to count.
+    pub fn stand_in(&self, key: &[u8], stand_in: &Identity) -> bool {
+        let mut inner = self.lock();
+        let Some(slot) = inner.keys.get_mut(key) else {
+            return false;
+        };
+        if slot.entry.stand_in.as_ref() == Some(stand_in) {
+            return false;
+        }
+        slot.entry.stand_in = Some(Arc::clone(stand_in));
+        true
+    }
+
+    /// Forget the entries idle for longer than the TTL; returns how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        let mut inner = self.lock();
+        let mut gone = 0;
+        while let Some((&(seen, seq), _)) = inner.idle.first_key_value() {
+            if seen + inner.ttl > now {
+                break;
+            }
+            if let Some(key) = inner.idle.remove(&(seen, seq)) {
+                inner.keys.remove(&key);
+                gone += 1;
+            }
+        }
+        gone
+    }
+
+    /// Keys recorded now (expired ones included until [`expire`](Self::expire) runs).
+    pub fn len(&self) -> usize {
+        self.lock().keys.len()
+    }
+
+    /// Keys per backend identity.
+    pub fn counts(&self) -> HashMap<Identity, usize> {
+        let inner = self.lock();
+        let mut counts: HashMap<Identity, usize> = HashMap::new();
+        for slot in inner.keys.values() {
+            *counts.entry(Arc::clone(&slot.entry.backend)).or_default() += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> Identity {
+        s.into()
+    }
+
+    #[test]
+    fn records_refreshes_and_reports_moves() {
+        let t = StickyTable::new(Duration::from_secs(60), 10);
+        let t0 = Instant::now();
+        assert_eq!(t.get(b"k", t0), None);
+        assert_eq!(t.record(b"k", &id("a:1"), t0), None);
+        let e = t.get(b"k", t0).unwrap();
+        assert_eq!((&*e.backend, e.since), ("a:1", t0));
+        // Same backend: no move; a later request refreshes it.
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(t.record(b"k", &id("a:1"), t1), None);
+        assert_eq!(t.get(b"k", t1).unwrap().last_seen, t1);
+        assert_eq!(t.get(b"k", t1).unwrap().since, t0);
+        // Another backend: a move, reported with where it was.
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(t.record(b"k", &id("b:1"), t2).as_deref(), Some("a:1"));
+        let e = t.get(b"k", t2).unwrap();
+        assert_eq!((&*e.backend, e.since), ("b:1", t2));
+    }
+
+    #[test]
+    fn a_stand_in_is_counted_once_and_cleared_on_return() {
+        let t = StickyTable::new(Duration::from_secs(60), 10);
+        let t0 = Instant::now();
+        t.record(b"k", &id("a"), t0);
+        assert!(t.stand_in(b"k", &id("b")));
+        assert!(
+            !t.stand_in(b"k", &id("b")),
+            "the same stand-in is not a new move"
+        );
+        assert!(!t.stand_in(b"unknown", &id("b")));
+        assert_eq!(t.get(b"k", t0).unwrap().stand_in.as_deref(), Some("b"));
+        assert_eq!(
+            t.record(b"k", &id("a"), t0),
+            None,
+            "back home is not a move away"
+        );
+        assert_eq!(t.get(b"k", t0).unwrap().stand_in, None);
+        assert!(
+            t.stand_in(b"k", &id("b")),
+            "a second outage is a move again"
+        );
+    }
+
+    #[test]
+    fn idle_entries_expire_after_the_ttl() {
+        let t = StickyTable::new(Duration::from_secs(10), 10);
+        let t0 = Instant::now();
+        t.record(b"old", &id("a"), t0);
+        t.record(b"new", &id("a"), t0 + Duration::from_secs(5));
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(t.get(b"old", later), None, "expired at exactly the TTL");
+        assert!(t.get(b"new", later).is_some());
+        // An expired key recorded elsewhere is not a move: its session was over.
+        assert_eq!(t.record(b"old", &id("b"), later), None);
+        assert_eq!(t.expire(later + Duration::from_secs(5)), 1);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn the_longest_idle_entry_is_evicted_first() {
+        let t = StickyTable::new(Duration::from_secs(3600), 3);
+        let t0 = Instant::now();
+        for (i, k) in [b"a", b"b", b"c"].iter().enumerate() {
+            t.record(*k, &id("x"), t0 + Duration::from_secs(i as u64));
+        }
+        // `a` is used again, so `b` is now the longest idle.
+        t.record(b"a", &id("x"), t0 + Duration::from_secs(10));
+        t.record(b"d", &id("x"), t0 + Duration::from_secs(11));
+        let now = t0 + Duration::from_secs(12);
+        assert_eq!(t.len(), 3);
+        assert!(t.get(b"b", now).is_none());
+        for k in [b"a", b"c", b"d"] {
+            assert!(t.get(k, now).is_some());
+        }
+    }
+
+    #[test]
+    fn refreshes_within_a_second_do_not_reorder() {
+        let t = StickyTable::new(Duration::from_secs(3600), 2);
+        let t0 = Instant::now();
+        t.record(b"a", &id("x"), t0);
+        t.record(b"b", &id("x"), t0 + Duration::from_millis(100));
+        // Within TOUCH_EVERY: `a` keeps its place as the longest idle.
+        t.record(b"a", &id("x"), t0 + Duration::from_millis(500));
+        t.record(b"c", &id("x"), t0 + Duration::from_millis(600));
+        assert!(t.get(b"a", t0 + Duration::from_millis(700)).is_none());
+        assert_eq!(t.counts()[&id("x")], 2);
+    }
+}
