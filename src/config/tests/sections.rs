@@ -1,0 +1,141 @@
+//! The rules of each section: listeners, paths, admin, access log, affinity.
+
+use super::*;
+
+#[test]
+fn admin_and_service_listen_must_differ() {
+    let e = errors("admin: {listen: 127.0.0.1:9900}\nservices:\n  - {name: a, listen: 127.0.0.1:9900, backends: [10.0.0.1:1]}\n");
+    assert!(e.has("services[0].listen", "also admin.listen"), "{e}");
+    // A bare admin port binds loopback, not every interface.
+    let c = load(&format!("admin: {{listen: 9900}}\n{MINIMAL}")).unwrap();
+    assert_eq!(c.admin.unwrap().listen, "127.0.0.1:9900".parse().unwrap());
+}
+
+#[test]
+fn pid_file_and_upgrade_sock_must_differ() {
+    let e = errors(&format!(
+        "server: {{pid_file: /tmp/x, upgrade_sock: /tmp/x}}\n{MINIMAL}"
+    ));
+    assert!(e.has("server.upgrade_sock", "must differ"), "{e}");
+}
+
+#[test]
+fn ipv6_backends_and_listeners() {
+    let c = load("services:\n  - {name: a, listen: \"[::1]:8093\", backends: [\"[::1]:9000\"]}\n")
+        .unwrap();
+    assert_eq!(c.services[0].listen, "[::1]:8093".parse().unwrap());
+    assert_eq!(
+        c.services[0].backends[0].addr,
+        "[::1]:9000".parse().unwrap()
+    );
+}
+
+#[test]
+fn admin_on_a_public_address_needs_a_token_or_an_explicit_allow() {
+    let base = "services:\n  - name: a\n    listen: 127.0.0.1:8093\n    backends: [10.0.0.1:1]\n";
+    let e = errors(&format!("admin: {{ listen: 0.0.0.0:9900 }}\n{base}"));
+    assert!(e.has("admin.listen", "set admin.token"), "{e}");
+    let e = errors(&format!("admin: {{ listen: 9900, token: short }}\n{base}"));
+    assert!(e.has("admin.token", "at least 16"), "{e}");
+    let c = load(&format!(
+        "admin: {{ listen: 0.0.0.0:9900, token: 0123456789abcdefXYZ }}\n{base}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.admin.unwrap().token.as_deref(),
+        Some("0123456789abcdefXYZ")
+    );
+    let c = load(&format!(
+        "admin: {{ listen: 0.0.0.0:9900, allow_public: true }}\n{base}"
+    ))
+    .unwrap();
+    assert_eq!(c.admin.unwrap().listen, "0.0.0.0:9900".parse().unwrap());
+    // A bare port is loopback and needs nothing.
+    let c = load(&format!("admin: {{ listen: 9900 }}\n{base}")).unwrap();
+    assert_eq!(c.admin.unwrap().listen, "127.0.0.1:9900".parse().unwrap());
+}
+
+#[test]
+fn access_log_settings() {
+    let base = "services:\n  - name: a\n    listen: 127.0.0.1:8093\n    backends: [10.0.0.1:1]\n";
+    let c = load(base).unwrap();
+    assert_eq!(
+        c.access_log,
+        Some(AccessLogSettings {
+            format: AccessLogFormat::Text,
+            target: LogTarget::Stdout
+        })
+    );
+    let c = load(&format!("access_log: {{ enabled: false }}\n{base}")).unwrap();
+    assert_eq!(c.access_log, None);
+    let c = load(&format!(
+        "access_log: {{ format: json, path: /var/log/roost/a.log }}\n{base}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.access_log,
+        Some(AccessLogSettings {
+            format: AccessLogFormat::Json,
+            target: LogTarget::File("/var/log/roost/a.log".into())
+        })
+    );
+    let e = errors(&format!(
+        "access_log: {{ format: xml, path: rel.log }}\n{base}"
+    ));
+    assert!(e.has("access_log.format", "text or json"), "{e}");
+    let e = errors(&format!("access_log: {{ path: rel.log }}\n{base}"));
+    assert!(e.has("access_log.path", "absolute"), "{e}");
+}
+
+#[test]
+fn wps_affinity_is_off_unless_asked_for() {
+    assert!(!load(MINIMAL).unwrap().services[0].wps_affinity);
+    let c = load(&format!("{MINIMAL}    wps_affinity: true\n")).unwrap();
+    assert!(c.services[0].wps_affinity);
+    // From the environment, like every scalar.
+    let c = load(&format!(
+        "{MINIMAL}    wps_affinity: \"${{AFFINITY:-true}}\"\n"
+    ))
+    .unwrap();
+    assert!(c.services[0].wps_affinity);
+    let e = errors(&format!("{MINIMAL}    wps_affinity: yes please\n"));
+    assert!(
+        e.has("services[0].wps_affinity", "is not true or false"),
+        "{e}"
+    );
+    assert_eq!(e.0[0].line, Some(5), "{e}");
+}
+
+#[test]
+fn affinity_defaults_and_errors() {
+    let a = load(MINIMAL).unwrap().services[0].affinity;
+    assert_eq!(a, Affinity::default());
+    assert!(a.enabled && a.return_after_recovery);
+    assert_eq!(
+        (a.ttl, a.max_keys),
+        (DEFAULT_AFFINITY_TTL, DEFAULT_AFFINITY_MAX_KEYS)
+    );
+    let c = load(&format!(
+        "{MINIMAL}    affinity: {{ ttl: 2h, max_keys: 10, return_after_recovery: false }}\n"
+    ))
+    .unwrap();
+    let a = c.services[0].affinity;
+    assert_eq!((a.ttl, a.max_keys), (Duration::from_secs(7200), 10));
+    assert!(!a.return_after_recovery);
+    let e = errors(&format!(
+        "{MINIMAL}    affinity: {{ ttl: forever, max_keys: 0, drain: yes }}\n"
+    ));
+    assert!(
+        e.has("services[0].affinity.drain", "unknown field"),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{MINIMAL}    affinity: {{ ttl: forever, max_keys: 0 }}\n"
+    ));
+    assert!(
+        e.has("services[0].affinity.max_keys", "at least 1"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{MINIMAL}    affinity: {{ ttl: forever }}\n"));
+    assert!(e.has("services[0].affinity.ttl", "not a duration"), "{e:?}");
+}
