@@ -148,3 +148,89 @@ fn a_failed_over_key_stays_where_it_went_without_return_after_recovery() {
         moves
     );
 }
+
+/// The table is saved to `server.state_dir` and a new process starts with it: keys recorded
+/// before a backend was added stay where they were across a restart, although the ring now
+/// puts many of them elsewhere. A broken state file is logged and ignored.
+#[test]
+fn a_restart_starts_with_the_saved_table_and_a_broken_file_is_ignored() {
+    let backends: Vec<Backend> = (1..=4).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let (listen, admin) = (listen_addr(), listen_addr());
+    let state = "  state_dir: {dir}/state\n";
+    let with = |n: usize| {
+        yaml(listen, admin, &addrs[..n], "").replacen("server:\n", &format!("server:\n{state}"), 1)
+    };
+    let (dir, config, log) = config_dir(&with(3));
+    let mut first = spawn_roost(&config, &log, &[]);
+    wait_until(Duration::from_secs(15), "roost serves", || {
+        get_key(listen, "probe").is_ok_and(|r| r.status == 200)
+    });
+    let active = keys("active", 200);
+    let before = mapping(listen, &active);
+    first.signal("TERM");
+    assert!(
+        first.wait_exit(Duration::from_secs(20)).is_some(),
+        "roost did not stop"
+    );
+    let saved = dir.path().join("state/state.json");
+    assert!(
+        saved.exists(),
+        "no state file:\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    // The fourth backend joins while Roost is stopped: the ring moves about a quarter of the
+    // keys, the saved table none.
+    std::fs::write(
+        &config,
+        with(4).replace("{dir}", &dir.path().display().to_string()),
+    )
+    .unwrap();
+    let config_text = config.display().to_string();
+    let by_addr: HashMap<String, &str> = backends
+        .iter()
+        .map(|b| (b.addr.to_string(), b.name.as_str()))
+        .collect();
+    let ring_moves = active
+        .iter()
+        .filter(|k| {
+            let (_, out, _) = run_roost(&["route", "-c", &config_text, "fp", k]);
+            by_addr[out.trim()] != before[*k]
+        })
+        .count();
+    assert!(
+        ring_moves > 20,
+        "the ring moves only {ring_moves} of 200 keys"
+    );
+    let mut second = spawn_roost(&config, &log, &[]);
+    wait_until(Duration::from_secs(15), "roost serves again", || {
+        get_key(listen, "probe").is_ok_and(|r| r.status == 200)
+    });
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("sticky key(s) carried over"));
+    assert_eq!(
+        mapping(listen, &active),
+        before,
+        "a saved key moved across the restart"
+    );
+    second.signal("TERM");
+    assert!(second.wait_exit(Duration::from_secs(20)).is_some());
+
+    // A broken file: Roost starts, says so once, and serves by the ring.
+    std::fs::write(&saved, b"{\"version\": 1, \"services\": \x00 garbage").unwrap();
+    let mut third = spawn_roost(&config, &log, &[]);
+    wait_until(
+        Duration::from_secs(15),
+        "roost serves with a broken file",
+        || get_key(listen, "probe").is_ok_and(|r| r.status == 200),
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("ignored (not a state file").count(),
+        1,
+        "{text}"
+    );
+    assert!(third.is_running());
+}

@@ -30,6 +30,8 @@ pub struct FileServer {
     pub work_stealing: Option<bool>,
     #[serde(default, deserialize_with = "lenient")]
     pub upstream_keepalive_pool_size: Option<usize>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub state_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -70,6 +70,9 @@ pub struct ServerSettings {
     pub error_log: Option<PathBuf>,
     pub work_stealing: bool,
     pub upstream_keepalive_pool_size: usize,
+    /// Where the sticky tables are saved so that a restart or an upgrade starts with them
+    /// (`None`: not saved).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -83,6 +86,7 @@ impl Default for ServerSettings {
             error_log: None,
             work_stealing: true,
             upstream_keepalive_pool_size: DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE,
+            state_dir: None,
         }
     }
 }

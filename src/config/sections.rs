@@ -36,6 +36,9 @@ impl Loader<'_> {
             upstream_keepalive_pool_size: f
                 .upstream_keepalive_pool_size
                 .unwrap_or(d.upstream_keepalive_pool_size),
+            state_dir: f
+                .state_dir
+                .map(|dir| self.absolute_path("server.state_dir", Some(dir), PathBuf::new())),
         }
     }
 

@@ -5,4 +5,5 @@
 pub(crate) mod admin;
 pub(crate) mod reload;
 pub mod server;
+pub(crate) mod state_file;
 pub(crate) mod upgrade;

@@ -6,6 +6,7 @@
 use crate::config::{Config, ServerSettings};
 use crate::ops::admin::{Admin, AdminService};
 use crate::ops::reload::ReloadService;
+use crate::ops::state_file::StateKeeper;
 use crate::service::guard::{Guard, GuardLimits};
 use crate::service::pool::{HealthService, Pool};
 use crate::service::proxy::WpsProxy;
@@ -125,6 +126,12 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Serv
         service.add_tcp(&admin.listen.to_string());
         server.add_service(service);
         log::info!("admin listening on {}", admin.listen);
+    }
+    if let Some(dir) = &config.server.state_dir {
+        server.add_service(background_service(
+            "state",
+            StateKeeper::start(dir, pools.clone()),
+        ));
     }
     server.add_service(background_service(
         "reload",

@@ -162,6 +162,54 @@ impl StickyTable {
         gone
     }
 
+    /// Every live entry, for the state file: (key, backend, idle for, recorded for). Entries
+    /// with a stand-in are saved on their own backend, which gets them back.
+    pub fn export(&self, now: Instant) -> Vec<(Vec<u8>, Identity, Duration, Duration)> {
+        let inner = self.lock();
+        inner
+            .keys
+            .iter()
+            .filter(|(_, slot)| slot.entry.last_seen + inner.ttl > now)
+            .map(|(key, slot)| {
+                (
+                    key.to_vec(),
+                    Arc::clone(&slot.entry.backend),
+                    now.saturating_duration_since(slot.entry.last_seen),
+                    now.saturating_duration_since(slot.entry.since),
+                )
+            })
+            .collect()
+    }
+
+    /// Add an entry learned elsewhere (a state file, the process before an upgrade) unless the
+    /// key is already known here: what this process has seen itself is newer. Returns whether
+    /// it was added.
+    pub fn import(
+        &self,
+        key: &[u8],
+        backend: Identity,
+        idle: Duration,
+        age: Duration,
+        now: Instant,
+    ) -> bool {
+        let Some(last_seen) = now.checked_sub(idle) else {
+            return false;
+        };
+        let since = now.checked_sub(age.max(idle)).unwrap_or(last_seen);
+        {
+            let inner = self.lock();
+            if inner.keys.contains_key(key) || idle >= inner.ttl {
+                return false;
+            }
+        }
+        self.record(key, &backend, last_seen);
+        let mut inner = self.lock();
+        if let Some(slot) = inner.keys.get_mut(key) {
+            slot.entry.since = since;
+        }
+        true
+    }
+
     /// Keys recorded now (expired ones included until [`expire`](Self::expire) runs).
     pub fn len(&self) -> usize {
         self.lock().keys.len()
@@ -228,6 +276,36 @@ mod tests {
             t.stand_in(b"k", &id("b")),
             "a second outage is a move again"
         );
+    }
+
+    #[test]
+    fn export_and_import_carry_entries_without_overwriting_newer_ones() {
+        let t = StickyTable::new(Duration::from_secs(100), 10);
+        let t0 = Instant::now();
+        t.record(b"a", &id("x"), t0);
+        t.record(b"b", &id("y"), t0 + Duration::from_secs(10));
+        let now = t0 + Duration::from_secs(20);
+        let mut saved = t.export(now);
+        saved.sort();
+        assert_eq!(saved.len(), 2);
+        assert_eq!(
+            (&saved[0].0[..], &*saved[0].1, saved[0].2),
+            (&b"a"[..], "x", Duration::from_secs(20))
+        );
+        let fresh = StickyTable::new(Duration::from_secs(100), 10);
+        fresh.record(b"b", &id("z"), now);
+        for (k, b, idle, age) in saved {
+            fresh.import(&k, b, idle, age, now);
+        }
+        assert_eq!(&*fresh.get(b"a", now).unwrap().backend, "x");
+        assert_eq!(fresh.get(b"a", now).unwrap().last_seen, t0);
+        assert_eq!(
+            &*fresh.get(b"b", now).unwrap().backend,
+            "z",
+            "its own entry is newer"
+        );
+        // An entry idle beyond the TTL is not brought back.
+        assert!(!fresh.import(b"c", id("x"), Duration::from_secs(100), Duration::ZERO, now));
     }
 
     #[test]

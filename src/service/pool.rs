@@ -99,6 +99,11 @@ impl Pool {
         Ok(version)
     }
 
+    /// The sticky table (kept whether or not the config has it on).
+    pub fn table(&self) -> &Arc<StickyTable> {
+        &self.table
+    }
+
     /// The current state: a request's snapshot, kept for as long as the request runs.
     pub fn state(&self) -> Arc<ServiceState> {
         self.state.load_full()

@@ -228,6 +228,12 @@ impl ServiceState {
         }
     }
 
+    /// The identity of the member written as `address`, when this version has one.
+    pub fn identity(&self, address: &str) -> Option<Identity> {
+        let (identity, _) = self.by_identity.get_key_value(address)?;
+        Some(Arc::clone(identity))
+    }
+
     /// The sticky table's entry for `key` (for `/route`).
     pub fn table_entry(&self, key: &[u8]) -> Option<crate::policy::sticky::Entry> {
         self.table.as_ref()?.get(key, Instant::now())

@@ -49,6 +49,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             "upstream_keepalive_pool_size",
             o.upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
         ),
+        ("state_dir", o.state_dir != n.state_dir),
     ];
     for (key, changed) in server_changes {
         if changed {

@@ -1,0 +1,291 @@
+//! The state file: the sticky tables saved to `server.state_dir/state.json`, so that a
+//! restart, or the new process of a hot upgrade, starts with every recorded key instead of an
+//! empty table.
+//!
+//! Written atomically (a temporary file, then a rename) every [`SAVE_EVERY`] and when the
+//! process stops. Read once at start, and again whenever another process (the old one of an
+//! upgrade, writing its last state as it exits) has replaced it; entries are merged in only
+//! for keys this process has not seen itself, and only where the service and the recorded
+//! backend are still in the config. A file that cannot be read or parsed is logged once and
+//! ignored: it never stops Roost from starting.
+//!
+//! Format (version [`FORMAT_VERSION`]): JSON, `{"version": 1, "written_unix": SECONDS,
+//! "services": {"NAME": [{"key": K, "backend": ADDRESS, "idle_ms": N, "age_ms": N}]}}`. Times
+//! are relative to `written_unix`, so a file read later counts the time it lay unused as idle.
+
+use crate::service::pool::Pool;
+use async_trait::async_trait;
+use log::{info, warn};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const FILE_NAME: &str = "state.json";
+/// How often the tables are saved (and another writer's file merged).
+pub const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    written_unix: u64,
+    services: BTreeMap<String, Vec<Saved>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    key: String,
+    backend: String,
+    idle_ms: u64,
+    age_ms: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The tables of `pools` as the file's bytes.
+fn encode(pools: &[Arc<Pool>], now: Instant) -> Vec<u8> {
+    let services = pools
+        .iter()
+        .map(|pool| {
+            let saved = pool
+                .table()
+                .export(now)
+                .into_iter()
+                .map(|(key, backend, idle, age)| Saved {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    backend: backend.to_string(),
+                    idle_ms: idle.as_millis() as u64,
+                    age_ms: age.as_millis() as u64,
+                })
+                .collect();
+            (pool.name.clone(), saved)
+        })
+        .collect();
+    let file = StateFile {
+        version: FORMAT_VERSION,
+        written_unix: unix_now(),
+        services,
+    };
+    serde_json::to_vec(&file).expect("state serializes")
+}
+
+/// Merge the file's entries into the pools' tables; returns how many were added.
+fn merge(bytes: &[u8], pools: &[Arc<Pool>], now: Instant) -> Result<usize, String> {
+    let file: StateFile =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a state file: {e}"))?;
+    if file.version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {} (this Roost reads {FORMAT_VERSION})",
+            file.version
+        ));
+    }
+    let lay_unused = Duration::from_secs(unix_now().saturating_sub(file.written_unix));
+    let mut added = 0;
+    for pool in pools {
+        let Some(saved) = file.services.get(&pool.name) else {
+            continue;
+        };
+        let state = pool.state();
+        for s in saved {
+            // Only backends still in the config; a key of a removed one follows the ring.
+            let Some(identity) = state.identity(&s.backend) else {
+                continue;
+            };
+            let idle = Duration::from_millis(s.idle_ms) + lay_unused;
+            let age = Duration::from_millis(s.age_ms) + lay_unused;
+            if pool
+                .table()
+                .import(s.key.as_bytes(), identity, idle, age, now)
+            {
+                added += 1;
+            }
+        }
+    }
+    Ok(added)
+}
+
+/// Write `bytes` to `path` atomically: readers see the old file or the new one, never half.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Saves the tables periodically and at stop; merges what another process wrote.
+pub struct StateKeeper {
+    path: PathBuf,
+    pools: Vec<Arc<Pool>>,
+    /// The file's modification time after this process last read or wrote it.
+    seen: Mutex<Option<SystemTime>>,
+}
+
+impl StateKeeper {
+    /// Load `dir/state.json` into the pools (at start, before any request) and return the
+    /// keeper that saves it from now on.
+    pub fn start(dir: &Path, pools: Vec<Arc<Pool>>) -> Self {
+        let keeper = Self {
+            path: dir.join(FILE_NAME),
+            pools,
+            seen: Mutex::new(None),
+        };
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            warn!(
+                "state: cannot create {}: {e}; the sticky tables are not saved",
+                dir.display()
+            );
+        }
+        keeper.merge_if_changed();
+        keeper
+    }
+
+    /// Read the file when someone else wrote it since this process last looked.
+    fn merge_if_changed(&self) {
+        let mtime = modified(&self.path);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if mtime.is_none() || mtime == *seen {
+            return;
+        }
+        *seen = mtime;
+        let result = std::fs::read(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| merge(&bytes, &self.pools, Instant::now()));
+        match result {
+            Ok(added) => info!(
+                "state: {}: {added} sticky key(s) carried over",
+                self.path.display()
+            ),
+            Err(e) => warn!(
+                "state: {}: ignored ({e}); the sticky tables start from what this process sees",
+                self.path.display()
+            ),
+        }
+    }
+
+    fn save(&self) {
+        self.merge_if_changed();
+        let bytes = encode(&self.pools, Instant::now());
+        match write_atomic(&self.path, &bytes) {
+            Ok(()) => {
+                *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = modified(&self.path);
+            }
+            Err(e) => warn!("state: cannot write {}: {e}", self.path.display()),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for StateKeeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SAVE_EVERY) => self.save(),
+                _ = shutdown.changed() => {
+                    self.save();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::ops::server::build_pools;
+    use crate::policy::route::{Reason, Route};
+    use crate::policy::select::Role;
+
+    fn pools(backends: &str) -> Vec<Arc<Pool>> {
+        let yaml = format!(
+            "services:\n  - name: fp\n    listen: 127.0.0.1:1\n    backends: [{backends}]\n"
+        );
+        build_pools(
+            &Config::from_yaml(&yaml, "t.yaml").unwrap(),
+            &Default::default(),
+        )
+        .unwrap()
+    }
+
+    fn record(pool: &Pool, key: &str, backend: usize) {
+        let route = Route {
+            backend,
+            role: Role::Owner,
+            reason: Reason::Key,
+            may_fail_over: true,
+            moved: None,
+        };
+        pool.state().record(key.as_bytes(), &route, Instant::now());
+    }
+
+    #[test]
+    fn a_saved_table_comes_back_where_its_backends_remain() {
+        let old = pools("10.0.0.1:80, 10.0.0.2:80, 10.0.0.3:80");
+        record(&old[0], "on-1", 0);
+        record(&old[0], "on-3", 2);
+        let bytes = encode(&old, Instant::now());
+        // The new config dropped 10.0.0.3: its key is not carried over.
+        let new = pools("10.0.0.2:80, 10.0.0.1:80");
+        assert_eq!(merge(&bytes, &new, Instant::now()), Ok(1));
+        let entry = new[0].state().table_entry(b"on-1").unwrap();
+        assert_eq!(&*entry.backend, "10.0.0.1:80");
+        assert!(new[0].state().table_entry(b"on-3").is_none());
+        // Merging again adds nothing: the keys are known now.
+        assert_eq!(merge(&bytes, &new, Instant::now()), Ok(0));
+    }
+
+    #[test]
+    fn garbage_and_other_versions_are_refused_with_a_reason() {
+        let p = pools("10.0.0.1:80");
+        for bytes in [&b""[..], b"\x00\xff garbage", b"{\"version\": 1", b"[]"] {
+            assert!(merge(bytes, &p, Instant::now()).is_err(), "{bytes:?}");
+        }
+        let other = br#"{"version": 99, "written_unix": 0, "services": {}}"#;
+        let err = merge(other, &p, Instant::now()).unwrap_err();
+        assert!(err.contains("version 99"), "{err}");
+    }
+
+    #[test]
+    fn writes_are_atomic_and_the_keeper_reads_what_others_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = pools("10.0.0.1:80, 10.0.0.2:80");
+        record(&old[0], "k", 1);
+        let first = StateKeeper::start(dir.path(), old.clone());
+        first.save();
+        let new = pools("10.0.0.1:80, 10.0.0.2:80");
+        let second = StateKeeper::start(dir.path(), new.clone());
+        assert_eq!(
+            &*new[0].state().table_entry(b"k").unwrap().backend,
+            "10.0.0.2:80"
+        );
+        // The old process learns more and writes last (as it does when it exits after an
+        // upgrade); the new one merges it at its next save.
+        record(&old[0], "late", 0);
+        std::thread::sleep(Duration::from_millis(20)); // a distinct modification time
+        first.save();
+        second.save();
+        assert!(new[0].state().table_entry(b"late").is_some());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names,
+            [std::ffi::OsString::from(FILE_NAME)],
+            "no temporary file left"
+        );
+    }
+}
