@@ -4,11 +4,13 @@
 
 use crate::config::Config;
 use crate::ops::server::{self, RunOptions};
+use crate::ops::state_file;
 use crate::policy::route::{self, Unroutable};
 use crate::service::pool::Pool;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Default log filter: Roost's own events at info. Pingora's load-balancing crate repeats
 /// every health transition Roost already logs, so it is kept to errors.
@@ -134,7 +136,8 @@ fn absolute(path: &std::path::Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// `roost route`: the proxy's route resolver, with every backend healthy.
+/// `roost route`: the proxy's route resolver, with every backend healthy and the sticky table
+/// the running process saved (`server.state_dir`), if any.
 fn route(config: &Config, service: &str, key: &str) -> ExitCode {
     let Some(service_config) = config.service(service) else {
         let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
@@ -146,12 +149,18 @@ fn route(config: &Config, service: &str, key: &str) -> ExitCode {
         return ExitCode::from(2);
     };
     let pool = match Pool::new(service_config, Default::default()) {
-        Ok(pool) => pool,
+        Ok(pool) => Arc::new(pool),
         Err(e) => {
             eprintln!("roost: service {service}: cannot be built: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // The keys the running process saved go where its sticky table says.
+    if let Some(dir) = &config.server.state_dir {
+        if let Err(e) = state_file::read_into(dir, std::slice::from_ref(&pool)) {
+            eprintln!("roost: {}: {e}; answering by the ring", dir.display());
+        }
+    }
     let state = pool.state();
     let policy = &state.settings.route;
     match route::lookup(policy, key, &*state) {

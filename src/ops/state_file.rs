@@ -112,6 +112,16 @@ fn merge(bytes: &[u8], pools: &[Arc<Pool>], now: Instant) -> Result<usize, Strin
     Ok(added)
 }
 
+/// Merge `dir/state.json` into `pools` without writing anything (`roost route` answers for
+/// the keys the running process saved, too). `Ok(None)`: there is no file.
+pub fn read_into(dir: &Path, pools: &[Arc<Pool>]) -> Result<Option<usize>, String> {
+    match std::fs::read(dir.join(FILE_NAME)) {
+        Ok(bytes) => merge(&bytes, pools, Instant::now()).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Write `bytes` to `path` atomically: readers see the old file or the new one, never half.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
