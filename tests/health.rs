@@ -174,3 +174,21 @@ fn failing_health_endpoint_marks_down_although_the_port_answers() {
         .log_text()
         .contains(&format!("backend={} state=down", good.addr)));
 }
+
+/// Busy is not dead: every probe takes 1.5 s (timeout 500 ms), but the backends answer real
+/// requests at once. While they do, no backend is taken out and no key moves; once the
+/// traffic stops, the probes alone take them out, which shows the probes really fail.
+#[test]
+fn slow_probes_do_not_take_out_a_backend_that_serves() {
+    let s = site(
+        "    health_check: { path: \"/slow?ms=1500\", interval: 600ms, timeout: 500ms, rise: 1, fall: 2 }\n",
+    );
+    let before = s.mapping();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        assert_eq!(s.mapping(), before, "a key moved while its backend served");
+    }
+    let log = s.roost.log_text();
+    assert!(!log.contains("state=down"), "{log}");
+    s.wait_log("state=down", 1);
+}

@@ -14,7 +14,7 @@ use pingora::lb::Backend;
 use pingora::{Error, ErrorType, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One service's health check. A cheap handle (clones share state) so that the pool can hand
 /// it to Pingora and still reconfigure it on reload; with no check configured every probe
@@ -27,6 +27,8 @@ pub struct Checker {
 struct Shared {
     service: String,
     probe: ArcSwapOption<Probe>,
+    /// When each backend last answered a real request (passive health).
+    answered: Mutex<HashMap<std::net::SocketAddr, Instant>>,
     metrics: Arc<Metrics>,
     /// The last failure per backend, so the "down" log line can say why.
     last_error: Mutex<HashMap<String, String>>,
@@ -35,6 +37,7 @@ struct Shared {
 /// The configured check: Pingora's probe plus our timeout and thresholds.
 pub struct Probe {
     inner: Box<dyn HealthCheck + Send + Sync>,
+    interval: Duration,
     timeout: Duration,
     rise: usize,
     fall: usize,
@@ -46,6 +49,7 @@ impl Checker {
             shared: Arc::new(Shared {
                 service: service.to_string(),
                 probe: ArcSwapOption::empty(),
+                answered: Mutex::new(HashMap::new()),
                 metrics,
                 last_error: Mutex::new(HashMap::new()),
             }),
@@ -63,6 +67,39 @@ impl Checker {
     /// Whether a check is configured.
     pub fn is_active(&self) -> bool {
         self.shared.probe.load().is_some()
+    }
+
+    /// `addr` answered a real request (its response header arrived).
+    pub fn answered(&self, addr: std::net::SocketAddr) {
+        let now = Instant::now();
+        let mut answered = self
+            .shared
+            .answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        answered.insert(addr, now);
+    }
+
+    /// Busy is not dead: a probe that timed out is excused while the backend answers real
+    /// requests, as a loaded WPS server answers its GetCapabilities late but serves its
+    /// sessions. The window is the time the probes would take to mark it down anyway.
+    fn excused(&self, target: &Backend, probe: &Probe, error: &Error) -> bool {
+        let timed_out = matches!(
+            error.etype(),
+            ErrorType::ReadTimedout | ErrorType::ConnectTimedout | ErrorType::WriteTimedout
+        );
+        let Some(addr) = target.addr.as_inet() else {
+            return false;
+        };
+        let window = probe.interval * probe.fall as u32;
+        timed_out
+            && self
+                .shared
+                .answered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(addr)
+                .is_some_and(|at| at.elapsed() <= window)
     }
 }
 
@@ -94,6 +131,7 @@ impl Probe {
         };
         Ok(Self {
             inner,
+            interval: config.interval,
             timeout: config.timeout,
             rise: config.rise,
             fall: config.fall,
@@ -144,6 +182,19 @@ impl HealthCheck for Checker {
             ),
         };
         if let Err(e) = &result {
+            if self.excused(target, &probe, e) {
+                log::debug!(
+                    "health: service={} backend={} probe timed out but it answers real requests: still up",
+                    self.shared.service,
+                    target.addr
+                );
+                self.shared
+                    .metrics
+                    .probes_excused
+                    .with_label_values(&[self.shared.service.as_str(), &target.addr.to_string()])
+                    .inc();
+                return Ok(());
+            }
             let mut last = self
                 .shared
                 .last_error

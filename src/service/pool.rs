@@ -99,6 +99,11 @@ impl Pool {
         Ok(version)
     }
 
+    /// Backend `addr` answered a real request: passive health (see `Checker::answered`).
+    pub fn answered(&self, addr: std::net::SocketAddr) {
+        self.checker.answered(addr);
+    }
+
     /// The sticky table (kept whether or not the config has it on).
     pub fn table(&self) -> &Arc<StickyTable> {
         &self.table

@@ -310,6 +310,11 @@ impl ProxyHttp for WpsProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.phase("upstream_response");
+        if let Some(i) = ctx.backend {
+            if upstream_response.status.as_u16() < 500 {
+                self.pool.answered(ctx.state.members()[i].addr);
+            }
+        }
         if ctx.state.settings.route.wps_affinity
             && wps::worth_scanning(
                 upstream_response.status.as_u16(),

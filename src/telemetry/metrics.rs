@@ -24,6 +24,7 @@ pub const CONNECTIONS_REFUSED: &str = "roost_connections_refused_total";
 pub const WPS_AFFINITY: &str = "roost_wps_affinity_total";
 pub const AFFINITY_MOVES: &str = "roost_affinity_moves_total";
 pub const AFFINITY_KEYS: &str = "roost_affinity_keys";
+pub const PROBES_EXCUSED: &str = "roost_health_probes_excused_total";
 
 /// The label value for "no backend" (requests Roost answered itself).
 pub const NO_BACKEND: &str = "none";
@@ -62,6 +63,8 @@ pub struct Metrics {
     pub affinity_moves: IntCounterVec,
     /// service; set from the sticky tables at each scrape.
     pub affinity_keys: IntGaugeVec,
+    /// service, backend: probes that timed out while the backend answered real requests.
+    pub probes_excused: IntCounterVec,
 }
 
 impl Metrics {
@@ -122,6 +125,12 @@ impl Metrics {
              owner_down (it is down or refused the connection), removed (it left the config).",
             &["service", "reason"],
         );
+        let probes_excused = counter(
+            PROBES_EXCUSED,
+            "Health probes that timed out but did not count against the backend, because it \
+             answered real requests within fall x interval (busy is not dead).",
+            &["service", "backend"],
+        );
         let reloads = counter(
             RELOADS,
             "Config reloads (SIGHUP) by result: applied, invalid (the file did not load), failed.",
@@ -177,6 +186,7 @@ impl Metrics {
             wps_affinity,
             affinity_moves,
             affinity_keys,
+            probes_excused,
         }
     }
 
