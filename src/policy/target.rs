@@ -43,9 +43,14 @@ fn is_absolute(target: &[u8]) -> bool {
     !authority.is_empty() && !authority.contains(&b'@')
 }
 
-/// For an absolute-form target: the origin-form to send on (`/` when the path is empty) and
-/// the authority, which replaces the Host header (RFC 9112 §3.2.2). `None` for other forms.
-pub fn origin_form(uri: &http::Uri) -> Option<(String, String)> {
+/// For an absolute-form target (as received, raw): the origin-form to send on (`/` when the
+/// path is empty) and the authority, which replaces the Host header (RFC 9112 §3.2.2). `None`
+/// for other forms.
+pub fn origin_form(raw: &[u8]) -> Option<(String, String)> {
+    if !is_absolute(raw) {
+        return None;
+    }
+    let uri = http::Uri::try_from(raw).ok()?;
     let authority = uri.authority()?.as_str().to_string();
     let pq = uri.path_and_query().map_or("", |p| p.as_str());
     let path = if pq.starts_with('/') {
@@ -98,16 +103,14 @@ mod tests {
 
     #[test]
     fn absolute_form_becomes_origin_form() {
-        let uri: http::Uri = "http://h:8093/wps?x=1".parse().unwrap();
+        let form = |t: &str| origin_form(t.as_bytes());
         assert_eq!(
-            origin_form(&uri),
+            form("http://h:8093/wps?x=1"),
             Some(("/wps?x=1".to_string(), "h:8093".to_string()))
         );
-        let bare: http::Uri = "http://h".parse().unwrap();
-        assert_eq!(origin_form(&bare), Some(("/".to_string(), "h".to_string())));
-        let query: http::Uri = "http://h?x=1".parse().unwrap();
-        assert_eq!(origin_form(&query).unwrap().0, "/?x=1");
-        let origin: http::Uri = "/wps".parse().unwrap();
-        assert_eq!(origin_form(&origin), None);
+        assert_eq!(form("HTTP://h"), Some(("/".to_string(), "h".to_string())));
+        assert_eq!(form("http://h?x=1").unwrap().0, "/?x=1");
+        assert_eq!(form("/wps"), None);
+        assert_eq!(form("*"), None);
     }
 }
