@@ -13,7 +13,7 @@
 //! a request asking for a protocol upgrade end the framing: the bytes after them are not
 //! followed (Pingora closes the connection after a refusal; after `101` they are a tunnel).
 
-use super::screen::{HeadScan, HeadScanner};
+use super::head_scan::{HeadScan, HeadScanner};
 use super::target;
 
 /// Pingora 0.9.1 limits (its `MAX_HEADER_SIZE`, `MAX_HEADERS`): a larger head is refused.
@@ -223,7 +223,8 @@ fn head_framing(head: &[u8]) -> Result<Phase, &'static str> {
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse::<u64>().ok());
     Ok(match length {
-        _ if lengths.any(|other| other != first) => Phase::Opaque,
+        // More than one: the screen refuses it.
+        _ if lengths.next().is_some() => Phase::Opaque,
         None => Phase::Opaque,
         Some(0) => Phase::Head,
         Some(n) => Phase::Length(n),
