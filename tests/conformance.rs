@@ -268,6 +268,11 @@ impl Outcome {
             Expect::Forward(m) => self.forwarded(m),
             Expect::Either(m) => self.refused() || self.forwarded(m),
             Expect::ForwardThenRefuse(m) => self.forwarded_then(m, true),
+            Expect::RefuseLate => {
+                self.received.is_empty()
+                    && !self.answers.is_empty()
+                    && self.answers.iter().all(|a| a.status >= 400)
+            }
         }
     }
 
@@ -287,7 +292,10 @@ impl Outcome {
             }
         } else {
             let what = if self.meets(expect) {
-                "forwarded".to_string()
+                match expect {
+                    Expect::RefuseLate => "refused after the head went on".to_string(),
+                    _ => "forwarded".to_string(),
+                }
             } else {
                 let sent: Vec<String> = self
                     .received
@@ -322,6 +330,10 @@ fn run_case(proxy: &Proxy, case: &Case) -> Outcome {
     if let Ok(mut conn) = TcpStream::connect_timeout(&proxy.addr, Duration::from_secs(5)) {
         // A proxy may close before it has read everything: keep what it answered.
         let _ = conn.write_all(&case.input);
+        if !case.later.is_empty() {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = conn.write_all(&case.later);
+        }
         let mut buf = [0u8; 16 * 1024];
         loop {
             // Wait long for the answers a case expects, briefly for anything beyond them.
@@ -364,6 +376,7 @@ fn expectation(expect: &Expect) -> String {
         Expect::Forward(m) => format!("forward {}", list(m)),
         Expect::Either(m) => format!("refuse or forward {}", list(m)),
         Expect::ForwardThenRefuse(m) => format!("forward {}, refuse the next", list(m)),
+        Expect::RefuseLate => "refuse (after the head)".to_string(),
     }
 }
 

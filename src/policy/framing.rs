@@ -23,6 +23,8 @@ const MAX_HEADERS: usize = 256;
 /// Why a request is refused, and where it began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused {
+    /// 400, or 413 for a chunked body over `limits.max_body`.
+    pub status: u16,
     pub reason: &'static str,
     /// Where the refused request starts in the bytes fed last; `None` when it started in an
     /// earlier feed (its head went on already: the refusal is in its body).
@@ -81,20 +83,31 @@ pub struct Framing {
     scanner: HeadScanner,
     head: Vec<u8>,
     completed: u64,
+    /// Chunk data announced so far in the current chunked body, against `max_body` (a
+    /// Content-Length over it is the screen's to refuse).
+    body: u64,
+    max_body: u64,
 }
 
 impl Default for Framing {
     fn default() -> Self {
+        Self::new(u64::MAX)
+    }
+}
+
+impl Framing {
+    /// A connection whose chunked bodies may carry at most `max_body` bytes.
+    pub fn new(max_body: u64) -> Self {
         Self {
             phase: Phase::Head,
             scanner: HeadScanner::default(),
             head: Vec::new(),
             completed: 0,
+            body: 0,
+            max_body,
         }
     }
-}
 
-impl Framing {
     /// Requests complete so far, head and body.
     pub fn completed(&self) -> u64 {
         self.completed
@@ -117,6 +130,7 @@ impl Framing {
                         start = Some(i);
                     }
                     let refuse = |reason| Refused {
+                        status: 400,
                         reason,
                         start,
                         in_body: false,
@@ -133,6 +147,7 @@ impl Framing {
                     i += used;
                     if done {
                         self.phase = head_framing(&self.head).map_err(refuse)?;
+                        self.body = 0;
                         self.head.clear();
                         self.scanner = HeadScanner::default();
                         if self.phase == Phase::Head {
@@ -161,11 +176,19 @@ impl Framing {
                     });
                 }
                 Phase::Chunked(state) => {
-                    let next = chunk_step(state, bytes[i]).map_err(|reason| Refused {
+                    let refuse = |status, reason| Refused {
+                        status,
                         reason,
                         start,
                         in_body: true,
-                    })?;
+                    };
+                    let next = chunk_step(state, bytes[i]).map_err(|r| refuse(400, r))?;
+                    if let Some(Chunk::Data { left }) = next {
+                        self.body = self.body.saturating_add(left);
+                        if self.body > self.max_body {
+                            return Err(refuse(413, "request body exceeds limits.max_body"));
+                        }
+                    }
                     i += 1;
                     self.phase = match next {
                         Some(state) => Phase::Chunked(state),
@@ -345,6 +368,20 @@ mod tests {
                 bad.escape_ascii().to_string()
             );
         }
+    }
+
+    #[test]
+    fn chunked_bodies_over_the_limit_get_413() {
+        let mut f = Framing::new(10);
+        f.feed(CHUNKED).unwrap();
+        f.feed(b"5\r\nhello\r\n5\r\nworld\r\n").unwrap();
+        assert_eq!(f.feed(b"1\r\n").unwrap_err().status, 413);
+        let mut f = Framing::new(10);
+        f.feed(CHUNKED).unwrap();
+        f.feed(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap();
+        f.feed(CHUNKED).unwrap();
+        f.feed(b"A\r\n0123456789\r\n0\r\n\r\n").unwrap();
+        assert_eq!(f.completed(), 2);
     }
 
     #[test]

@@ -37,7 +37,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -48,6 +48,8 @@ use tokio::time::{Instant, Sleep};
 pub trait GuardLimits: Send + Sync {
     fn max_connections(&self) -> usize;
     fn header_timeout(&self) -> Duration;
+    /// `limits.max_body`, for chunked bodies.
+    fn max_body(&self) -> u64;
     /// A connection was closed for `reason` (for the metrics and the debug log).
     fn refused(&self, reason: &'static str);
 }
@@ -189,6 +191,9 @@ pub struct GuardedStream {
     framing: Framing,
     /// Requests Pingora has started to read on this connection.
     sessions: AtomicUsize,
+    /// Whether anything was written since Pingora started reading the current request (its
+    /// answer has begun).
+    answered: AtomicBool,
     /// A refused request that follows requests still being answered: refused when Pingora
     /// comes to read it, so the earlier ones get their answers first, in order.
     pending: Option<Refused>,
@@ -208,14 +213,16 @@ impl GuardedStream {
         reading_header: Arc<AtomicUsize>,
     ) -> Self {
         let timeout = limits.header_timeout();
+        let framing = Framing::new(limits.max_body());
         Self {
             inner,
             limits,
             timeout,
             deadline: Instant::now() + timeout,
             timer: None,
-            framing: Framing::default(),
+            framing,
             sessions: AtomicUsize::new(0),
+            answered: AtomicBool::new(false),
             pending: None,
             _open: open,
             in_header: Some(Counted::new(&reading_header).0),
@@ -227,6 +234,7 @@ impl GuardedStream {
     /// reading more requests than were handed on whole, every earlier one is answered.
     fn next_request(&self) {
         self.sessions.fetch_add(1, Ordering::Relaxed);
+        self.answered.store(false, Ordering::Relaxed);
     }
 
     /// Whether Pingora is reading the request after the last one handed on whole.
@@ -234,7 +242,7 @@ impl GuardedStream {
         self.sessions.load(Ordering::Relaxed) as u64 > self.framing.completed()
     }
 
-    /// Answers `400` and fails the read: Pingora never parses this request.
+    /// Answers `400` (or `413`) and fails the read.
     fn refuse(&mut self, cx: &mut Context<'_>, refused: Refused) -> Poll<io::Result<()>> {
         self.limits.refused(if refused.in_body {
             "bad_framing"
@@ -242,7 +250,7 @@ impl GuardedStream {
             "bad_header"
         });
         log::debug!("refused a request: {}", refused.reason);
-        let answer = Refusal::new(400, refused.reason).to_http1();
+        let answer = Refusal::new(refused.status, refused.reason).to_http1();
         let _ = Pin::new(&mut self.inner).poll_write(cx, &answer);
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -304,10 +312,14 @@ impl AsyncRead for GuardedStream {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
                 if let Err(refused) = this.framing.feed(&buf.filled()[before..]) {
                     match refused.start {
-                        // Its head went on already: fail the body read (Pingora answers 400
-                        // if it has not answered yet, and closes).
+                        // Its head went on already: fail the body read, which ends the request
+                        // (the backend sees it cut short) and closes the connection; the
+                        // client is told why unless its answer has begun.
                         None => {
                             buf.set_filled(before);
+                            if !this.answered.load(Ordering::Relaxed) {
+                                return this.refuse(cx, refused);
+                            }
                             this.limits.refused("bad_framing");
                             log::debug!("refused a request body: {}", refused.reason);
                             return Poll::Ready(Err(io::Error::new(
@@ -359,7 +371,11 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -375,7 +391,11 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

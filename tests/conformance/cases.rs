@@ -20,12 +20,17 @@ pub enum Expect {
     Either(Vec<Msg>),
     /// These are forwarded and answered in order, then the next request is refused.
     ForwardThenRefuse(Vec<Msg>),
+    /// Refused once the fault arrives, after the head went on: the backend may have seen the
+    /// request cut short (bodies are streamed), never a complete one.
+    RefuseLate,
 }
 
 pub struct Case {
     pub name: &'static str,
     pub class: &'static str,
     pub input: Vec<u8>,
+    /// Sent a moment after `input`, when the proxy has surely acted on it.
+    pub later: Vec<u8>,
     pub expect: Expect,
 }
 
@@ -33,7 +38,7 @@ impl Case {
     /// The methods of the requests answered, in order (a HEAD answer has no body).
     pub fn methods(&self) -> Vec<&'static str> {
         match &self.expect {
-            Expect::Refuse => vec!["GET"],
+            Expect::Refuse | Expect::RefuseLate => vec!["GET"],
             Expect::Forward(m) | Expect::Either(m) => m.iter().map(|m| m.method).collect(),
             Expect::ForwardThenRefuse(m) => m.iter().map(|m| m.method).chain(["GET"]).collect(),
         }
@@ -53,7 +58,16 @@ fn case(name: &'static str, class: &'static str, input: &[u8], expect: Expect) -
         name,
         class,
         input: input.to_vec(),
+        later: Vec::new(),
         expect,
+    }
+}
+
+/// A case whose `later` bytes follow after a pause.
+fn split(name: &'static str, class: &'static str, input: &[u8], later: &[u8]) -> Case {
+    Case {
+        later: later.to_vec(),
+        ..case(name, class, input, Expect::RefuseLate)
     }
 }
 
@@ -308,6 +322,18 @@ pub fn all() -> Vec<Case> {
             "limits",
             &chunked(format!("1388\r\n{}\r\n0\r\n\r\n", "x".repeat(5000)).as_bytes()),
             Refuse,
+        ),
+        split(
+            "chunked-bad-size-later",
+            "chunked",
+            &chunked(b"5\r\nhello\r\n"),
+            b"Z\r\n\r\n",
+        ),
+        split(
+            "chunked-over-limit-later",
+            "limits",
+            &chunked(format!("100\r\n{}\r\n", "x".repeat(256)).as_bytes()),
+            format!("400\r\n{}\r\n0\r\n\r\n", "y".repeat(1024)).as_bytes(),
         ),
         case(
             "header-incomplete-timeout",
