@@ -22,6 +22,8 @@ pub fn check(method: &[u8], target: &[u8]) -> Result<(), &'static str> {
         [b'/', ..] => Ok(()),
         b"*" if method == b"OPTIONS" => Ok(()),
         b"*" => Err("request target `*` is for OPTIONS only"),
+        // Authority-form: the screen refuses CONNECT itself (405).
+        _ if method == b"CONNECT" => Ok(()),
         _ if is_absolute(target) => Ok(()),
         _ => Err("request target is neither origin-form nor absolute-form"),
     }
