@@ -143,6 +143,26 @@ pub fn all() -> Vec<Case> {
             b"GET /p1 HTTP/1.1\r\nHost: h\r\n\r\nGET /p2 HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",
             Expect::ForwardThenRefuse(vec![msg("GET", "/p1", b"")]),
         ),
+        // RFC 9112 §9.6: nothing after a request with `Connection: close` is processed.
+        case(
+            "pipeline-close-then-get",
+            "pipelining",
+            b"GET /p1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /p2 HTTP/1.1\r\nHost: h\r\n\r\n",
+            fwd(&[("GET", "/p1", b"")]),
+        ),
+        // A refused request closes the connection: what follows is never taken as a request.
+        case(
+            "pipeline-refused-then-get",
+            "pipelining",
+            b"GET ! HTTP/1.1\r\nHost: h\r\n\r\nGET /p2 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            Refuse,
+        ),
+        case(
+            "pipeline-413-then-get",
+            "pipelining",
+            b"POST /p1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\nGET /p2 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            Refuse,
+        ),
         // RFC 9112 §7.1: chunk-size = 1*HEXDIG, chunk = size [ext] CRLF data CRLF.
         case(
             "chunked-valid",
