@@ -19,6 +19,9 @@ use super::target;
 /// Pingora 0.9.1 limits (its `MAX_HEADER_SIZE`, `MAX_HEADERS`): a larger head is refused.
 const MAX_HEAD: usize = 1_048_575;
 const MAX_HEADERS: usize = 256;
+/// A connection keeps a head buffer up to this size for its next request; a larger one is
+/// freed.
+const KEEP_HEAD_CAPACITY: usize = 16 * 1024;
 
 /// Why a request is refused, and where it began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +116,11 @@ impl Framing {
         self.completed
     }
 
+    /// Whether the requests are still followed (see the module docs for when they are not).
+    pub fn following(&self) -> bool {
+        self.phase != Phase::Opaque
+    }
+
     /// Whether a request head has started and not ended.
     pub fn in_head(&self) -> bool {
         self.phase == Phase::Head && !self.head.is_empty()
@@ -148,7 +156,11 @@ impl Framing {
                     if done {
                         self.phase = head_framing(&self.head).map_err(refuse)?;
                         self.body = 0;
-                        self.head.clear();
+                        if self.head.capacity() > KEEP_HEAD_CAPACITY {
+                            self.head = Vec::new();
+                        } else {
+                            self.head.clear();
+                        }
                         self.scanner = HeadScanner::default();
                         if self.phase == Phase::Head {
                             self.completed += 1;

@@ -80,20 +80,28 @@ pub fn chunked(bytes: &[u8]) -> Result<(Vec<u8>, usize), Split> {
         let line_end = find_crlf(&bytes[at..])?;
         let line = &bytes[at..at + line_end];
         let size_len = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-        if size_len == 0 || size_len > 15 {
-            return invalid(format!(
-                "chunk size line {:?}",
-                line.escape_ascii().to_string()
-            ));
-        }
+        // chunk-size [ BWS ";" ext ]: whitespace only before an extension.
         let rest = &line[size_len..];
-        if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| b == b'\r' || b == b'\n') {
+        let ext_at = rest
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        let ext_ok = match rest.get(ext_at) {
+            None => ext_at == 0,
+            Some(b';') => true,
+            Some(_) => false,
+        };
+        if size_len == 0
+            || size_len > 16
+            || !ext_ok
+            || rest.iter().any(|&b| b == b'\r' || b == b'\n')
+        {
             return invalid(format!(
                 "chunk size line {:?}",
                 line.escape_ascii().to_string()
             ));
         }
-        let size = usize::from_str_radix(std::str::from_utf8(&line[..size_len]).unwrap(), 16)
+        let size = u64::from_str_radix(std::str::from_utf8(&line[..size_len]).unwrap(), 16)
             .expect("hex digits");
         at += line_end + 2;
         if size == 0 {
@@ -110,9 +118,10 @@ pub fn chunked(bytes: &[u8]) -> Result<(Vec<u8>, usize), Split> {
                 }
             }
         }
-        if bytes.len() < at + size + 2 {
+        if ((bytes.len() - at) as u64) < size.saturating_add(2) {
             return Err(Split::Partial);
         }
+        let size = size as usize;
         body.extend_from_slice(&bytes[at..at + size]);
         at += size;
         if &bytes[at..at + 2] != b"\r\n" {
