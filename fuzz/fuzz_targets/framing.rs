@@ -29,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
     let mut whole = Framing::default();
     let verdict = whole.feed(&bytes);
     let mut parts = Framing::default();
-    let split = parts.feed(&bytes[..at]).and_then(|()| parts.feed(&bytes[at..]));
+    let split = parts
+        .feed(&bytes[..at])
+        .and_then(|()| parts.feed(&bytes[at..]));
     assert_eq!(verdict.is_ok(), split.is_ok());
     assert_eq!(verdict.map_err(|r| r.reason), split.map_err(|r| r.reason));
     assert_eq!(whole.completed(), parts.completed());
@@ -57,7 +59,10 @@ fuzz_target!(|data: &[u8]| {
             // An unfinished head is judged whole when it ends; nothing of it goes on before.
             Err(http1::Split::Invalid(_)) if whole.in_head() => break,
             Err(http1::Split::Invalid(why)) => {
-                panic!("accepted but invalid after {} requests: {why}", boundaries.len())
+                panic!(
+                    "accepted but invalid after {} requests: {why}",
+                    boundaries.len()
+                )
             }
         }
         if from == accepted.len() {
@@ -73,7 +78,11 @@ fuzz_target!(|data: &[u8]| {
         check.feed(&accepted[fed..end - 1]).unwrap();
         assert_eq!(check.completed(), k as u64, "request {k} ended early");
         check.feed(&accepted[end - 1..end]).unwrap();
-        assert_eq!(check.completed(), k as u64 + 1, "request {k} did not end at {end}");
+        assert_eq!(
+            check.completed(),
+            k as u64 + 1,
+            "request {k} did not end at {end}"
+        );
         fed = end;
     }
 });
