@@ -3,6 +3,7 @@
 //! URL or response names. No sockets, no clocks read here: every rule is unit-tested with
 //! plain values. Depends only on `config`.
 
+pub mod framing;
 pub mod head_scan;
 pub mod headers;
 pub mod key;
@@ -11,4 +12,5 @@ pub mod route;
 pub mod screen;
 pub(crate) mod select;
 pub(crate) mod sticky;
+pub(crate) mod target;
 pub(crate) mod wps;

@@ -7,9 +7,13 @@
 //!   so a client trickling a header one byte a second (slowloris) would hold a connection
 //!   for days; here it gets `408` and is closed.
 //!
-//! [`Guard`] wraps every accepted stream in a [`GuardedStream`] that watches the bytes read
-//! for the end of the header (`\r\n\r\n`); [`Rearm`] sits between Pingora's keep-alive loop
-//! and the proxy and re-arms the clock before each further request on the connection.
+//! [`Guard`] wraps every accepted stream in a [`GuardedStream`] that runs the bytes read
+//! through [`Framing`] (where each request's head and body end, strictly) before Pingora sees
+//! them: a request it refuses gets `400` and is never parsed by Pingora. When it follows
+//! pipelined requests that are fine, those are handed on and answered first; the refusal
+//! comes when Pingora reads the refused one ([`Rearm`] sits between Pingora's keep-alive loop
+//! and the proxy and tells the stream each time Pingora starts reading a request). A fault in
+//! the body of a request already handed on fails Pingora's body read instead.
 //!
 //! It also keeps a stop or hot upgrade from losing requests: Pingora's cleanup, when the
 //! listener closes, drops every connection still waiting for a request header. That is meant
@@ -18,7 +22,7 @@
 //! header has only partly arrived; their clients would see the connection closed without an
 //! answer. [`Guard`] lets those headers arrive before it hands on to Pingora's cleanup.
 
-use crate::policy::head_scan::{HeadScan, HeadScanner};
+use crate::policy::framing::{Framing, Refused};
 use crate::policy::refusal::Refusal;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
@@ -33,7 +37,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,6 +48,8 @@ use tokio::time::{Instant, Sleep};
 pub trait GuardLimits: Send + Sync {
     fn max_connections(&self) -> usize;
     fn header_timeout(&self) -> Duration;
+    /// `limits.max_body`, for chunked bodies.
+    fn max_body(&self) -> u64;
     /// A connection was closed for `reason` (for the metrics and the debug log).
     fn refused(&self, reason: &'static str);
 }
@@ -137,7 +143,8 @@ impl Drop for Counted {
     }
 }
 
-/// Re-arms the header clock of the connection before each request after the first.
+/// Tells the connection's stream that Pingora starts reading another request (see
+/// [`GuardedStream::next_request`]).
 pub struct Rearm<A>(Arc<A>);
 
 #[async_trait]
@@ -169,27 +176,31 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Rearm<A> {
     }
 }
 
-/// Header clock states.
-const RUNNING: u8 = 0; // counting since the connection started
-const WAITING: u8 = 1; // a later request: starts counting at its first byte
-const DONE: u8 = 2; // the header is complete: no limit (the body has its own timeout)
-
-/// A client stream that enforces the header deadline on reads.
+/// A client stream that enforces the header deadline on reads and hands Pingora only
+/// requests whose framing [`Framing`] accepts.
 pub struct GuardedStream {
     inner: Stream,
     limits: Arc<dyn GuardLimits>,
     timeout: Duration,
-    state: AtomicU8,
     /// When the header being read must be complete.
     deadline: Instant,
     /// Armed only while a read of an unfinished header waits for more bytes: most headers
     /// arrive in one read and never need a timer (a timer per request cost ~1 µs).
     timer: Option<Pin<Box<Sleep>>>,
-    /// Watches the header bytes for its end and for what must be refused.
-    scanner: HeadScanner,
+    /// Follows every request on the connection (pipelined ones too) and says what to refuse.
+    framing: Framing,
+    /// Requests Pingora has started to read on this connection.
+    sessions: AtomicUsize,
+    /// Whether anything was written since Pingora started reading the current request (its
+    /// answer has begun).
+    answered: AtomicBool,
+    /// A refused request that follows requests still being answered: refused when Pingora
+    /// comes to read it, so the earlier ones get their answers first, in order.
+    pending: Option<Refused>,
     _open: Counted,
-    /// Counts this connection among those reading a header while it does: `in_header` is
-    /// `Some` exactly while `state` is `RUNNING`.
+    /// Counts this connection among those reading a header while it does: `Some` from the
+    /// connection's start until its first header is complete, and from the first byte of
+    /// each later header until it is complete (the header clock runs exactly then).
     reading_header: Arc<AtomicUsize>,
     in_header: Option<Counted>,
 }
@@ -202,25 +213,66 @@ impl GuardedStream {
         reading_header: Arc<AtomicUsize>,
     ) -> Self {
         let timeout = limits.header_timeout();
+        let framing = Framing::new(limits.max_body());
         Self {
             inner,
             limits,
             timeout,
-            state: AtomicU8::new(RUNNING),
             deadline: Instant::now() + timeout,
             timer: None,
-            scanner: HeadScanner::default(),
+            framing,
+            sessions: AtomicUsize::new(0),
+            answered: AtomicBool::new(false),
+            pending: None,
             _open: open,
             in_header: Some(Counted::new(&reading_header).0),
             reading_header,
         }
     }
 
-    /// Called before each request; the first one is already counting.
+    /// Called before Pingora reads each request, the first included. Once it has started
+    /// reading more requests than were handed on whole, every earlier one is answered.
     fn next_request(&self) {
-        let _ = self
-            .state
-            .compare_exchange(DONE, WAITING, Ordering::Relaxed, Ordering::Relaxed);
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+        self.answered.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether Pingora is reading the request after the last one handed on whole.
+    fn reading_next(&self) -> bool {
+        self.sessions.load(Ordering::Relaxed) as u64 > self.framing.completed()
+    }
+
+    /// Answers `400` (or `413`) and fails the read.
+    fn refuse(&mut self, cx: &mut Context<'_>, refused: Refused) -> Poll<io::Result<()>> {
+        self.limits.refused(if refused.in_body {
+            "bad_framing"
+        } else {
+            "bad_header"
+        });
+        log::debug!("refused a request: {}", refused.reason);
+        let answer = Refusal::new(refused.status, refused.reason).to_http1();
+        let _ = Pin::new(&mut self.inner).poll_write(cx, &answer);
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            refused.reason,
+        )))
+    }
+
+    /// The header clock runs while a header is on its way: from the connection's start for
+    /// the first, from its first byte for a later one.
+    fn follow_clock(&mut self) {
+        match (self.framing.in_head(), self.in_header.is_some()) {
+            (true, false) => {
+                self.deadline = Instant::now() + self.timeout;
+                self.timer = None;
+                self.in_header = Some(Counted::new(&self.reading_header).0);
+            }
+            (false, true) => {
+                self.timer = None;
+                self.in_header = None;
+            }
+            _ => {}
+        }
     }
 
     /// Answers `408` and fails the read: the header did not arrive in time.
@@ -242,8 +294,14 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let state = this.state.load(Ordering::Relaxed);
-        if let (RUNNING, Some(timer)) = (state, this.timer.as_mut()) {
+        if let Some(refused) = this.pending {
+            if this.reading_next() {
+                return this.refuse(cx, refused);
+            }
+            // An earlier request's idle read while it is answered: nothing more for it.
+            return Poll::Pending;
+        }
+        if let (Some(_), Some(timer)) = (&this.in_header, this.timer.as_mut()) {
             if timer.as_mut().poll(cx).is_ready() {
                 return this.timed_out(cx);
             }
@@ -251,37 +309,47 @@ impl AsyncRead for GuardedStream {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         match &result {
-            Poll::Ready(Ok(())) if buf.filled().len() > before && state != DONE => {
-                if state == WAITING {
-                    // A later request starts counting at its first byte.
-                    this.state.store(RUNNING, Ordering::Relaxed);
-                    this.deadline = Instant::now() + this.timeout;
-                    this.timer = None;
-                    this.scanner = HeadScanner::default();
-                    this.in_header = Some(Counted::new(&this.reading_header).0);
-                }
-                match this.scanner.feed(&buf.filled()[before..]) {
-                    HeadScan::More => {}
-                    HeadScan::Complete(_) => {
-                        this.state.store(DONE, Ordering::Relaxed);
-                        this.timer = None;
-                        this.in_header = None;
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                if let Err(refused) = this.framing.feed(&buf.filled()[before..]) {
+                    match refused.start {
+                        // Its head went on already: fail the body read, which ends the request
+                        // (the backend sees it cut short) and closes the connection; the
+                        // client is told why unless its answer has begun.
+                        None => {
+                            buf.set_filled(before);
+                            if !this.answered.load(Ordering::Relaxed) {
+                                return this.refuse(cx, refused);
+                            }
+                            this.limits.refused("bad_framing");
+                            log::debug!("refused a request body: {}", refused.reason);
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                refused.reason,
+                            )));
+                        }
+                        // Hand on the requests before it; refuse it when Pingora reads it.
+                        Some(start) if start > 0 => {
+                            buf.set_filled(before + start);
+                            this.pending = Some(refused);
+                            this.in_header = None;
+                            this.timer = None;
+                            return result;
+                        }
+                        Some(_) => {
+                            buf.set_filled(before);
+                            if this.reading_next() {
+                                return this.refuse(cx, refused);
+                            }
+                            this.pending = Some(refused);
+                            this.in_header = None;
+                            this.timer = None;
+                            return Poll::Pending;
+                        }
                     }
-                    HeadScan::Reject(reason) => {
-                        // The bytes are not handed on: Pingora never parses this request.
-                        buf.set_filled(before);
-                        this.limits.refused("bad_header");
-                        log::debug!("refused a request header: {reason}");
-                        let _ = Pin::new(&mut this.inner)
-                            .poll_write(cx, &Refusal::malformed_header().to_http1());
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            reason,
-                        )));
-                    }
                 }
+                this.follow_clock();
             }
-            Poll::Pending if state == RUNNING => {
+            Poll::Pending if this.in_header.is_some() => {
                 // An unfinished header waits for bytes: wake up at the deadline.
                 let deadline = this.deadline;
                 let timer = this
@@ -303,7 +371,11 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -319,7 +391,11 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -371,7 +447,7 @@ impl fmt::Debug for GuardedStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GuardedStream")
             .field("inner", &self.inner)
-            .field("state", &self.state)
+            .field("framing", &self.framing)
             .finish()
     }
 }

@@ -170,6 +170,10 @@ impl GuardLimits for Pool {
         self.state.load().settings.timeouts.client_header
     }
 
+    fn max_body(&self) -> u64 {
+        self.state.load().settings.limits.max_body
+    }
+
     fn refused(&self, reason: &'static str) {
         log::debug!("service {}: connection refused: {reason}", self.name);
         self.metrics

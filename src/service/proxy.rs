@@ -15,6 +15,7 @@ use crate::policy::key;
 use crate::policy::refusal::{self, Failure, Refusal};
 use crate::policy::route::{self, Ask};
 use crate::policy::screen;
+use crate::policy::target;
 use crate::policy::wps::{self, JobScanner, JobTable};
 use crate::service::context::RequestCtx;
 use crate::service::pool::Pool;
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorType, OrErr, Result};
 use prometheus::{Histogram, IntCounter};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -173,6 +174,10 @@ impl ProxyHttp for WpsProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.phase("filter");
+        // Requests a client pipelines are answered in order, each its own session (RFC 9112
+        // §9.3.2); without this Pingora answers the first and drops the rest. The guard hands
+        // on only requests whose framing it accepted, and every refusal closes the connection.
+        session.as_downstream_mut().set_pipelining_enabled(true);
         let (limits, timeouts) = (ctx.state.settings.limits, ctx.state.settings.timeouts);
         let req = session.req_header();
         let screened = screen::screen(
@@ -282,6 +287,15 @@ impl ProxyHttp for WpsProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.phase("upstream_request");
+        // RFC 9112 §3.2.2: an absolute-form target goes on in origin-form, with its authority
+        // as Host (the one the client sent is ignored).
+        if let Some((path, authority)) = target::origin_form(upstream_request.raw_path()) {
+            let uri = path
+                .parse()
+                .or_err(ErrorType::InvalidHTTPHeader, "origin-form of the target")?;
+            upstream_request.set_uri(uri);
+            upstream_request.insert_header(http::header::HOST, authority)?;
+        }
         let state = &ctx.state;
         // Only HTTP/1.0 clients omit Host: look the address up only then.
         let fallback_host = match (

@@ -54,8 +54,9 @@ pub struct Metrics {
     /// result (`applied` | `invalid` | `failed`).
     pub reloads: IntCounterVec,
     pub access_log_dropped: IntCounter,
-    /// service, reason (`too_many_connections` | `header_timeout` | `bad_header`): connections
-    /// closed before a request reached the proxy.
+    /// service, reason (`too_many_connections` | `header_timeout` | `bad_header` |
+    /// `bad_framing`): connections closed by the guard (before a request reached the proxy,
+    /// or for a body's framing).
     pub connections_refused: IntCounterVec,
     /// service, event (`learned` | `routed` | `unavailable`): `wps_affinity` at work.
     pub wps_affinity: IntCounterVec,
