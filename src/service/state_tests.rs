@@ -51,6 +51,7 @@ fn service(backends: &[(u8, u32)], when_down: WhenDown) -> ServiceConfig {
         hash: HashPolicy {
             header: http::HeaderName::from_static("machineid"),
             missing: MissingKey::RoundRobin,
+            algorithm: Default::default(),
         },
         backends: backends
             .iter()
