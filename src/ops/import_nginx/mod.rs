@@ -4,11 +4,13 @@
 //! (where a request goes may differ from NGINX) make the command refuse to write unless
 //! `--allow-approximate` is given.
 //!
-//! `parse` reads nginx.conf syntax, `translate` maps directives onto services, `values`
-//! converts argument forms; this module writes the YAML and runs the command.
+//! `parse` reads nginx.conf syntax, `translate` maps directives onto services (`upstream`:
+//! backends and hashing; `settings`: timeouts, limits, headers), `values` converts argument forms; this module writes the YAML and runs the command.
 
 pub mod parse;
+pub mod settings;
 pub mod translate;
+pub mod upstream;
 pub mod values;
 
 use std::fmt::Write as _;

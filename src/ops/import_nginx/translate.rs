@@ -6,6 +6,7 @@
 //! ignored (it does not change where a request goes).
 
 use super::parse::Directive;
+use super::settings::Inherited;
 use super::values;
 use std::collections::BTreeMap;
 
@@ -17,12 +18,12 @@ pub struct Report {
 }
 
 impl Report {
-    fn approximate(&mut self, d: &Directive, why: &str) {
+    pub(super) fn approximate(&mut self, d: &Directive, why: &str) {
         self.approximated
             .push(format!("{}: `{}`: {why}", d.at(), d.text()));
     }
 
-    fn ignore(&mut self, d: &Directive, why: &str) {
+    pub(super) fn ignore(&mut self, d: &Directive, why: &str) {
         self.ignored
             .push(format!("{}: `{}`: {why}", d.at(), d.text()));
     }
@@ -35,7 +36,7 @@ pub struct Value {
     pub from: String,
 }
 
-fn value(yaml: String, d: &Directive) -> Value {
+pub(super) fn value(yaml: String, d: &Directive) -> Value {
     Value {
         yaml,
         from: d.text(),
@@ -89,44 +90,6 @@ const ROUTING: &[&str] = &[
     "split_clients",
     "geo",
 ];
-
-/// Proxy settings as NGINX inherits them: an inner level's directive replaces the outer one
-/// (for `proxy_set_header`, the inner list replaces the whole outer list).
-#[derive(Debug, Clone, Default)]
-struct Inherited {
-    single: BTreeMap<&'static str, Directive>,
-    headers: Option<Vec<Directive>>,
-}
-
-/// NGINX directive → (Roost section, key).
-const SETTINGS: &[(&str, &str, &str)] = &[
-    ("proxy_read_timeout", "timeouts", "upstream_read"),
-    ("proxy_connect_timeout", "timeouts", "upstream_connect"),
-    ("proxy_send_timeout", "timeouts", "upstream_write"),
-    ("client_header_timeout", "timeouts", "client_header"),
-    ("client_body_timeout", "timeouts", "client_body"),
-    ("keepalive_timeout", "timeouts", "keepalive"),
-    ("client_max_body_size", "limits", "max_body"),
-];
-
-impl Inherited {
-    /// Take `d` if it is an inherited proxy setting; false otherwise.
-    fn take(&mut self, d: &Directive, fresh_headers: &mut bool) -> bool {
-        if let Some((name, _, _)) = SETTINGS.iter().find(|(n, _, _)| *n == d.name) {
-            self.single.insert(name, d.clone());
-            return true;
-        }
-        if d.name == "proxy_set_header" {
-            if !*fresh_headers {
-                self.headers = Some(Vec::new());
-                *fresh_headers = true;
-            }
-            self.headers.get_or_insert_with(Vec::new).push(d.clone());
-            return true;
-        }
-        false
-    }
-}
 
 pub fn translate(top: &[Directive]) -> Translation {
     let mut t = Translation::default();
@@ -296,7 +259,7 @@ fn translate_server(
         Some(up) => {
             up.used = true;
             service.from = format!("upstream {target} ({}), {}", up.block.at(), service.from);
-            upstream(up.block, &mut service, t);
+            super::upstream::translate(up.block, &mut service, t);
         }
         None => match values::backend(&target) {
             Ok(address) => {
@@ -317,7 +280,7 @@ fn translate_server(
     }
     service.name = unique_name(&target, names);
     listen(&listens, server, &mut service, t);
-    settings_of(settings, &mut service, t);
+    super::settings::apply(settings, &mut service, t);
     t.services.push(service);
 }
 
@@ -420,181 +383,6 @@ fn listen(listens: &[&Directive], server: &Directive, s: &mut Service, t: &mut T
                     server.at()
                 ),
             );
-        }
-    }
-}
-
-fn upstream(block: &Directive, s: &mut Service, t: &mut Translation) {
-    let mut method: Option<&Directive> = None;
-    for d in block.children() {
-        match d.name.as_str() {
-            "server" => server_line(d, s, t),
-            "hash" | "ip_hash" | "least_conn" | "random" | "least_time" | "sticky" | "ntlm" => {
-                method = Some(d)
-            }
-            "keepalive" => {}
-            _ => t.report.ignore(d, "does not change where requests go"),
-        }
-    }
-    let Some(d) = method else {
-        t.report.approximate(
-            block,
-            "no hash: NGINX balances every request round robin; Roost does so for requests \
-             without the key header and keeps a request that carries one on its key's backend",
-        );
-        return;
-    };
-    match (d.name.as_str(), d.args.as_slice()) {
-        ("hash", [key, rest @ ..]) if rest.is_empty() || rest == ["consistent"] => {
-            let Some(header) = values::header_of(key) else {
-                t.report.approximate(
-                    d,
-                    "Roost hashes on one request header ($http_NAME); this key is not one; \
-                     left at Roost's default (header machineid)",
-                );
-                return;
-            };
-            s.hash.push(("header", value(values::quote(&header), d)));
-            if rest.is_empty() {
-                s.hash.push((
-                    "algorithm",
-                    Value {
-                        yaml: "nginx_hash".into(),
-                        from: "plain hash (no consistent): NGINX's own mapping, key for key".into(),
-                    },
-                ));
-            } else {
-                s.hash.push((
-                    "algorithm",
-                    Value {
-                        yaml: "ketama".into(),
-                        from: "consistent: the same Ketama ring as NGINX, key for key".into(),
-                    },
-                ));
-            }
-        }
-        ("ip_hash", []) => {
-            s.hash.push(("missing", value("client_ip".into(), d)));
-            t.report.approximate(
-                d,
-                "Roost hashes the client address only for requests without the key header \
-                 (hash.missing: client_ip), on the whole address with Ketama; NGINX's ip_hash \
-                 hashes the first three octets of an IPv4 address (a /24 stays together) with \
-                 its own function, for every request: each client moves once, and requests \
-                 carrying a machineid header follow the header",
-            );
-        }
-        _ => t.report.approximate(
-            d,
-            "a balancing method Roost does not have; Roost hashes on the machineid header",
-        ),
-    }
-}
-
-fn server_line(d: &Directive, s: &mut Service, t: &mut Translation) {
-    let Some(addr) = d.args.first() else {
-        t.report.approximate(d, "server without an address");
-        return;
-    };
-    let address = match values::backend(addr) {
-        Ok(a) => a,
-        Err(why) => {
-            t.report.approximate(d, &why);
-            return;
-        }
-    };
-    let mut weight = "1".to_string();
-    let mut notes = Vec::new();
-    for param in &d.args[1..] {
-        let (k, v) = param.split_once('=').unwrap_or((param, ""));
-        match k {
-            "weight" => weight = v.to_string(),
-            "max_fails" | "fail_timeout" => notes.push(param.as_str()),
-            "backup" => {
-                t.report.approximate(
-                    d,
-                    "backup: Roost has no backup tier; left out (NGINX's hash never picks a \
-                     backup either; NGINX used it only when no other server could be tried)",
-                );
-                return;
-            }
-            "down" => t.report.approximate(
-                d,
-                "down: kept in the list, so its weight still counts as in NGINX and no other \
-                 key moves, but Roost sends it requests while its health check passes \
-                 (there is no per-backend down flag yet)",
-            ),
-            _ => t
-                .report
-                .approximate(d, &format!("`{param}`: not translated")),
-        }
-    }
-    if !notes.is_empty() {
-        t.report.ignore(
-            d,
-            &format!(
-                "{}: Roost counts no passive failures; it retries a refused connection on the \
-                 next backend as NGINX does, and takes a backend out by its health_check",
-                notes.join(" ")
-            ),
-        );
-    }
-    s.backends.push(value(
-        format!(
-            "{{ address: {}, weight: {weight} }}",
-            values::quote(&address)
-        ),
-        d,
-    ));
-}
-
-fn settings_of(settings: &Inherited, s: &mut Service, t: &mut Translation) {
-    for (name, section, key) in SETTINGS {
-        let Some(d) = settings.single.get(name) else {
-            continue;
-        };
-        let Some(arg) = d.args.first() else { continue };
-        let converted = if *section == "limits" {
-            values::size(arg).map_err(str::to_string)
-        } else {
-            values::duration(arg).ok_or_else(|| "not an NGINX time".to_string())
-        };
-        match converted {
-            Ok(v) => {
-                let entry = (*key, value(values::quote(&v), d));
-                if *section == "limits" {
-                    s.limits.push(entry);
-                } else {
-                    s.timeouts.push(entry);
-                }
-            }
-            Err(why) => t
-                .report
-                .ignore(d, &format!("{why}; Roost's default applies")),
-        }
-    }
-    for d in settings.headers.iter().flatten() {
-        let [name, val] = d.args.as_slice() else {
-            t.report.ignore(d, "not understood");
-            continue;
-        };
-        let same = match (name.to_ascii_lowercase().as_str(), val.as_str()) {
-            ("host", "$host" | "$http_host") => Some("Roost forwards the client's Host unchanged"),
-            ("x-forwarded-for", "$proxy_add_x_forwarded_for") => {
-                Some("Roost appends the client address to X-Forwarded-For")
-            }
-            ("x-forwarded-proto", "$scheme" | "http") => Some("Roost sets X-Forwarded-Proto: http"),
-            ("x-forwarded-host", "$host" | "$http_host") => {
-                Some("Roost sets X-Forwarded-Host to the client's Host")
-            }
-            _ => None,
-        };
-        match same {
-            Some(why) => s.notes.push(format!("{}: {why}", d.text())),
-            None => t.report.ignore(
-                d,
-                "Roost does not set this header (it sends Host, X-Forwarded-For/-Proto/-Host)",
-            ),
         }
     }
 }
