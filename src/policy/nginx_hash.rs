@@ -12,7 +12,9 @@
 //! - a server that is down, failed (passive `max_fails`) or already tried for this request is
 //!   passed over and the next try is computed; after 21 tries NGINX gives up hashing and takes
 //!   its weighted round robin over what is left ([`Pick::RoundRobin`]);
-//! - an upstream with a single server skips hashing altogether (round robin over one server).
+//! - an upstream with a single server skips hashing altogether (round robin over one server);
+//! - an empty key is not hashed either: NGINX balances it round robin, which is what
+//!   `hash.missing: round_robin` does before this module is asked.
 //!
 //! NGINX's retry after a failed connection continues the same sequence with the failed server
 //! marked tried; asking [`NginxHash::pick`] again with that server reported unusable gives the
