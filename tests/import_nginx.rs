@@ -235,3 +235,61 @@ fn a_birdhouse_nginx_config_imports_and_routes_like_nginx() {
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
+
+/// What the command answers: approximations listed and nothing written (exit 1) unless
+/// `--allow-approximate`; a syntax error names file:line (exit 2); stdout without `-o`.
+#[test]
+fn approximations_refuse_to_write_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        "http {\n  upstream wps { ip_hash; server 127.0.0.1:8093; server 127.0.0.2:8093 backup; }\n\
+         server { listen 127.0.0.1:18093; location / { proxy_pass http://wps; } }\n}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("roost.yaml");
+    let (c, o) = (conf.to_str().unwrap(), out.to_str().unwrap());
+
+    let (code, stdout, stderr) = run_roost(&["import-nginx", c, "-o", o]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("2 directives without an exact Roost equivalent"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nginx.conf:2: `ip_hash`"), "{stderr}");
+    assert!(stderr.contains("backup"), "{stderr}");
+    assert!(stderr.contains("--allow-approximate"), "{stderr}");
+    assert!(!out.exists(), "nothing is written");
+
+    let (code, _, stderr) = run_roost(&["import-nginx", c, "-o", o, "--allow-approximate"]);
+    assert_eq!(code, 0, "{stderr}");
+    let yaml = std::fs::read_to_string(&out).unwrap();
+    assert!(yaml.contains("missing: client_ip"), "{yaml}");
+    assert!(
+        yaml.contains("#   - ") && yaml.contains("ip_hash"),
+        "{yaml}"
+    );
+    let (code, stdout, stderr) = run_roost(&["-c", o, "-t"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    // Without -o the config goes to stdout.
+    std::fs::write(
+        &conf,
+        "http { upstream wps { hash $http_machineid consistent; server 127.0.0.1:8093; }\n\
+         server { listen 18093; location / { proxy_pass http://wps; } } }\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_roost(&["import-nginx", c]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("algorithm: ketama"), "{stdout}");
+
+    std::fs::write(&conf, "http {\n  upstream wps {\n    server a:1\n  }\n}\n").unwrap();
+    let (code, _, stderr) = run_roost(&["import-nginx", c]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("nginx.conf:4: directive \"server\" is not terminated"),
+        "{stderr}"
+    );
+}
