@@ -65,10 +65,7 @@ fn parse_at(path: &Path, prefix: &Path, depth: usize) -> Result<Vec<Directive>, 
         line: 0,
         message: format!("cannot read: {e}"),
     })?;
-    let tokens = tokenize(&text, path)?;
-    let mut pos = 0;
-    let list = block(&tokens, &mut pos, path, false)?;
-    expand_includes(list, prefix, depth)
+    expand_includes(parse_str(&text, path)?, prefix, depth)
 }
 
 /// Parse configuration text that names no other file (`include` is kept as a directive).
