@@ -1,5 +1,5 @@
 //! Command line: `roost [-c FILE] [-t | -d | -u]`, `roost route -c FILE SERVICE KEY`,
-//! `roost upgrade -c FILE` and `roost reload -c FILE`.
+//! `roost upgrade -c FILE`, `roost reload -c FILE` and `roost import-nginx PATH [-o FILE]`.
 //! Parses arguments, sets up logging, and dispatches; the work happens elsewhere.
 
 use crate::config::Config;
@@ -59,12 +59,34 @@ pub enum Command {
     /// Validate the config, then tell the running daemon (server.pid_file) to re-read it
     /// (SIGHUP): backends, weights, health checks and when_down change without a restart
     Reload,
+    /// Translate an NGINX config (nginx.conf and what it includes) into a Roost config; exits
+    /// non-zero, writing nothing, when a directive that changes routing has no exact equivalent
+    #[command(name = "import-nginx")]
+    ImportNginx {
+        /// The NGINX main config file (its includes are followed)
+        path: PathBuf,
+        /// Where to write the Roost config (default: stdout)
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        /// Write the config even when some directives could only be approximated
+        #[arg(long = "allow-approximate")]
+        allow_approximate: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG_FILTER))
         .init();
+    if let Some(Command::ImportNginx {
+        path,
+        output,
+        allow_approximate,
+    }) = &cli.command
+    {
+        // Reads an NGINX file, not a Roost config.
+        return crate::ops::import_nginx::run(path, output.as_deref(), *allow_approximate);
+    }
 
     let config = match Config::load(&cli.conf) {
         Ok(config) => config,
@@ -84,7 +106,7 @@ pub fn main() -> ExitCode {
         Some(Command::Route { service, key }) => return route(&config, service, key),
         Some(Command::Upgrade) => return crate::ops::upgrade::run(&config, &absolute(&cli.conf)),
         Some(Command::Reload) => return crate::ops::upgrade::reload(&config),
-        None => {}
+        Some(Command::ImportNginx { .. }) | None => {}
     }
     if cli.test {
         // What `-t` accepts must run: build every service as the server would.

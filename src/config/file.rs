@@ -133,6 +133,8 @@ pub struct FileHash {
     pub header: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub missing: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub algorithm: Option<String>,
 }
 
 /// A backend is written either as a bare `host:port` string or as a map with a weight.

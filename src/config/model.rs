@@ -222,6 +222,27 @@ pub struct HashPolicy {
     /// Request header carrying the key.
     pub header: HeaderName,
     pub missing: MissingKey,
+    pub algorithm: HashAlgorithm,
+}
+
+/// How a key is mapped onto the backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashAlgorithm {
+    /// Pingora's Ketama ring, point for point NGINX's `hash ... consistent;`.
+    #[default]
+    Ketama,
+    /// NGINX's plain `hash ...;` (no `consistent`): CRC-32 over the weighted list in config
+    /// order. For sites moving from such an NGINX; a backend change moves most keys.
+    NginxHash,
+}
+
+impl HashAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HashAlgorithm::Ketama => "ketama",
+            HashAlgorithm::NginxHash => "nginx_hash",
+        }
+    }
 }
 
 /// What a request without the key gets.

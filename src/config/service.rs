@@ -200,9 +200,21 @@ impl Loader<'_> {
                 None
             }
         };
+        let algorithm = match f.algorithm.as_deref() {
+            None | Some("ketama") => HashAlgorithm::Ketama,
+            Some("nginx_hash") => HashAlgorithm::NginxHash,
+            Some(other) => {
+                self.error(
+                    &join_key(path, "algorithm"),
+                    format!("`{other}` is not one of: ketama, nginx_hash"),
+                );
+                HashAlgorithm::Ketama
+            }
+        };
         header.map(|header| HashPolicy {
             header,
             missing: missing.unwrap_or(MissingKey::RoundRobin),
+            algorithm,
         })
     }
 

@@ -7,6 +7,7 @@ pub mod framing;
 pub mod head_scan;
 pub mod headers;
 pub mod key;
+pub mod nginx_hash;
 pub(crate) mod refusal;
 pub mod route;
 pub mod screen;

@@ -1,5 +1,6 @@
 //! One service's state for one config version: the settings requests read, the backends with
-//! their counters, and the Ketama ring over them. Built whole from a [`ServiceConfig`] by
+//! their counters, and the Ketama ring over them (or, under `hash.algorithm: nginx_hash`,
+//! NGINX's plain-hash table). Built whole from a [`ServiceConfig`] by
 //! [`ServiceState::build`] and never changed afterwards; a reload builds a new one and the
 //! pool swaps it in with one store. A request takes one snapshot when it starts and uses it in
 //! every phase (choice, retry, upstream filters, logging, counting), so it is served under
@@ -10,7 +11,8 @@
 //! sees current health.
 
 use crate::config::Affinity;
-use crate::config::{HealthCheckConfig, Limits, ServiceConfig, Timeouts};
+use crate::config::{HashAlgorithm, HealthCheckConfig, Limits, ServiceConfig, Timeouts, WhenDown};
+use crate::policy::nginx_hash::{self, NginxHash};
 use crate::policy::route::{Move, Pick, Reason, Recorded, Route, RoutePolicy};
 use crate::policy::select::{Decision, RingWalk, Role, RoundRobin};
 use crate::policy::sticky::{Identity, StickyTable};
@@ -67,6 +69,9 @@ pub struct ServiceState {
     ring: LoadBalancer<KetamaHashing>,
     /// Points on the ring: a failover walk may need all of them.
     ring_points: usize,
+    /// `hash.algorithm: nginx_hash`: keys are hashed over this weighted list (same order as
+    /// `members`) instead of the ring, which then only carries health.
+    nginx_hash: Option<NginxHash>,
     /// The weighted rotation for keyless requests; shared by every version of the service.
     rotation: Arc<RoundRobin>,
     /// `roost_requests_total` for requests Roost answered itself.
@@ -151,6 +156,8 @@ impl ServiceState {
             members,
             ring,
             ring_points,
+            nginx_hash: (config.hash.algorithm == HashAlgorithm::NginxHash)
+                .then(|| NginxHash::new(config.backends.iter().map(|b| b.weight))),
             rotation: Arc::clone(rotation),
             refused: class_counters(metrics, &config.name, metrics::NO_BACKEND),
             table: table.cloned(),
@@ -244,6 +251,25 @@ impl ServiceState {
         self.table.as_ref().map(|t| t.len())
     }
 
+    /// `by_key` under `nginx_hash`: NGINX's own retry rules pick the stand-in for a down owner
+    /// (the next rehash that is usable), and where NGINX gives up hashing, the rotation
+    /// answers.
+    fn by_nginx_hash(&self, table: &NginxHash, key: &[u8], avoid: &[usize]) -> Decision<usize> {
+        let usable = |i: usize| !avoid.contains(&i) && self.ready(i);
+        let forward = |backend, role| Decision::Forward { backend, role };
+        match (table.pick(key, usable), self.settings.route.when_down) {
+            (nginx_hash::Pick::Hashed { index, tries: 0 }, _) => forward(index, Role::Owner),
+            (nginx_hash::Pick::Hashed { index, .. }, WhenDown::Failover) => {
+                forward(index, Role::Failover)
+            }
+            (_, WhenDown::Reject) => Decision::OwnerDown,
+            (nginx_hash::Pick::RoundRobin, WhenDown::Failover) => self
+                .rotation
+                .pick_with(self.members.len(), |i| self.members[i].weight, usable)
+                .map_or(Decision::NoneHealthy, |i| forward(i, Role::Failover)),
+        }
+    }
+
     fn index_of(backend: &Backend) -> usize {
         backend
             .ext
@@ -255,6 +281,9 @@ impl ServiceState {
 
 impl Pick for ServiceState {
     fn by_key(&self, key: &[u8], avoid: &[usize]) -> Decision<usize> {
+        if let Some(table) = &self.nginx_hash {
+            return self.by_nginx_hash(table, key, avoid);
+        }
         // At most two to avoid (a refused connection, a recorded backend that is down): kept
         // on the stack.
         let mut skip = [&self.members[0].backend; 2];

@@ -51,6 +51,7 @@ fn service(backends: &[(u8, u32)], when_down: WhenDown) -> ServiceConfig {
         hash: HashPolicy {
             header: http::HeaderName::from_static("machineid"),
             missing: MissingKey::RoundRobin,
+            algorithm: Default::default(),
         },
         backends: backends
             .iter()
@@ -261,5 +262,67 @@ fn round_robin_is_even_and_skips_down() {
             panic!()
         };
         assert_ne!(octet(&pool, backend), 11);
+    }
+}
+
+/// `nginx_hash`: owners from the NGINX table, a down owner's keys go to NGINX's next rehash
+/// (failover) or are refused (reject), and a refused connection's retry likewise.
+#[test]
+fn nginx_hash_follows_the_nginx_table() {
+    let build_nginx = |when_down| {
+        let mut config = service(&[(11, 1), (12, 2), (13, 1)], when_down);
+        config.hash.algorithm = crate::config::HashAlgorithm::NginxHash;
+        Pool::new(&config, Arc::new(Metrics::new()))
+            .unwrap()
+            .state()
+    };
+    let table = crate::policy::nginx_hash::NginxHash::new([1, 2, 1]);
+    let failover = build_nginx(WhenDown::Failover);
+    let reject = build_nginx(WhenDown::Reject);
+    failover.set_enabled(12, false);
+    reject.set_enabled(12, false);
+    for i in 0..2_000 {
+        let key = format!("machine-{i}");
+        let hashed = table.owner(key.as_bytes()).unwrap();
+        let crate::policy::nginx_hash::Pick::Hashed { index, .. } =
+            table.pick(key.as_bytes(), |j| j != 1)
+        else {
+            panic!("{key}: two usable servers")
+        };
+        assert_eq!(owner(&failover, &key), octet(&failover, index), "{key}");
+        if hashed == 1 {
+            assert_eq!(reject.by_key(key.as_bytes(), &[]), Decision::OwnerDown);
+        } else {
+            assert_eq!(owner(&reject, &key), octet(&reject, hashed), "{key}");
+        }
+    }
+    failover.set_enabled(12, true);
+    for i in 0..500 {
+        let key = format!("machine-{i}");
+        let hashed = table.owner(key.as_bytes()).unwrap();
+        assert_eq!(owner(&failover, &key), octet(&failover, hashed));
+        let retry = failover.by_key(key.as_bytes(), &[0]);
+        if hashed == 0 {
+            let crate::policy::nginx_hash::Pick::Hashed { index, .. } =
+                table.pick(key.as_bytes(), |j| j != 0)
+            else {
+                panic!()
+            };
+            assert_eq!(
+                retry,
+                Decision::Forward {
+                    backend: index,
+                    role: Role::Failover
+                }
+            );
+        } else {
+            assert_eq!(
+                retry,
+                Decision::Forward {
+                    backend: hashed,
+                    role: Role::Owner
+                }
+            );
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! | `backend.rs` | the demo `Backend`, the in-process `FakeBackend` and its `Misbehaviour` |
 //! | `daemon.rs` | config YAML, `Roost` (foreground), `Daemon` (`-d`), `run_roost`, `Site` |
 //! | `load.rs` | `Client`, `Load`, `LoadReport` |
+//! | `nginx.rs` | `nginx_binary`, `nginx_main_settings`, `nginx_http_settings`, `start_nginx` |
 
 // Each test binary uses only part of the harness: what it leaves out is neither dead code
 // nor an unused re-export.
@@ -21,10 +22,12 @@ mod backend;
 mod daemon;
 mod http;
 mod load;
+mod nginx;
 mod process;
 
 pub use backend::*;
 pub use daemon::*;
 pub use http::*;
 pub use load::*;
+pub use nginx::*;
 pub use process::*;

@@ -139,3 +139,28 @@ fn affinity_defaults_and_errors() {
     let e = errors(&format!("{MINIMAL}    affinity: {{ ttl: forever }}\n"));
     assert!(e.has("services[0].affinity.ttl", "not a duration"), "{e:?}");
 }
+
+#[test]
+fn hash_algorithm_defaults_to_ketama() {
+    assert_eq!(
+        load(MINIMAL).unwrap().services[0].hash.algorithm,
+        HashAlgorithm::Ketama
+    );
+    let c = load(&format!("{MINIMAL}    hash: {{ algorithm: nginx_hash }}\n")).unwrap();
+    assert_eq!(c.services[0].hash.algorithm, HashAlgorithm::NginxHash);
+    let c = load(&format!("{MINIMAL}    hash: {{ algorithm: ketama }}\n")).unwrap();
+    assert_eq!(c.services[0].hash.algorithm, HashAlgorithm::Ketama);
+    let e = errors(&format!(
+        "{MINIMAL}    hash:\n      header: machineid\n      algorithm: crc32\n"
+    ));
+    assert!(
+        e.has(
+            "services[0].hash.algorithm",
+            "`crc32` is not one of: ketama, nginx_hash"
+        ),
+        "{e}"
+    );
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].line, Some(7), "{e}");
+    assert!(e.to_string().starts_with("test.yaml:7"), "{e}");
+}

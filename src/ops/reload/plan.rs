@@ -122,7 +122,14 @@ fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
             old.when_down, new.when_down
         ));
     }
-    if old.hash != new.hash {
+    if old.hash.algorithm != new.hash.algorithm {
+        changes.push(format!(
+            "hash.algorithm {} -> {} (keys are mapped anew)",
+            old.hash.algorithm.as_str(),
+            new.hash.algorithm.as_str()
+        ));
+    }
+    if (&old.hash.header, old.hash.missing) != (&new.hash.header, new.hash.missing) {
         changes.push(format!(
             "hash {}/{:?} -> {}/{:?}",
             old.hash.header, old.hash.missing, new.hash.header, new.hash.missing
@@ -327,6 +334,22 @@ services:
                 "limits.max_body 536870912 -> 1000",
                 "timeouts.upstream_read 5m -> 2s",
             ]
+        );
+    }
+
+    #[test]
+    fn a_change_of_hash_algorithm_is_applied_and_described() {
+        let new = config(&BASE.replace(
+            "[10.0.0.1:8094]",
+            "[10.0.0.1:8094]\n    hash: { algorithm: nginx_hash }",
+        ));
+        let p = plan(&config(BASE), &new);
+        assert!(p.needs_upgrade.is_empty(), "{p:?}");
+        assert_eq!(p.apply.len(), 1);
+        assert_eq!(p.apply[0].0.name, "emu");
+        assert_eq!(
+            p.apply[0].1,
+            ["hash.algorithm ketama -> nginx_hash (keys are mapped anew)"]
         );
     }
 
