@@ -39,7 +39,8 @@ ENV ROOST_CONFIG=/etc/roost/roost.yaml \
     ROOST_PID_FILE=/run/roost/roost.pid \
     ROOST_UPGRADE_SOCK=/run/roost/upgrade.sock \
     ROOST_ERROR_LOG=/proc/1/fd/1 \
-    ROOST_ACCESS_LOG=/proc/1/fd/1
+    ROOST_ACCESS_LOG=/proc/1/fd/1 \
+    RUST_LOG=info
 EXPOSE 8093 8091 8094
 # Healthy while the running Roost answers on its admin listener (loopback, in the container):
 # a question to the process that serves, not to the file on disk.
