@@ -9,7 +9,7 @@
 #   PARTS="image compose" scripts/deploy-check.sh
 #   PARTS: setup base image compose systemd monitoring (default: all, in that order)
 #   DEPLOY_CHECK_WORK=/tmp/roost-deploy-check   work dir (kept: logs, base images)
-#   DEPLOY_CHECK_TIMEOUT=3000                   seconds for the whole check
+#   DEPLOY_CHECK_TIMEOUT=4200                   seconds for the whole check (CI: 90 min in all)
 #
 # Prints PASS/FAIL per check, the time of each part and a summary; exits 1 on any FAIL.
 # Every container, dockerd and process it starts is stopped on exit.
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 source scripts/deploy/env.sh
 D=scripts/deploy
 PARTS="${PARTS:-setup base image compose systemd monitoring}"
-LIMIT="${DEPLOY_CHECK_TIMEOUT:-3000}"
+LIMIT="${DEPLOY_CHECK_TIMEOUT:-4200}"
 : >"$RESULTS"; : >"$WORK/timings"
 [ "$(id -u)" = 0 ] || { echo "deploy-check: needs root (a private dockerd, rootful podman)"; exit 2; }
 

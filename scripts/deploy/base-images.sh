@@ -84,4 +84,3 @@ DF
         { tail -20 "$WORK/rust-image.log"; exit 1; }
 fi
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^(debian:bookworm-slim|rust:1-bookworm) '
-docker run --rm rust:1-bookworm rustc --version

@@ -32,26 +32,27 @@ else
     tail -30 "$WORK/build.log"; exit 1
 fi
 echo "build:$(( $(date +%s) - t0 ))" >>"$WORK/timings"
-ctx=$(sed -n 's/^Sending build context to Docker daemon *//p' "$WORK/build.log" | tail -1)
+ctx=$(tr '\r' '\n' <"$WORK/build.log" | sed -n 's/^Sending build context to Docker daemon *//p' | tail -1)
 case "$ctx" in
     *kB|*[0-9]B|[0-9].*MB|[0-9]MB) pass "image: build context is $ctx (.dockerignore keeps target/, .git, fuzz/ out)" ;;
     *) fail "image: build context is $ctx (more than 10 MB: .dockerignore?)" ;;
 esac
 
-# A source change must not rebuild the dependencies: same context with one file touched.
+# A source change must not rebuild the dependencies: the same context with one file touched.
+# Only up to the step after the dependency layer: compiling Roost again would prove nothing.
 if [ "${CACHE_CHECK:-1}" = 1 ]; then
     cctx="$WORK/ctx-cache"; rm -rf "$cctx"; mkdir -p "$cctx"
     (cd "$REPO" && cp -a Dockerfile .dockerignore Cargo.toml Cargo.lock src benches conf deploy "$cctx/")
     echo "// cache check $(date +%s)" >>"$cctx/src/main.rs"
     t1=$(date +%s)
-    docker build --network host -t roost:check-cache "$cctx" >"$WORK/build-cache.log" 2>&1; rc=$?
-    dt=$(( $(date +%s) - t1 ))
-    # The classic builder prints the step, then " ---> Using cache" when it reuses a layer.
-    dep_cached=$(awk '/^Step .*cargo build .*mkdir -p src benches|^Step .*mkdir -p src benches/{s=1; next} s&&/Using cache/{print "yes"; exit} s&&/^Step /{exit}' "$WORK/build-cache.log")
-    [ $rc -eq 0 ] && [ "$dep_cached" = yes ] \
-        && pass "image: after a change in src/ the dependency layer comes from the cache (rebuild $dt s)" \
-        || fail "image: rebuild after a src/ change (rc $rc, dependency layer cached: ${dep_cached:-no}, $dt s)"
-    echo "build-after-src-change:$dt" >>"$WORK/timings"
+    docker build --network host -t roost:check-cache "$cctx" >"$WORK/build-cache.log" 2>&1 & bp=$!
+    # The classic builder prints each step, then " ---> Using cache" when it reuses a layer.
+    dep_step() { awk '/^Step .*mkdir -p src benches/{s=1; next} s&&/Using cache/{print "cached"; exit} s&&/^Step /{print "rebuilt"; exit}' "$WORK/build-cache.log"; }
+    wait_for 300 sh -c "grep -q '^Step .*COPY benches' '$WORK/build-cache.log' || ! kill -0 $bp"
+    dep=$(dep_step); dt=$(( $(date +%s) - t1 ))
+    kill $bp 2>/dev/null; wait $bp 2>/dev/null
+    [ "$dep" = cached ] && pass "image: after a change in src/ the dependency layer comes from the cache ($dt s to the step after it)" \
+        || fail "image: after a change in src/ the dependency layer is ${dep:-not reached} ($dt s)"
     docker rmi roost:check-cache >/dev/null 2>&1
 fi
 fi   # BUILD (BUILD=0: check an existing ROOST_IMAGE, while working on this script)
@@ -110,7 +111,8 @@ for port in $P_MF $P_EMU; do
     [ "$code" = 200 ] && pass "container: port $port answers 200" || fail "container: port $port answers $code"
 done
 wait_for 10 sh -c "docker logs $C 2>&1 | grep -q 'machineid\|GET /'" && pass "container: access log reaches 'docker logs'" || fail "container: no access log line in 'docker logs'"
-docker logs "$C" 2>&1 | grep -q -i 'listen\|INFO' && pass "container: error log reaches 'docker logs'" || fail "container: no startup lines in 'docker logs'"
+# (grep on a file: with pipefail, `docker logs | grep -q` fails when grep stops reading first)
+wait_for 10 sh -c "docker logs $C >'$WORK/logs-container.txt' 2>&1; grep -q -i 'listen' '$WORK/logs-container.txt'" && pass "container: error log reaches 'docker logs'" || fail "container: no startup lines in 'docker logs'"
 [ "$h0" = starting ] && wait_for 40 sh -c "[ \"\$(docker inspect $C --format '{{.State.Health.Status}}')\" = healthy ]" \
     && pass "container: health starting -> healthy (the shipped HEALTHCHECK, by dockerd)" \
     || fail "container: health $h0 -> $(docker inspect "$C" --format '{{.State.Health.Status}}')"
