@@ -1,6 +1,7 @@
 //! Deployment files: the docker-compose file and the systemd unit parse and say what
 //! doc/operations.md promises, the Dockerfile builds the binary CI builds, and the container
-//! entrypoint keeps running across a hot swap (run here directly: no Docker engine on CI).
+//! entrypoint keeps running across a hot swap (run here directly, without an engine; the image,
+//! compose and the unit under systemd run for real in `scripts/deploy-check.sh`).
 
 mod common;
 

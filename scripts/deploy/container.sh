@@ -60,7 +60,7 @@ fi   # BUILD (BUILD=0: check an existing ROOST_IMAGE, while working on this scri
 # ---------- the image itself ----------
 size=$(docker image inspect "$TAG" --format '{{.Size}}')
 mb=$(( size / 1000 / 1000 ))
-[ "$mb" -le "$BUDGET_MB" ] && pass "image: size $mb MB (budget $BUDGET_MB MB)" || fail "image: size $mb MB over the budget of $BUDGET_MB MB"
+[ "$mb" -gt 0 ] && [ "$mb" -le "$BUDGET_MB" ] && pass "image: size $mb MB (budget $BUDGET_MB MB)" || fail "image: size $mb MB over the budget of $BUDGET_MB MB"
 docker history --format '{{.Size}}\t{{.CreatedBy}}' "$TAG" | cut -c1-110 | head -12
 docker rm -f "$C" >/dev/null 2>&1
 docker create --name "$C" "$TAG" >/dev/null && docker cp "$C:/usr/local/bin/roost" "$WORK/roost" && docker rm "$C" >/dev/null
