@@ -45,7 +45,9 @@ if [ "${CACHE_CHECK:-1}" = 1 ]; then
     (cd "$REPO" && cp -a Dockerfile .dockerignore Cargo.toml Cargo.lock src benches conf deploy "$cctx/")
     echo "// cache check $(date +%s)" >>"$cctx/src/main.rs"
     t1=$(date +%s)
-    docker build --network host -t roost:check-cache "$cctx" >"$WORK/build-cache.log" 2>&1 & bp=$!
+    # The CLI itself in the background (not the `docker` function of env.sh, whose subshell
+    # would die on kill and leave the CLI, and so the build, running): killing it cancels the build.
+    "$(docker_cli)" build --network host -t roost:check-cache "$cctx" >"$WORK/build-cache.log" 2>&1 & bp=$!
     # The classic builder prints each step, then " ---> Using cache" when it reuses a layer.
     dep_step() { awk '/^Step .*mkdir -p src benches/{s=1; next} s&&/Using cache/{print "cached"; exit} s&&/^Step /{print "rebuilt"; exit}' "$WORK/build-cache.log"; }
     wait_for 300 sh -c "grep -q '^Step .*COPY benches' '$WORK/build-cache.log' || ! kill -0 $bp"

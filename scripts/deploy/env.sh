@@ -40,4 +40,5 @@ test_config() {
     chmod 0644 "$1"
 }
 # Debian's docker.io CLI (matches its dockerd), not whatever else is first on PATH.
-if [ -x /usr/bin/docker ]; then docker() { /usr/bin/docker "$@"; }; fi
+docker_cli() { if [ -x /usr/bin/docker ]; then echo /usr/bin/docker; else type -P docker; fi; }
+docker() { "$(docker_cli)" "$@"; }
