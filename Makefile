@@ -28,7 +28,7 @@ test: deps check msrv release ## what CI runs before `make deploy-check`: check,
 	scripts/fuzz.sh 20
 	python3 bench/run.py --smoke --out target/bench/smoke.md
 
-deploy-check:    ## build and run the Docker image, compose file and systemd unit for real (root; ~30 min): doc/deployment.md
+deploy-check:    ## build and run the Docker image, compose file and systemd unit for real (root; ~25 min cached, ~60 fresh): doc/deployment.md
 	@if [ "$$(id -u)" = 0 ]; then scripts/deploy-check.sh; else sudo -E scripts/deploy-check.sh; fi
 
 bench: deps release ## Roost vs NGINX vs HAProxy vs bare Pingora (3 rounds x 10 s), then the micro-benchmarks
