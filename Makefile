@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= conf/roost.yaml
 
-.PHONY: deps build release run test e2e check unit msrv fmt fmt-check lint clean upgrade reload fuzz bench help
+.PHONY: deps build release run test e2e check unit msrv fmt fmt-check lint clean upgrade reload fuzz bench deploy-check help
 
 deps:            ## install system packages and Rust (Debian/Ubuntu)
 	@scripts/deps.sh
@@ -22,11 +22,14 @@ release:         ## optimized binaries: target/release/roost (+ the benchmark's 
 run: deps release ## three demo backends + Roost on conf/example-local.yaml (Ctrl-C stops)
 	@scripts/run-example.sh
 
-test: deps check msrv release ## everything CI runs: check, MSRV, integration and WPS e2e tests, fuzz and bench smoke
+test: deps check msrv release ## what CI runs before `make deploy-check`: check, MSRV, integration and WPS e2e tests, fuzz and bench smoke
 	cargo test --all-targets
 	scripts/e2e.sh
 	scripts/fuzz.sh 20
 	python3 bench/run.py --smoke --out target/bench/smoke.md
+
+deploy-check:    ## build and run the Docker image, compose file and systemd unit for real (root; ~25 min cached, ~60 fresh): doc/deployment.md
+	@if [ "$$(id -u)" = 0 ]; then scripts/deploy-check.sh; else sudo -E scripts/deploy-check.sh; fi
 
 bench: deps release ## Roost vs NGINX vs HAProxy vs bare Pingora (3 rounds x 10 s), then the micro-benchmarks
 	python3 bench/run.py

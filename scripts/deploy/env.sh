@@ -1,0 +1,44 @@
+# Sourced by every deployment-check script: where things live, how results are recorded.
+# podman is configured through the two files next to this one only (/etc/containers untouched);
+# docker talks to the check's own dockerd (dockerd.sh), never to a system one.
+DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$DEPLOY_DIR/../.." && pwd)"
+export CONTAINERS_CONF="$DEPLOY_DIR/containers.conf"
+export CONTAINERS_STORAGE_CONF="$DEPLOY_DIR/storage.conf"
+export BUILDAH_ISOLATION=chroot
+WORK="${DEPLOY_CHECK_WORK:-/tmp/roost-deploy-check}"
+export DEPLOY_CHECK_WORK="$WORK"
+mkdir -p "$WORK"
+export DOCKER_HOST="unix://$WORK/dockerd/docker.sock"
+export DOCKER_BUILDKIT=0   # Debian's docker.io has no buildx; the classic builder builds the file
+RESULTS="$WORK/results"
+
+pass() { echo "PASS: $*"; echo "PASS: $*" >>"$RESULTS"; }
+fail() { echo "FAIL: $*"; echo "FAIL: $*" >>"$RESULTS"; }
+info() { echo "---- $*"; }
+# check CONDITION-COMMAND... -- MESSAGE: PASS or FAIL on the command's status.
+check() {
+    local args=() msg
+    while [ "$1" != -- ]; do args+=("$1"); shift; done
+    shift; msg="$*"
+    if "${args[@]}"; then pass "$msg"; else fail "$msg"; fi
+}
+# Wait up to $1 seconds for the command after it to succeed.
+wait_for() {
+    local t=$1; shift
+    local end=$(( $(date +%s) + t ))
+    until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.3; done
+}
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+# The shipped config with loopback listeners and its backends on the three local demo backends
+# (DEMO_PORT_1..3); everything else as shipped.
+test_config() {
+    sed -e 's/"0\.0\.0\.0:/"127.0.0.1:/' \
+        -e 's/\${WPS_HOST_\([123]\):-[0-9.]*}:\${[A-Z]*_BACKEND_PORT:-[0-9]*}/127.0.0.1:${DEMO_PORT_\1}/' \
+        "$REPO/conf/roost.yaml" >"$1"
+    chmod 0644 "$1"
+}
+# Debian's docker.io CLI (matches its dockerd), not whatever else is first on PATH.
+docker_cli() { if [ -x /usr/bin/docker ]; then echo /usr/bin/docker; else type -P docker; fi; }
+docker() { "$(docker_cli)" "$@"; }
