@@ -95,17 +95,24 @@ pub fn worth_scanning(status: u16, headers: &HeaderMap) -> bool {
     (200..300).contains(&status) && xml && plain && small
 }
 
+/// Job ids the tests of this folder share.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
+mod testing {
+    use super::{parse_uuid, JobId};
 
-    const A: &str = "6f1c2a44-1f0e-11ef-9a57-2f5b0c3d9e11";
-    const B: &str = "0A7D3C52-9B1E-4F6A-8C2D-5E4F3A2B1C0D";
+    pub const A: &str = "6f1c2a44-1f0e-11ef-9a57-2f5b0c3d9e11";
+    pub const B: &str = "0A7D3C52-9B1E-4F6A-8C2D-5E4F3A2B1C0D";
 
-    fn id(text: &str) -> JobId {
+    pub fn id(text: &str) -> JobId {
         parse_uuid(text.as_bytes()).unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{id, A, B};
+    use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn uuids_parse_in_either_case_and_nothing_else() {

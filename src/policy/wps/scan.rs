@@ -160,14 +160,7 @@ impl JobScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::wps::parse_uuid;
-
-    const A: &str = "6f1c2a44-1f0e-11ef-9a57-2f5b0c3d9e11";
-    const B: &str = "0A7D3C52-9B1E-4F6A-8C2D-5E4F3A2B1C0D";
-
-    fn id(text: &str) -> JobId {
-        parse_uuid(text.as_bytes()).unwrap()
-    }
+    use crate::policy::wps::testing::{id, A, B};
 
     fn async_response(job: &str) -> String {
         format!(
