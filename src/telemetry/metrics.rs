@@ -156,21 +156,19 @@ impl Metrics {
         )
         .expect("valid metric");
         let duration = register(&registry, duration);
-        let backend_up = register(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(BACKEND_UP, "1 when the backend is healthy, 0 when down."),
-                &["service", "backend"],
-            )
-            .expect("valid metric"),
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            register(&registry, g)
+        };
+        let backend_up = gauge(
+            BACKEND_UP,
+            "1 when the backend is healthy, 0 when down.",
+            &["service", "backend"],
         );
-        let affinity_keys = register(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new(AFFINITY_KEYS, "Keys in the sticky table, by service."),
-                &["service"],
-            )
-            .expect("valid metric"),
+        let affinity_keys = gauge(
+            AFFINITY_KEYS,
+            "Keys in the sticky table, by service.",
+            &["service"],
         );
         Self {
             registry,
