@@ -50,6 +50,14 @@ struct Inner {
     seq: u64,
 }
 
+impl Inner {
+    /// The entry of `key` unless it has expired.
+    fn live(&self, key: &[u8], now: Instant) -> Option<&Entry> {
+        let slot = self.keys.get(key)?;
+        (slot.entry.last_seen + self.ttl > now).then_some(&slot.entry)
+    }
+}
+
 #[derive(Debug)]
 pub struct StickyTable {
     inner: Mutex<Inner>,
@@ -78,8 +86,13 @@ impl StickyTable {
     /// The entry of `key`, when it has one that has not expired.
     pub fn get(&self, key: &[u8], now: Instant) -> Option<Entry> {
         let inner = self.lock();
-        let slot = inner.keys.get(key)?;
-        (slot.entry.last_seen + inner.ttl > now).then(|| slot.entry.clone())
+        inner.live(key, now).cloned()
+    }
+
+    /// Just the backend `key` is recorded on (the request path: no copy of the whole entry).
+    pub fn backend_of(&self, key: &[u8], now: Instant) -> Option<Identity> {
+        let inner = self.lock();
+        inner.live(key, now).map(|e| Arc::clone(&e.backend))
     }
 
     /// `key` was just forwarded to `backend`: record it (a new key, or a key that moved) or

@@ -308,9 +308,9 @@ impl Pick for ServiceState {
     }
 
     fn recorded(&self, key: &[u8]) -> Option<Recorded> {
-        let entry = self.table.as_ref()?.get(key, Instant::now())?;
+        let backend = self.table.as_ref()?.backend_of(key, Instant::now())?;
         Some(Recorded {
-            member: self.by_identity.get(&entry.backend).copied(),
+            member: self.by_identity.get(&backend).copied(),
         })
     }
 
