@@ -10,6 +10,9 @@
 #   PARTS: setup base image compose systemd monitoring (default: all, in that order)
 #   DEPLOY_CHECK_WORK=/tmp/roost-deploy-check   work dir (kept: logs, base images)
 #   DEPLOY_CHECK_TIMEOUT=4200                   seconds for the whole check (CI: 90 min in all)
+#   DEPLOY_CHECK_NEED_MB=...                    free disk it insists on before it starts
+#                                               (default: 12000 with overlay storage, 60000 with vfs)
+#   scripts/deploy-check.sh clean               delete the check's image store and work dir
 #
 # Prints PASS/FAIL per check, the time of each part and a summary; exits 1 on any FAIL.
 # Every container, dockerd and process it starts is stopped on exit.
@@ -17,10 +20,17 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deploy/env.sh
 D=scripts/deploy
+# Disk: the store's size and the free space, after each part (the summary lists them).
+disk() { echo "disk:$1:$(du -sm "$STORE" 2>/dev/null | cut -f1):$(free_mb)" >>"$WORK/timings"; }
 PARTS="${PARTS:-setup base image compose systemd monitoring}"
 LIMIT="${DEPLOY_CHECK_TIMEOUT:-4200}"
 : >"$RESULTS"; : >"$WORK/timings"
 [ "$(id -u)" = 0 ] || { echo "deploy-check: needs root (a private dockerd, rootful podman)"; exit 2; }
+if [ "${1:-}" = clean ]; then
+    $D/dockerd.sh stop; podman rm -af -t 5 >/dev/null 2>&1
+    rm -rf "$STORE" "$WORK" /run/roost-deploy-check
+    echo "deploy-check: removed $STORE and $WORK"; exit 0
+fi
 
 started_dockerd=0
 finish() {
@@ -39,6 +49,17 @@ for b in target/release/roost-demo-backend target/debug/roost-demo-backend; do [
 if [ -z "$DEMO" ]; then cargo build -q --bin roost-demo-backend && DEMO=target/debug/roost-demo-backend; fi
 
 start_all=$(date +%s)
+# Enough disk before anything starts, or a clear failure now instead of "no space left on
+# device" from deep inside a build.
+driver=$(storage_driver)
+need=${DEPLOY_CHECK_NEED_MB:-$([ "$driver" = overlay ] && echo 12000 || echo 60000)}
+disk start
+info "storage: $driver in $STORE ($(du -sm "$STORE" 2>/dev/null | cut -f1) MB), $(free_mb) MB free, $need MB needed"
+if [ "$(free_mb)" -lt "$need" ]; then
+    fail "disk: $(free_mb) MB free under $STORE, the check needs $need MB with $driver storage" \
+        "(its store holds $(du -sm "$STORE" 2>/dev/null | cut -f1) MB: scripts/deploy-check.sh clean empties it)"
+    exit 1
+fi
 part() {  # NAME COMMAND...: run one part within what is left of the time limit
     local name=$1; shift
     case " $PARTS " in *" $name "*) ;; *) return 0 ;; esac
@@ -49,6 +70,7 @@ part() {  # NAME COMMAND...: run one part within what is left of the time limit
     timeout --kill-after=20 "$left" "$@"; local rc=$?
     local dt=$(( $(date +%s) - t0 ))
     echo "part:$name:$dt" >>"$WORK/timings"
+    disk "$name"
     [ $rc = 124 ] && fail "$name: stopped by the time limit after $dt s"
     [ $rc != 0 ] && [ $rc != 124 ] && fail "$name: ended with status $rc after $dt s"
     echo "==== $name: $dt s"
@@ -66,7 +88,9 @@ part monitoring $D/monitoring.sh "$BIN" "$DEMO"
 
 echo "================ deploy-check summary"
 grep '^part:' "$WORK/timings" | awk -F: '{printf "  %-11s %5d s\n", $2, $3}'
-grep -v '^part:' "$WORK/timings" | awk -F: '{printf "  %-24s %5d s\n", $1, $2}'
+grep -v -e '^part:' -e '^disk:' "$WORK/timings" | awk -F: '{printf "  %-24s %5d s\n", $1, $2}'
+echo "  disk ($driver): store MB / free MB after each part"
+grep '^disk:' "$WORK/timings" | awk -F: '{printf "  %-11s %7d %8d\n", $2, $3, $4}'
 echo "  total       $(( $(date +%s) - start_all )) s"
 echo "PASS: $(grep -c '^PASS' "$RESULTS")"
 if grep -q '^FAIL' "$RESULTS"; then grep '^FAIL' "$RESULTS"; exit 1; fi

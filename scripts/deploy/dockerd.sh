@@ -1,5 +1,5 @@
 #!/bin/bash
-# The check's own dockerd (Debian docker.io): vfs storage, no iptables, no default bridge
+# The check's own dockerd (Debian docker.io): overlay2 storage (vfs where overlay cannot mount), no iptables, no default bridge
 # (containers use the host network, or a network namespace of their own for published ports),
 # its own data root, exec root and socket, so it never meets a system Docker.
 #   dockerd.sh start|stop
@@ -11,8 +11,9 @@ start)
     docker version >/dev/null 2>&1 && exit 0
     # The machine's hard nofile limit is 20000 and there is no CAP_SYS_RESOURCE: dockerd's
     # default container limit (1048576) would fail.
-    dockerd --storage-driver=vfs --iptables=false --ip6tables=false --bridge=none --ip-masq=false \
-        --host="$DOCKER_HOST" --data-root=/var/lib/roost-deploy-check/docker \
+    driver=$(storage_driver); [ "$driver" = overlay ] && driver=overlay2
+    dockerd --storage-driver="$driver" --iptables=false --ip6tables=false --bridge=none --ip-masq=false \
+        --host="$DOCKER_HOST" --data-root="$STORE/docker" \
         --exec-root=/run/roost-deploy-check/docker --pidfile="$D/dockerd.pid" \
         --default-ulimit nofile=20000:20000 >"$D/dockerd.log" 2>&1 &
     wait_for 60 docker version || { echo "dockerd did not start: $(tail -3 "$D/dockerd.log")" >&2; exit 1; }

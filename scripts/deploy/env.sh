@@ -4,7 +4,6 @@
 DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$DEPLOY_DIR/../.." && pwd)"
 export CONTAINERS_CONF="$DEPLOY_DIR/containers.conf"
-export CONTAINERS_STORAGE_CONF="$DEPLOY_DIR/storage.conf"
 export BUILDAH_ISOLATION=chroot
 WORK="${DEPLOY_CHECK_WORK:-/tmp/roost-deploy-check}"
 export DEPLOY_CHECK_WORK="$WORK"
@@ -12,6 +11,36 @@ mkdir -p "$WORK"
 export DOCKER_HOST="unix://$WORK/dockerd/docker.sock"
 export DOCKER_BUILDKIT=0   # Debian's docker.io has no buildx; the classic builder builds the file
 RESULTS="$WORK/results"
+# Everything the check's dockerd and podman store (images, layers, containers) lives here.
+STORE=/var/lib/roost-deploy-check
+
+# The storage driver of both engines: overlay where the kernel mounts it on $STORE (each layer
+# holds only its changes), else vfs (each layer is a full copy of its parent: the image build
+# alone then takes tens of GB). Probed once per run, by mounting one.
+storage_driver() {
+    if [ ! -s "$WORK/storage-driver" ]; then
+        local t="$STORE/.overlay-probe"
+        rm -rf "$t"; mkdir -p "$t"/{l,u,w,m}
+        if mount -t overlay overlay -o "lowerdir=$t/l,upperdir=$t/u,workdir=$t/w" "$t/m" 2>/dev/null; then
+            umount "$t/m"; echo overlay >"$WORK/storage-driver"
+        else
+            echo vfs >"$WORK/storage-driver"
+        fi
+        rm -rf "$t"
+    fi
+    cat "$WORK/storage-driver"
+}
+# podman's store, written from the probe (CONTAINERS_STORAGE_CONF points here).
+STORAGE_CONF="$WORK/storage.conf"
+export CONTAINERS_STORAGE_CONF="$STORAGE_CONF"
+if [ ! -s "$STORAGE_CONF" ] || ! grep -q "\"$(storage_driver)\"" "$STORAGE_CONF"; then
+    # One store per driver: podman refuses a store made by another driver.
+    d=$(storage_driver)
+    printf '[storage]\ndriver = "%s"\nrunroot = "/run/roost-deploy-check/containers-%s"\ngraphroot = "%s/containers-%s"\n' \
+        "$d" "$d" "$STORE" "$d" >"$STORAGE_CONF"
+fi
+# Free space where the engines store, in MB.
+free_mb() { mkdir -p "$STORE"; df -Pm "$STORE" | awk 'NR==2 {print $4}'; }
 
 pass() { echo "PASS: $*"; echo "PASS: $*" >>"$RESULTS"; }
 fail() { echo "FAIL: $*"; echo "FAIL: $*" >>"$RESULTS"; }
