@@ -1,13 +1,14 @@
 //! Command line: `roost [-c FILE] [-t | -d | -u]`, `roost route -c FILE SERVICE KEY`,
-//! `roost upgrade -c FILE`, `roost reload -c FILE` and `roost import-nginx PATH [-o FILE]`.
+//! `roost upgrade -c FILE`, `roost reload -c FILE`, `roost backend drain|ready|maint -c FILE
+//! SERVICE ADDR` and `roost import-nginx PATH [-o FILE]`.
 //! Parses arguments, sets up logging, and dispatches; the work happens elsewhere.
 
-use crate::config::Config;
+use crate::config::{BackendState, Config};
 use crate::ops::server::{self, RunOptions};
 use crate::ops::state_file;
 use crate::policy::route::{self, Unroutable};
 use crate::service::pool::Pool;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,6 +60,16 @@ pub enum Command {
     /// Validate the config, then tell the running daemon (server.pid_file) to re-read it
     /// (SIGHUP): backends, weights, health checks and when_down change without a restart
     Reload,
+    /// Set a backend's operator state in the running process (through the admin listener
+    /// and admin.token of this config): drain (no new sessions; its sessions and jobs stay),
+    /// ready, maint (nothing reaches it; its sessions move)
+    Backend {
+        action: Action,
+        /// Service name from the configuration
+        service: String,
+        /// The backend as written in the config (or the IP:port it resolved to)
+        backend: String,
+    },
     /// Translate an NGINX config (nginx.conf and what it includes) into a Roost config; exits
     /// non-zero, writing nothing, when a directive that changes routing has no exact equivalent
     #[command(name = "import-nginx")]
@@ -72,6 +83,24 @@ pub enum Command {
         #[arg(long = "allow-approximate")]
         allow_approximate: bool,
     },
+}
+
+/// What `roost backend` sets.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Action {
+    Drain,
+    Ready,
+    Maint,
+}
+
+impl From<Action> for BackendState {
+    fn from(a: Action) -> Self {
+        match a {
+            Action::Drain => BackendState::Drain,
+            Action::Ready => BackendState::Ready,
+            Action::Maint => BackendState::Maint,
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -106,6 +135,11 @@ pub fn main() -> ExitCode {
         Some(Command::Route { service, key }) => return route(&config, service, key),
         Some(Command::Upgrade) => return crate::ops::upgrade::run(&config, &absolute(&cli.conf)),
         Some(Command::Reload) => return crate::ops::upgrade::reload(&config),
+        Some(Command::Backend {
+            action,
+            service,
+            backend,
+        }) => return crate::ops::backend_cmd::run(&config, (*action).into(), service, backend),
         Some(Command::ImportNginx { .. }) | None => {}
     }
     if cli.test {

@@ -12,7 +12,7 @@ source "$(dirname "$0")/env.sh"
 DEMO="$(readlink -f "${1:?roost-demo-backend binary}")"
 PC="$WORK/venv/bin/podman-compose"
 P=roostcheck
-export ROOST_PUBLISH_ADDRESS=127.0.0.1 FLYINGPIGEON_PORT=38193 MALLEEFOWL_PORT=38191 EMU_PORT=38194
+export ROOST_PUBLISH_ADDRESS=127.0.0.1 FLYINGPIGEON_PORT=24193 MALLEEFOWL_PORT=24191 EMU_PORT=24194
 export WPS_HOST_1=wps1 WPS_HOST_2=wps2 WPS_HOST_3=wps3
 export FLYINGPIGEON_BACKEND_PORT=8080 MALLEEFOWL_BACKEND_PORT=8080 EMU_BACKEND_PORT=8080
 OVR="$WORK/compose.check.yml"
@@ -32,7 +32,7 @@ python3 - "$out" <<'PY' && pass "compose: the environment reaches ports (on ROOS
 import os, sys, yaml
 p = yaml.safe_load(sys.argv[1])["services"]["proxy"]
 ports = [(x["host_ip"], x["published"], x["target"]) if isinstance(x, dict) else x for x in p["ports"]]
-assert ("127.0.0.1", 38193, 38193) in ports or "127.0.0.1:38193:38193/tcp" in ports, ports
+assert ("127.0.0.1", 24193, 24193) in ports or "127.0.0.1:24193:24193/tcp" in ports, ports
 assert p["environment"]["WPS_HOST_1"] == "wps1", p["environment"]
 PY
 pout=$("$PC" -f docker-compose.yml config 2>&1) \

@@ -58,6 +58,8 @@ wait_for() {
     local end=$(( $(date +%s) + t ))
     until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 0.3; done
 }
+# The parts use fixed ports below the kernel's ephemeral range (32768-60999 here), so a
+# client connection of anything else running on the machine cannot hold one of them.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 # The shipped config with loopback listeners and its backends on the three local demo backends

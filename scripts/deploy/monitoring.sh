@@ -11,7 +11,7 @@ BIN="$(readlink -f "${1:?roost binary}")"
 DEMO="$(readlink -f "${2:?roost-demo-backend binary}")"
 ALERTS="$REPO/deploy/prometheus/alerts.yml"
 DASH="$REPO/deploy/grafana/roost.json"
-P_FP=48193 P_ADMIN=49990 B1=48201 B2=48202 DEAD=48203
+P_FP=26193 P_ADMIN=26990 B1=26201 B2=26202 DEAD=26203
 D="$WORK/monitoring"; rm -rf "$D"; mkdir -p "$D"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; }

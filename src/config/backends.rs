@@ -62,12 +62,23 @@ impl Loader<'_> {
                 "must be at least 1 (remove the backend to stop sending it traffic)",
             );
         }
+        let state = match b.state.as_deref().map(str::trim) {
+            None => Some(BackendState::Ready),
+            Some(s) => BackendState::parse(s).or_else(|| {
+                self.error(
+                    &join_key(item, "state"),
+                    format!("'{s}' is not a backend state: ready, drain or maint"),
+                );
+                None
+            }),
+        };
         let address = self.required(&address_key, b.address)?.trim().to_string();
         let addr = self.resolve(&address_key, &address, resolver)?;
         (weight > 0).then_some(BackendConfig {
             address,
             addr,
             weight,
+            state: state?,
         })
     }
 

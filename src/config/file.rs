@@ -94,6 +94,8 @@ pub struct FileAffinity {
     pub max_keys: Option<usize>,
     #[serde(default, deserialize_with = "lenient")]
     pub return_after_recovery: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub drain_idle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +144,7 @@ pub struct FileHash {
 pub struct FileBackend {
     pub address: Option<String>,
     pub weight: Option<u32>,
+    pub state: Option<String>,
     /// Written as a bare string (so errors point at the item, not at an `address` key).
     pub short_form: bool,
 }
@@ -153,6 +156,8 @@ struct FileBackendMap {
     address: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     weight: Option<u32>,
+    #[serde(default, deserialize_with = "lenient")]
+    state: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for FileBackend {
@@ -161,12 +166,13 @@ impl<'de> Deserialize<'de> for FileBackend {
         impl<'de> Visitor<'de> for BackendVisitor {
             type Value = FileBackend;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("`host:port` or `{ address: host:port, weight: N }`")
+                f.write_str("`host:port` or `{ address: host:port, weight: N, state: S }`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<FileBackend, E> {
                 Ok(FileBackend {
                     address: Some(v.to_string()),
                     weight: None,
+                    state: None,
                     short_form: true,
                 })
             }
@@ -176,6 +182,7 @@ impl<'de> Deserialize<'de> for FileBackend {
                 Ok(FileBackend {
                     address: m.address,
                     weight: m.weight,
+                    state: m.state,
                     short_form: false,
                 })
             }

@@ -141,6 +141,7 @@ pub struct ServiceConfig {
 
 pub const DEFAULT_AFFINITY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_AFFINITY_MAX_KEYS: usize = 1_000_000;
+pub const DEFAULT_DRAIN_IDLE: Duration = Duration::from_secs(5 * 60);
 
 /// `services[].affinity`: the sticky table of a keyed service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +154,9 @@ pub struct Affinity {
     /// A key that failed over returns to its backend once that backend is up again (true), or
     /// stays where it failed over to (false).
     pub return_after_recovery: bool,
+    /// A draining backend is "safe to stop" once nothing was sent to it for this long (and it
+    /// runs no job, has no request in flight).
+    pub drain_idle: Duration,
 }
 
 impl Default for Affinity {
@@ -162,6 +166,7 @@ impl Default for Affinity {
             ttl: DEFAULT_AFFINITY_TTL,
             max_keys: DEFAULT_AFFINITY_MAX_KEYS,
             return_after_recovery: true,
+            drain_idle: DEFAULT_DRAIN_IDLE,
         }
     }
 }
@@ -272,6 +277,53 @@ pub struct BackendConfig {
     /// What it resolved to when the configuration was loaded.
     pub addr: SocketAddr,
     pub weight: u32,
+    /// The operator state the file gives it.
+    pub state: BackendState,
+}
+
+/// What an operator lets a backend take (`backends[].state`, `POST /backends/...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendState {
+    /// Everything: new keys, its keys, keyless requests.
+    #[default]
+    Ready,
+    /// No new keys and no keyless requests; the keys the sticky table holds for it and the
+    /// requests of the WPS jobs it runs still reach it, so it empties without moving a
+    /// session.
+    Drain,
+    /// Nothing: its keys fail over (counted as moves, reason `drained`), even under
+    /// `when_down: reject`.
+    Maint,
+}
+
+impl BackendState {
+    pub const ALL: [BackendState; 3] = [
+        BackendState::Ready,
+        BackendState::Drain,
+        BackendState::Maint,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Ready => "ready",
+            BackendState::Drain => "drain",
+            BackendState::Maint => "maint",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether new keys and keyless requests may go to it.
+    pub fn takes_new_work(self) -> bool {
+        self == BackendState::Ready
+    }
+
+    /// Whether anything at all may go to it.
+    pub fn takes_traffic(self) -> bool {
+        self != BackendState::Maint
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

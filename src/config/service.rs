@@ -82,6 +82,7 @@ impl Loader<'_> {
             ttl: self.duration(&key("ttl"), f.ttl, d.ttl)?,
             max_keys,
             return_after_recovery: f.return_after_recovery.unwrap_or(d.return_after_recovery),
+            drain_idle: self.duration(&key("drain_idle"), f.drain_idle, d.drain_idle)?,
         })
     }
 

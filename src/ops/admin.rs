@@ -1,11 +1,13 @@
 //! The admin listener (`admin.listen`): `GET /metrics` (Prometheus text), `GET /status`
-//! (JSON), `GET /route?service=S&key=K` (JSON: where K goes now) and `GET /`, a status page
-//! (one HTML file embedded in the binary) that polls /status.
+//! (JSON), `GET /route?service=S&key=K` (JSON: where K goes now), `GET /`, a status page
+//! (one HTML file embedded in the binary) that polls /status, and the one kind of write,
+//! `POST /backends/drain|ready|maint?service=S&backend=ADDR` (operator states; only with an
+//! `admin.token`).
 //!
 //! Routing, auth and the answers are in [`Admin::handle`], which does no I/O beyond reading
 //! the pools, so it is tested directly; the Pingora `ServeHttp` glue is a few lines.
 
-use crate::config::{MissingKey, WhenDown};
+use crate::config::{BackendState, MissingKey, WhenDown};
 use crate::policy::route::{self, Unroutable};
 use crate::service::pool::Pool;
 use crate::telemetry::metrics::Metrics;
@@ -19,6 +21,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const STATUS_PAGE: &str = include_str!("status.html");
+/// The admin endpoints take no body; beyond this much of one the connection is closed.
+const MAX_IGNORED_BODY: usize = 64 * 1024;
 
 /// A service as the admin listener shows it.
 pub struct AdminService {
@@ -77,8 +81,11 @@ impl Admin {
         query: Option<&str>,
         authorization: Option<&[u8]>,
     ) -> Reply {
+        if let Some(action) = path.strip_prefix("/backends/") {
+            return self.backend_action(method, action, query.unwrap_or(""), authorization);
+        }
         if method != Method::GET {
-            let mut reply = Reply::error(405, "the admin endpoints only answer GET");
+            let mut reply = Reply::error(405, "this endpoint only answers GET");
             reply.headers.push(("Allow", "GET"));
             return reply;
         }
@@ -92,7 +99,10 @@ impl Admin {
             };
         }
         if !["/metrics", "/status", "/route"].contains(&path) {
-            return Reply::error(404, "unknown path; try /, /status, /metrics or /route");
+            return Reply::error(
+                404,
+                "unknown path; try /, /status, /metrics, /route or POST /backends/drain|ready|maint",
+            );
         }
         if !self.authorized(authorization) {
             let mut reply = Reply::error(401, "missing or wrong bearer token");
@@ -114,6 +124,81 @@ impl Admin {
         }
     }
 
+    /// `POST /backends/{drain,ready,maint}?service=S&backend=ADDR`: set a backend's operator
+    /// state. A write needs a token: without `admin.token` anyone who reaches the listener
+    /// could take machines out, so the endpoint is closed (403) and says why.
+    fn backend_action(
+        &self,
+        method: &Method,
+        action: &str,
+        query: &str,
+        authorization: Option<&[u8]>,
+    ) -> Reply {
+        let Some(state) = BackendState::parse(action) else {
+            return Reply::error(
+                404,
+                "unknown action; POST /backends/drain, /backends/ready or /backends/maint",
+            );
+        };
+        if method != Method::POST {
+            let mut reply = Reply::error(405, "operator actions are POST requests");
+            reply.headers.push(("Allow", "POST"));
+            return reply;
+        }
+        if self.token.is_none() {
+            return Reply::error(
+                403,
+                "operator actions need admin.token in the config (Authorization: Bearer TOKEN)",
+            );
+        }
+        if !self.authorized(authorization) {
+            let mut reply = Reply::error(401, "missing or wrong bearer token");
+            reply.headers.push(("WWW-Authenticate", "Bearer"));
+            return reply;
+        }
+        let (mut service, mut backend) = (None, None);
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "service" => service = Some(v.into_owned()),
+                "backend" => backend = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        let (Some(service), Some(backend)) = (service, backend) else {
+            return Reply::error(
+                400,
+                "usage: POST /backends/ACTION?service=NAME&backend=ADDRESS",
+            );
+        };
+        let Some(s) = self.services.iter().find(|s| s.pool.name == service) else {
+            return Reply::error(404, &format!("no service named '{service}'"));
+        };
+        // The address as written in the config, or what it resolved to.
+        let current = s.pool.state();
+        let Some(member) = current
+            .members()
+            .iter()
+            .find(|m| m.address == backend || m.addr.to_string() == backend)
+        else {
+            return Reply::error(
+                404,
+                &format!("service '{service}' has no backend '{backend}'"),
+            );
+        };
+        let Some(previous) = s.pool.set_state(&member.address, state) else {
+            return Reply::error(409, "the backend left the config meanwhile; try again");
+        };
+        Reply::json(
+            200,
+            &json!({
+                "service": service,
+                "backend": member.address,
+                "state": state.as_str(),
+                "previous": previous.as_str(),
+            }),
+        )
+    }
+
     fn authorized(&self, authorization: Option<&[u8]>) -> bool {
         let Some(token) = &self.token else {
             return true;
@@ -128,6 +213,7 @@ impl Admin {
     /// removed disappear.
     fn refresh_gauges(&self) {
         self.metrics.backend_up.reset();
+        self.metrics.backend_state.reset();
         for s in &self.services {
             if let Some(keys) = s.pool.state().table_len() {
                 self.metrics
@@ -136,10 +222,18 @@ impl Admin {
                     .set(keys as i64);
             }
             for b in s.pool.status() {
+                let addr = b.addr.to_string();
+                let labels = [s.pool.name.as_str(), addr.as_str()];
                 self.metrics
                     .backend_up
-                    .with_label_values(&[s.pool.name.as_str(), &b.addr.to_string()])
+                    .with_label_values(&labels)
                     .set(i64::from(b.healthy));
+                for st in BackendState::ALL {
+                    self.metrics
+                        .backend_state
+                        .with_label_values(&[labels[0], labels[1], st.as_str()])
+                        .set(i64::from(b.state == st));
+                }
             }
         }
     }
@@ -162,6 +256,11 @@ impl Admin {
                             "weight": b.weight,
                             "healthy": b.healthy,
                             "requests": b.requests,
+                            "state": b.state.as_str(),
+                            "state_seconds": b.in_state_for.as_secs(),
+                            "in_flight": b.in_flight,
+                            "idle_seconds": b.idle.as_secs(),
+                            "drained": b.drained,
                         })
                     })
                     .collect();
@@ -193,6 +292,7 @@ impl Admin {
                         WhenDown::Reject => "reject",
                     },
                     "health_check": health_check,
+                    "drain_idle_seconds": settings.affinity.drain_idle.as_secs(),
                     "requests": requests,
                     "backends": backends,
                 })
@@ -270,6 +370,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // A POST may carry a body nobody reads: consume it (bounded) so that the connection
+        // stays in step for the next request.
+        let mut body_bytes = 0usize;
+        while body_bytes <= MAX_IGNORED_BODY {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => body_bytes += chunk.len(),
+                _ => break,
+            }
+        }
+        if body_bytes > MAX_IGNORED_BODY {
+            session.set_keepalive(None);
+        }
         let req = session.req_header();
         let reply = self.handle(
             &req.method,
@@ -376,6 +488,13 @@ mod tests {
         let post = a.handle(&Method::POST, "/status", None, None);
         assert_eq!(post.status, 405);
         assert_eq!(post.headers, [("Allow", "GET")]);
+        let get_action = get(
+            &a,
+            "/backends/drain",
+            Some("service=fp&backend=127.0.0.11:8093"),
+        );
+        assert_eq!(get_action.status, 405);
+        assert_eq!(get_action.headers, [("Allow", "POST")]);
         assert_eq!(get(&a, "/nope", None).status, 404);
         assert_eq!(
             get(&a, "/", None).status,
@@ -393,5 +512,87 @@ mod tests {
         );
         assert_eq!(right.status, 200);
         assert!(String::from_utf8_lossy(&right.body).contains("roost_backend_up"));
+    }
+
+    fn post(a: &Admin, path: &str, query: &str, token: Option<&[u8]>) -> Reply {
+        a.handle(&Method::POST, path, Some(query), token)
+    }
+
+    #[test]
+    fn operator_actions_need_a_token_and_name_what_is_wrong() {
+        let q = "service=fp&backend=127.0.0.12:8093";
+        let open = admin(None);
+        let r = post(&open, "/backends/drain", q, None);
+        assert_eq!(r.status, 403);
+        assert!(json_of(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("admin.token"));
+
+        let a = admin(Some("s3cret-token-0123456789"));
+        let token: &[u8] = b"Bearer s3cret-token-0123456789";
+        assert_eq!(post(&a, "/backends/drain", q, None).status, 401);
+        assert_eq!(
+            post(&a, "/backends/drain", q, Some(b"Bearer nope")).status,
+            401
+        );
+        assert_eq!(post(&a, "/backends/nap", q, Some(token)).status, 404);
+        assert_eq!(
+            post(&a, "/backends/drain", "service=fp", Some(token)).status,
+            400
+        );
+        assert_eq!(
+            post(
+                &a,
+                "/backends/drain",
+                "service=no&backend=1.2.3.4:1",
+                Some(token)
+            )
+            .status,
+            404
+        );
+        assert_eq!(
+            post(
+                &a,
+                "/backends/drain",
+                "service=fp&backend=127.0.0.99:1",
+                Some(token)
+            )
+            .status,
+            404
+        );
+
+        let r = post(&a, "/backends/drain", q, Some(token));
+        assert_eq!(r.status, 200);
+        assert_eq!(json_of(&r)["previous"], "ready");
+        assert_eq!(json_of(&r)["state"], "drain");
+        let status = json_of(&a.handle(&Method::GET, "/status", None, Some(token)));
+        let b = &status["services"][0]["backends"][1];
+        assert_eq!(b["state"], "drain");
+        assert_eq!(b["in_flight"], 0);
+        // Just drained: the idle time (default 5 min) has not passed yet.
+        assert_eq!(b["drained"], false);
+        // `/route` follows: machine-0 (owned by .12) goes elsewhere now.
+        let r = a.handle(
+            &Method::GET,
+            "/route",
+            Some("service=fp&key=machine-0"),
+            Some(token),
+        );
+        assert_ne!(json_of(&r)["backend"], "127.0.0.12:8093");
+        let r = post(&a, "/backends/ready", q, Some(token));
+        assert_eq!(json_of(&r)["previous"], "drain");
+        let metrics = a.handle(&Method::GET, "/metrics", None, Some(token));
+        let text = String::from_utf8_lossy(&metrics.body);
+        assert!(
+            text.contains("roost_backend_state_changes_total{service=\"fp\",to=\"drain\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "roost_backend_state{backend=\"127.0.0.12:8093\",service=\"fp\",state=\"ready\"} 1"
+            ),
+            "{text}"
+        );
     }
 }

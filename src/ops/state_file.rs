@@ -10,9 +10,15 @@
 //! ignored: it never stops Roost from starting.
 //!
 //! Format (version [`FORMAT_VERSION`]): JSON, `{"version": 1, "written_unix": SECONDS,
-//! "services": {"NAME": [{"key": K, "backend": ADDRESS, "idle_ms": N, "age_ms": N}]}}`. Times
-//! are relative to `written_unix`, so a file read later counts the time it lay unused as idle.
+//! "services": {"NAME": [{"key": K, "backend": ADDRESS, "idle_ms": N, "age_ms": N}]},
+//! "backend_states": {"NAME": [{"backend": ADDRESS, "state": "drain", "file_state": "ready"}]}}`.
+//! Times are relative to `written_unix`, so a file read later counts the time it lay unused as
+//! idle. `backend_states` (optional) holds the operator states set through the admin API that
+//! differ from the config's; one applies again unless the config's `state` for that backend
+//! changed since (`file_state`: what the config said when it was saved).
 
+use crate::config::BackendState;
+use crate::service::operator::SavedState;
 use crate::service::pool::Pool;
 use async_trait::async_trait;
 use log::{info, warn};
@@ -34,6 +40,15 @@ struct StateFile {
     version: u32,
     written_unix: u64,
     services: BTreeMap<String, Vec<Saved>>,
+    #[serde(default)]
+    backend_states: BTreeMap<String, Vec<SavedBackendState>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedBackendState {
+    backend: String,
+    state: String,
+    file_state: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,10 +84,28 @@ fn encode(pools: &[Arc<Pool>], now: Instant) -> Vec<u8> {
             (pool.name.clone(), saved)
         })
         .collect();
+    let backend_states = pools
+        .iter()
+        .map(|pool| {
+            let saved = pool
+                .operator()
+                .export()
+                .into_iter()
+                .map(|s| SavedBackendState {
+                    backend: s.backend,
+                    state: s.state.as_str().to_string(),
+                    file_state: s.from_file.as_str().to_string(),
+                })
+                .collect::<Vec<_>>();
+            (pool.name.clone(), saved)
+        })
+        .filter(|(_, saved)| !saved.is_empty())
+        .collect();
     let file = StateFile {
         version: FORMAT_VERSION,
         written_unix: unix_now(),
         services,
+        backend_states,
     };
     serde_json::to_vec(&file).expect("state serializes")
 }
@@ -90,6 +123,28 @@ fn merge(bytes: &[u8], pools: &[Arc<Pool>], now: Instant) -> Result<usize, Strin
     let lay_unused = Duration::from_secs(unix_now().saturating_sub(file.written_unix));
     let mut added = 0;
     for pool in pools {
+        let states: Vec<SavedState> = file
+            .backend_states
+            .get(&pool.name)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                Some(SavedState {
+                    backend: s.backend.clone(),
+                    state: BackendState::parse(&s.state)?,
+                    from_file: BackendState::parse(&s.file_state)?,
+                })
+            })
+            .collect();
+        if !states.is_empty() {
+            let applied = pool.operator().import(&states);
+            if applied > 0 {
+                info!(
+                    "state: service {}: {applied} operator state(s) carried over",
+                    pool.name
+                );
+            }
+        }
         let Some(saved) = file.services.get(&pool.name) else {
             continue;
         };
@@ -254,6 +309,23 @@ mod tests {
         assert!(new[0].state().table_entry(b"on-3").is_none());
         // Merging again adds nothing: the keys are known now.
         assert_eq!(merge(&bytes, &new, Instant::now()), Ok(0));
+    }
+
+    #[test]
+    fn operator_states_come_back_unless_the_config_changed_them() {
+        let old = pools("10.0.0.1:80, 10.0.0.2:80");
+        old[0].set_state("10.0.0.2:80", BackendState::Drain);
+        let bytes = encode(&old, Instant::now());
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains(r#""backend_states":{"fp":[{"backend":"10.0.0.2:80","state":"drain","file_state":"ready"}]}"#), "{text}");
+        let new = pools("10.0.0.2:80, 10.0.0.1:80");
+        merge(&bytes, &new, Instant::now()).unwrap();
+        let state_of = |p: &Pool, i: usize| p.state().operator_state(i);
+        assert_eq!(state_of(&new[0], 0), BackendState::Drain);
+        assert_eq!(state_of(&new[0], 1), BackendState::Ready);
+        // A file written before operator states existed still reads.
+        let plain = br#"{"version": 1, "written_unix": 0, "services": {}}"#;
+        assert_eq!(merge(plain, &new, Instant::now()), Ok(0));
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //!
 //! The order of the rules:
 //! 1. an invalid key is refused (400);
-//! 2. a key the sticky table holds goes to its recorded backend while that backend is usable;
-//!    when it is down, `when_down` decides (another backend on the ring, or 503); when it has
-//!    left the config, the ring decides;
-//! 3. any other key is hashed onto the ring ([`Pick::by_key`]);
+//! 2. a key the sticky table holds goes to its recorded backend while that backend is usable
+//!    (up, and not in maintenance: a draining backend keeps its keys); when it is down,
+//!    `when_down` decides (another backend on the ring, or 503); when an operator put it in
+//!    maintenance, or it has left the config, the ring decides;
+//! 3. any other key is hashed onto the ring ([`Pick::by_key`]), which passes over backends
+//!    closed to new keys (draining, in maintenance);
 //! 4. a request without a key, under `wps_affinity`, goes to the backend that ran the WPS job
 //!    its URL names, when that backend is usable; otherwise `hash.missing` decides: round
 //!    robin, the client's IP as the key, or 400.
@@ -45,8 +47,11 @@ pub trait Pick {
     fn by_key(&self, key: &[u8], avoid: &[usize]) -> Decision<usize>;
     /// Where the sticky table holds `key`; `None` when it has no entry (or the table is off).
     fn recorded(&self, key: &[u8]) -> Option<Recorded>;
-    /// Whether backend `i` may take a request now.
+    /// Whether backend `i` may take a request now (up, and not in maintenance).
     fn usable(&self, i: usize) -> bool;
+    /// Whether an operator put backend `i` in maintenance: its keys move, whatever
+    /// `when_down` says.
+    fn in_maintenance(&self, i: usize) -> bool;
     /// The next usable backend of the weighted rotation.
     fn round_robin(&self, exclude: Option<usize>) -> Decision<usize>;
 }
@@ -65,6 +70,8 @@ pub enum Move {
     OwnerDown,
     /// The recorded backend is no longer in the config.
     Removed,
+    /// An operator put the recorded backend in maintenance.
+    Drained,
 }
 
 impl Move {
@@ -72,6 +79,7 @@ impl Move {
         match self {
             Move::OwnerDown => "owner_down",
             Move::Removed => "removed",
+            Move::Drained => "drained",
         }
     }
 }
@@ -200,20 +208,14 @@ pub fn resolve<J: FnOnce() -> Option<usize>>(
                 };
                 (decision, Reason::Table, by_key_fails_over)
             }
+            Some(Recorded { member: Some(m) }) if pick.in_maintenance(m) => {
+                return stand_in(pick, k, m, ask.exclude, Move::Drained)
+            }
             Some(Recorded { member: Some(_) }) if !by_key_fails_over => {
                 return Err(Unroutable::OwnerDown)
             }
             Some(Recorded { member: Some(m) }) => {
-                // Its backend is down: the ring, without it, picks the stand-in.
-                let both = [m, ask.exclude.unwrap_or(m)];
-                let decision = match pick.by_key(k, &both) {
-                    Decision::Forward { backend, .. } => Decision::Forward {
-                        backend,
-                        role: Role::Failover,
-                    },
-                    other => other,
-                };
-                return finish(decision, Reason::Table, true, Some(Move::OwnerDown));
+                return stand_in(pick, k, m, ask.exclude, Move::OwnerDown)
             }
         },
         Key::Missing => {
@@ -241,6 +243,26 @@ pub fn resolve<J: FnOnce() -> Option<usize>>(
         }
     };
     finish(decision, reason, may_fail_over, None)
+}
+
+/// The recorded backend `m` cannot take `key`: the ring, without it (and without a backend
+/// that just refused), picks the stand-in.
+fn stand_in(
+    pick: &impl Pick,
+    key: &[u8],
+    m: usize,
+    exclude: Option<usize>,
+    why: Move,
+) -> Result<Route, Unroutable> {
+    let both = [m, exclude.unwrap_or(m)];
+    let decision = match pick.by_key(key, &both) {
+        Decision::Forward { backend, .. } => Decision::Forward {
+            backend,
+            role: Role::Failover,
+        },
+        other => other,
+    };
+    finish(decision, Reason::Table, true, Some(why))
 }
 
 fn finish(

@@ -11,6 +11,8 @@ struct Table {
     when_down: WhenDown,
     /// The sticky table: key → recorded member (`None`: no longer in the config).
     sticky: Vec<(&'static [u8], Option<usize>)>,
+    /// Backends in maintenance: off the ring for new keys, their keys move.
+    maint: [bool; 3],
 }
 
 impl Pick for Table {
@@ -20,7 +22,12 @@ impl Pick for Table {
             Some(b'b') => 1,
             _ => 2,
         };
-        let usable = |i: usize| self.up[i] && !avoid.contains(&i);
+        // Maintenance takes a backend off the ring: the next one owns its keys.
+        let owner = (0..3)
+            .map(|step| (owner + step) % 3)
+            .find(|&i| !self.maint[i])
+            .unwrap_or(owner);
+        let usable = |i: usize| self.up[i] && !self.maint[i] && !avoid.contains(&i);
         if usable(owner) {
             return Decision::Forward {
                 backend: owner,
@@ -45,7 +52,11 @@ impl Pick for Table {
     }
 
     fn usable(&self, i: usize) -> bool {
-        self.up[i]
+        self.up[i] && !self.maint[i]
+    }
+
+    fn in_maintenance(&self, i: usize) -> bool {
+        self.maint[i]
     }
 
     fn round_robin(&self, exclude: Option<usize>) -> Decision<usize> {
@@ -77,6 +88,7 @@ fn table(up: [bool; 3], when_down: WhenDown) -> Table {
         rr: Cell::new(0),
         when_down,
         sticky: Vec::new(),
+        maint: [false; 3],
     }
 }
 
@@ -233,4 +245,35 @@ fn lookup_validates_like_the_proxy() {
         lookup(&p, "caf\u{e9}", &t).unwrap_err(),
         Unroutable::InvalidKey(_)
     ));
+}
+
+#[test]
+fn a_key_recorded_on_a_backend_in_maintenance_moves_even_under_reject() {
+    for when_down in [WhenDown::Failover, WhenDown::Reject] {
+        let mut t = table([true, true, true], when_down);
+        t.sticky.push((b"a-key", Some(0)));
+        t.maint[0] = true;
+        let route = lookup(
+            &policy(MissingKey::RoundRobin, when_down, false),
+            "a-key",
+            &t,
+        )
+        .unwrap();
+        assert_eq!(route.backend, 1, "{when_down:?}");
+        assert_eq!(route.role, Role::Failover);
+        assert_eq!(route.reason, Reason::Table);
+        assert_eq!(route.moved, Some(Move::Drained));
+        // Down under reject: refused, not moved (the operator did not ask for it).
+        t.maint[0] = false;
+        t.up[0] = false;
+        let down = lookup(
+            &policy(MissingKey::RoundRobin, when_down, false),
+            "a-key",
+            &t,
+        );
+        match when_down {
+            WhenDown::Reject => assert_eq!(down, Err(Unroutable::OwnerDown)),
+            WhenDown::Failover => assert_eq!(down.unwrap().moved, Some(Move::OwnerDown)),
+        }
+    }
 }

@@ -61,16 +61,22 @@ impl<'a, B: PartialEq> RingWalk<'a, B> {
 
     /// How many ring steps the iterator may take. `failover` may need the whole ring to meet
     /// every distinct backend (a small fixed count can end the walk while healthy backends
-    /// remain); `reject` only ever looks at the owner, the first step.
-    pub fn max_steps(&self, ring_points: usize) -> usize {
+    /// remain); `reject` only ever looks at the owner, the first step, unless some backend is
+    /// `closed` to new keys (then the owner may lie further on).
+    pub fn max_steps(&self, ring_points: usize, closed: bool) -> usize {
         match self.when_down {
-            WhenDown::Failover => ring_points.max(1),
-            WhenDown::Reject => 1,
+            WhenDown::Reject if !closed => 1,
+            _ => ring_points.max(1),
         }
     }
 
-    /// Take `candidate`? Called in ring order with each distinct backend's health.
-    pub fn accept(&self, candidate: &B, healthy: bool) -> bool {
+    /// Take `candidate`? Called in ring order with each distinct backend's health and
+    /// whether it takes new keys (`open`). One that does not (drain, maint) is passed over as
+    /// if it were not on the ring: it is neither the owner nor a down owner.
+    pub fn accept(&self, candidate: &B, healthy: bool, open: bool) -> bool {
+        if !open {
+            return false;
+        }
         let n = self.offered.get();
         self.offered.set(n + 1);
         if n > 0 && self.when_down == WhenDown::Reject {
@@ -151,15 +157,58 @@ mod tests {
         when_down: WhenDown,
         exclude: Option<&&'static str>,
     ) -> Decision<&'static str> {
+        walk_closed(ring, when_down, exclude, &[])
+    }
+
+    /// `closed`: backends that take no new keys (drain, maint).
+    fn walk_closed(
+        ring: &[(&'static str, bool)],
+        when_down: WhenDown,
+        exclude: Option<&&'static str>,
+        closed: &[&str],
+    ) -> Decision<&'static str> {
         let avoid: Vec<&&'static str> = exclude.into_iter().collect();
         let w = RingWalk::new(when_down, &avoid);
-        let limit = w.max_steps(ring.len());
+        let limit = w.max_steps(ring.len(), !closed.is_empty());
         let picked = ring
             .iter()
             .take(limit)
-            .find(|(b, healthy)| w.accept(b, *healthy))
+            .find(|(b, healthy)| w.accept(b, *healthy, !closed.contains(b)))
             .map(|(b, _)| *b);
         w.finish(picked)
+    }
+
+    #[test]
+    fn a_closed_backend_is_passed_over_as_if_it_were_not_on_the_ring() {
+        let owner_b = Decision::Forward {
+            backend: "b",
+            role: Role::Owner,
+        };
+        for mode in [WhenDown::Failover, WhenDown::Reject] {
+            let ring = [("a", true), ("b", true), ("c", true)];
+            assert_eq!(walk_closed(&ring, mode, None, &["a"]), owner_b);
+            // Closed and down: still not the owner, so `reject` does not refuse the key.
+            let ring = [("a", false), ("b", true)];
+            assert_eq!(walk_closed(&ring, mode, None, &["a"]), owner_b);
+        }
+        // The owner after the closed one is down: that is a down owner.
+        let ring = [("a", true), ("b", false), ("c", true)];
+        assert_eq!(
+            walk_closed(&ring, WhenDown::Reject, None, &["a"]),
+            Decision::OwnerDown
+        );
+        assert_eq!(
+            walk_closed(&ring, WhenDown::Failover, None, &["a"]),
+            Decision::Forward {
+                backend: "c",
+                role: Role::Failover
+            }
+        );
+        let ring = [("a", true), ("b", true)];
+        assert_eq!(
+            walk_closed(&ring, WhenDown::Failover, None, &["a", "b"]),
+            Decision::NoneHealthy
+        );
     }
 
     #[test]

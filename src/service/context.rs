@@ -2,7 +2,9 @@
 //! served under, the backend chosen and the retry bookkeeping, and (in debug builds) the config
 //! version each phase used.
 
+use crate::policy::route::Move;
 use crate::policy::wps::JobScanner;
+use crate::service::operator::InFlight;
 use crate::service::state::ServiceState;
 use pingora::http::ResponseHeader;
 use pingora::Result;
@@ -34,6 +36,10 @@ pub struct RequestCtx {
     pub(super) body_bytes: u64,
     /// `wps_affinity`: looking for the WPS job in the response body as it streams past.
     pub(super) job_scan: Option<JobScanner>,
+    /// Counts this request as in flight to its backend until the context drops (drain).
+    pub(super) in_flight: Option<InFlight>,
+    /// The key left the backend the sticky table recorded for it, and why (access log).
+    pub(super) moved: Option<Move>,
     /// Debug builds: the config version each phase read, for [`DEBUG_VERSION_HEADER`].
     #[cfg(debug_assertions)]
     pub(super) phases: Vec<(&'static str, u64)>,
@@ -53,6 +59,8 @@ impl RequestCtx {
             retried: false,
             body_bytes: 0,
             job_scan: None,
+            in_flight: None,
+            moved: None,
             #[cfg(debug_assertions)]
             phases: Vec::new(),
         }

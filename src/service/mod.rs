@@ -6,6 +6,7 @@
 pub(crate) mod context;
 pub(crate) mod guard;
 pub(crate) mod health;
+pub(crate) mod operator;
 pub mod pool;
 pub(crate) mod proxy;
 pub(crate) mod state;

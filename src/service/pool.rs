@@ -1,13 +1,15 @@
 //! One service's backend pool for the life of the process: the current [`ServiceState`]
 //! (swapped whole on reload), the health registry and check every state's ring shares, the
-//! round-robin rotation, and the background task that runs the health checks.
+//! round-robin rotation, the operator states, and the background task that runs the health
+//! checks.
 
-use crate::config::ServiceConfig;
+use crate::config::{BackendState, ServiceConfig};
 use crate::policy::select::RoundRobin;
 use crate::policy::sticky::StickyTable;
 use crate::service::guard::GuardLimits;
 use crate::service::health::{Checker, Probe};
-use crate::service::state::ServiceState;
+use crate::service::operator::Operator;
+use crate::service::state::{ServiceState, Shared};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -28,6 +30,15 @@ pub struct BackendStatus {
     pub weight: u32,
     pub healthy: bool,
     pub requests: u64,
+    pub state: BackendState,
+    /// How long it has been in `state`.
+    pub in_state_for: Duration,
+    pub in_flight: usize,
+    /// Since a request to it last started or ended.
+    pub idle: Duration,
+    /// Draining, with nothing in flight for `affinity.drain_idle`: it can be stopped without
+    /// failing a request.
+    pub drained: bool,
 }
 
 /// Health is tracked per address, so a backend whose weight changes on reload stays up (or
@@ -46,6 +57,8 @@ pub struct Pool {
     rotation: Arc<RoundRobin>,
     /// The sticky table: lives as long as the pool, so a reload keeps every recorded key.
     table: Arc<StickyTable>,
+    /// Each backend's operator state (ready, drain, maint), kept across reloads.
+    operator: Arc<Operator>,
     /// One reload at a time, so versions are built and stored in order.
     reload: Mutex<()>,
     pub metrics: Arc<Metrics>,
@@ -62,8 +75,14 @@ impl Pool {
         let rotation = Arc::new(RoundRobin::default());
         let affinity = &config.affinity;
         let table = Arc::new(StickyTable::new(affinity.ttl, affinity.max_keys));
-        let enabled = affinity.enabled.then_some(&table);
-        let state = ServiceState::build(config, 1, &registry, &rotation, enabled, &metrics)?;
+        let operator = Arc::new(Operator::default());
+        let shared = Shared {
+            registry: &registry,
+            rotation: &rotation,
+            table: affinity.enabled.then_some(&table),
+            operator: &operator,
+        };
+        let state = ServiceState::build(config, 1, shared, &metrics)?;
         Ok(Self {
             name: config.name.clone(),
             state: ArcSwap::from_pointee(state),
@@ -71,6 +90,7 @@ impl Pool {
             checker,
             rotation,
             table,
+            operator,
             reload: Mutex::new(()),
             metrics,
         })
@@ -85,18 +105,48 @@ impl Pool {
         let probe = config.health_check.as_ref().map(Probe::new).transpose()?;
         let version = self.state.load().version + 1;
         let affinity = &config.affinity;
-        let state = ServiceState::build(
-            config,
-            version,
-            &self.registry,
-            &self.rotation,
-            affinity.enabled.then_some(&self.table),
-            &self.metrics,
-        )?;
+        let shared = Shared {
+            registry: &self.registry,
+            rotation: &self.rotation,
+            table: affinity.enabled.then_some(&self.table),
+            operator: &self.operator,
+        };
+        let state = ServiceState::build(config, version, shared, &self.metrics)?;
         self.table.configure(affinity.ttl, affinity.max_keys);
         self.state.store(Arc::new(state));
         self.checker.configure(probe);
+        for (backend, state) in self.operator.apply_file(config) {
+            log::info!(
+                "service {}: backend {backend} is now '{}' (the file's state changed)",
+                self.name,
+                state.as_str()
+            );
+        }
         Ok(version)
+    }
+
+    /// The operator states (ready, drain, maint) of this service's backends.
+    pub fn operator(&self) -> &Arc<Operator> {
+        &self.operator
+    }
+
+    /// Set backend `address`'s operator state (admin API). Returns its previous state, or
+    /// `None` when the service has no backend written so.
+    pub fn set_state(&self, address: &str, state: BackendState) -> Option<BackendState> {
+        let old = self.operator.set(address, state)?;
+        if old != state {
+            log::warn!(
+                "service {}: backend {address}: {} -> {} (operator)",
+                self.name,
+                old.as_str(),
+                state.as_str()
+            );
+            self.metrics
+                .backend_state_changes
+                .with_label_values(&[self.name.as_str(), state.as_str()])
+                .inc();
+        }
+        Some(old)
     }
 
     /// Backend `addr` answered a real request: passive health (see `Checker::answered`).
@@ -117,17 +167,30 @@ impl Pool {
     /// Every backend with its current health and request count, in config order.
     pub fn status(&self) -> Vec<BackendStatus> {
         let state = self.state.load();
+        let now = std::time::Instant::now();
+        let drain_idle = state.settings.affinity.drain_idle;
         state
             .members()
             .iter()
             .zip(state.request_counts())
             .enumerate()
-            .map(|(i, (m, requests))| BackendStatus {
-                address: m.address.clone(),
-                addr: m.addr,
-                weight: m.weight,
-                healthy: state.ready(i),
-                requests,
+            .map(|(i, (m, requests))| {
+                let op = &m.operated;
+                let (in_flight, idle) = (op.in_flight(), op.idle(now));
+                BackendStatus {
+                    address: m.address.clone(),
+                    addr: m.addr,
+                    weight: m.weight,
+                    healthy: state.ready(i),
+                    requests,
+                    state: op.state(),
+                    in_state_for: op.in_state_for(now),
+                    in_flight,
+                    idle,
+                    drained: op.state() == BackendState::Drain
+                        && in_flight == 0
+                        && idle >= drain_idle,
+                }
             })
             .collect()
     }

@@ -104,6 +104,7 @@ impl WpsProxy {
                     state.record(k, &route, Instant::now());
                 }
                 ctx.may_fail_over = route.may_fail_over;
+                ctx.moved = route.moved;
                 Ok(route.backend)
             }
             Err(why) => Err(why.refusal(policy)),
@@ -224,6 +225,9 @@ impl ProxyHttp for WpsProxy {
         let Some(i) = ctx.backend else {
             return Error::e_explain(ErrorType::InternalError, "no backend chosen");
         };
+        // In flight to this member until the request ends (or a retry replaces it).
+        let member = &ctx.state.members()[i];
+        ctx.in_flight = Some(member.operated.start_request(Instant::now()));
         let mut peer = HttpPeer::new(ctx.state.members()[i].addr, false, String::new());
         let timeouts = &ctx.state.settings.timeouts;
         peer.options.connection_timeout = Some(timeouts.upstream_connect);
@@ -436,6 +440,7 @@ impl ProxyHttp for WpsProxy {
                 backend: ctx.backend.map(|i| ctx.state.members()[i].addr),
                 duration: elapsed,
                 bytes: session.body_bytes_sent(),
+                moved: ctx.moved.map(|m| m.as_str()),
             });
         }
     }

@@ -11,11 +11,14 @@
 //! sees current health.
 
 use crate::config::Affinity;
-use crate::config::{HashAlgorithm, HealthCheckConfig, Limits, ServiceConfig, Timeouts, WhenDown};
+use crate::config::{
+    BackendState, HashAlgorithm, HealthCheckConfig, Limits, ServiceConfig, Timeouts, WhenDown,
+};
 use crate::policy::nginx_hash::{self, NginxHash};
 use crate::policy::route::{Move, Pick, Reason, Recorded, Route, RoutePolicy};
 use crate::policy::select::{Decision, RingWalk, Role, RoundRobin};
 use crate::policy::sticky::{Identity, StickyTable};
+use crate::service::operator::{Operated, Operator};
 use crate::telemetry::metrics::{self, Metrics};
 use futures::FutureExt;
 use pingora::lb::discovery;
@@ -51,6 +54,8 @@ pub struct Member {
     /// What the sticky table records for this backend: the address as written.
     pub identity: Identity,
     pub weight: u32,
+    /// Its operator state and activity, shared with every version that has this backend.
+    pub operated: Arc<Operated>,
     /// `roost_requests_total` by status class, resolved once so that counting a request needs
     /// no label lookup or formatting.
     counters: [IntCounter; 5],
@@ -80,30 +85,47 @@ pub struct ServiceState {
     table: Option<Arc<StickyTable>>,
     /// Member index by identity, to find a recorded backend in this version.
     by_identity: HashMap<Identity, usize>,
-    /// `roost_affinity_moves_total`: owner_down, removed.
-    moves: [IntCounter; 2],
+    /// `roost_affinity_moves_total`: owner_down, removed, drained.
+    moves: [IntCounter; 3],
+    /// The operator states of the service's backends (shared by every version).
+    operator: Arc<Operator>,
+}
+
+/// What every version of a service shares (the pool owns it): health, the rotation, the
+/// sticky table (`None` when this version has it off), the operator states.
+pub struct Shared<'a> {
+    pub registry: &'a Arc<HealthRegistry>,
+    pub rotation: &'a Arc<RoundRobin>,
+    pub table: Option<&'a Arc<StickyTable>>,
+    pub operator: &'a Arc<Operator>,
 }
 
 impl ServiceState {
-    /// Build the state for `config` as version `version`, its ring a view on `registry`, its
-    /// sticky table `table` (kept across versions by the pool).
+    /// Build the state for `config` as version `version`, its ring a view on the shared
+    /// health registry, with the table and operator states every version shares.
     pub fn build(
         config: &ServiceConfig,
         version: u64,
-        registry: &Arc<HealthRegistry>,
-        rotation: &Arc<RoundRobin>,
-        table: Option<&Arc<StickyTable>>,
+        shared: Shared<'_>,
         metrics: &Metrics,
     ) -> Result<Self> {
+        let Shared {
+            registry,
+            rotation,
+            table,
+            operator,
+        } = shared;
         let mut members = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
             let mut backend = Backend::new_with_weight(&b.addr.to_string(), b.weight as usize)?;
             backend.ext.insert(MemberIndex(i));
+            let identity: Identity = b.address.as_str().into();
             members.push(Member {
                 backend,
                 addr: b.addr,
                 address: b.address.clone(),
-                identity: b.address.as_str().into(),
+                operated: operator.entry(&identity, b.state),
+                identity,
                 weight: b.weight,
                 counters: class_counters(metrics, &config.name, &b.addr.to_string()),
             });
@@ -127,7 +149,7 @@ impl ServiceState {
             .enumerate()
             .map(|(i, m)| (Arc::clone(&m.identity), i))
             .collect();
-        let moves = [Move::OwnerDown, Move::Removed].map(|m| {
+        let moves = [Move::OwnerDown, Move::Removed, Move::Drained].map(|m| {
             metrics
                 .affinity_moves
                 .with_label_values(&[config.name.as_str(), m.as_str()])
@@ -163,6 +185,7 @@ impl ServiceState {
             table: table.cloned(),
             by_identity,
             moves,
+            operator: Arc::clone(operator),
         })
     }
 
@@ -180,11 +203,22 @@ impl ServiceState {
         self.ring.backends().ready(&self.members[i].backend)
     }
 
+    /// Member `i`'s operator state.
+    pub fn operator_state(&self, i: usize) -> BackendState {
+        self.members[i].operated.state()
+    }
+
+    /// Whether member `i` takes new keys and keyless requests (always, while no backend of
+    /// the service is draining or in maintenance).
+    fn open(&self, i: usize) -> bool {
+        !self.operator.any_closed() || self.operator_state(i).takes_new_work()
+    }
+
     /// The member at `addr` when it is usable and not `exclude` (for `wps_affinity`: the
-    /// backend that ran a job).
+    /// backend that ran a job; a draining one still serves its jobs).
     pub fn usable_at(&self, addr: SocketAddr, exclude: Option<usize>) -> Option<usize> {
         let i = self.members.iter().position(|m| m.addr == addr)?;
-        (Some(i) != exclude && self.ready(i)).then_some(i)
+        (Some(i) != exclude && self.usable(i)).then_some(i)
     }
 
     /// Count one answered request: by member `i`, or answered by Roost itself (`None`).
@@ -254,10 +288,21 @@ impl ServiceState {
     /// `by_key` under `nginx_hash`: NGINX's own retry rules pick the stand-in for a down owner
     /// (the next rehash that is usable), and where NGINX gives up hashing, the rotation
     /// answers.
+    /// A backend closed to new keys (drain, maint) is passed over as if it were down, but
+    /// its keys are not refused under `when_down: reject`: their owner is alive, and the
+    /// keys are new to this service (the sticky table would hold them otherwise).
     fn by_nginx_hash(&self, table: &NginxHash, key: &[u8], avoid: &[usize]) -> Decision<usize> {
-        let usable = |i: usize| !avoid.contains(&i) && self.ready(i);
+        let usable = |i: usize| !avoid.contains(&i) && self.ready(i) && self.open(i);
         let forward = |backend, role| Decision::Forward { backend, role };
-        match (table.pick(key, usable), self.settings.route.when_down) {
+        let mut when_down = self.settings.route.when_down;
+        if when_down == WhenDown::Reject && self.operator.any_closed() {
+            if let nginx_hash::Pick::Hashed { index, .. } = table.pick(key, |_| true) {
+                if !self.open(index) {
+                    when_down = WhenDown::Failover;
+                }
+            }
+        }
+        match (table.pick(key, usable), when_down) {
             (nginx_hash::Pick::Hashed { index, tries: 0 }, _) => forward(index, Role::Owner),
             (nginx_hash::Pick::Hashed { index, .. }, WhenDown::Failover) => {
                 forward(index, Role::Failover)
@@ -292,11 +337,11 @@ impl Pick for ServiceState {
             *slot = &self.members[i].backend;
         }
         let walk = RingWalk::new(self.settings.route.when_down, &skip[..n]);
-        let picked = self
-            .ring
-            .select_with(key, walk.max_steps(self.ring_points), |b, healthy| {
-                walk.accept(b, healthy)
-            });
+        let closed = self.operator.any_closed();
+        let steps = walk.max_steps(self.ring_points, closed);
+        let picked = self.ring.select_with(key, steps, |b, healthy| {
+            walk.accept(b, healthy, !closed || self.open(Self::index_of(b)))
+        });
         match walk.finish(picked) {
             Decision::Forward { backend, role } => Decision::Forward {
                 backend: Self::index_of(&backend),
@@ -315,14 +360,18 @@ impl Pick for ServiceState {
     }
 
     fn usable(&self, i: usize) -> bool {
-        self.ready(i)
+        self.ready(i) && self.operator_state(i).takes_traffic()
+    }
+
+    fn in_maintenance(&self, i: usize) -> bool {
+        self.operator_state(i) == BackendState::Maint
     }
 
     fn round_robin(&self, exclude: Option<usize>) -> Decision<usize> {
         let picked = self.rotation.pick_with(
             self.members.len(),
             |i| self.members[i].weight,
-            |i| Some(i) != exclude && self.ready(i),
+            |i| Some(i) != exclude && self.ready(i) && self.open(i),
         );
         match picked {
             Some(backend) => Decision::Forward {

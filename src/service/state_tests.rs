@@ -61,6 +61,7 @@ fn service(backends: &[(u8, u32)], when_down: WhenDown) -> ServiceConfig {
                     addr: address.parse().unwrap(),
                     address,
                     weight: *weight,
+                    state: Default::default(),
                 }
             })
             .collect(),
@@ -324,5 +325,54 @@ fn nginx_hash_follows_the_nginx_table() {
                 }
             );
         }
+    }
+}
+
+/// Drain: new keys go where they would go without the backend (NGINX's mapping with it
+/// removed, under `reject` too: no key is refused for it), keys the table holds for it stay;
+/// maintenance then moves those (counted as `drained`) and nothing reaches it.
+#[test]
+fn drain_takes_the_backend_off_the_ring_for_new_keys_only() {
+    use crate::policy::route::{lookup, Move, Reason};
+    use std::time::Instant;
+    for when_down in [WhenDown::Failover, WhenDown::Reject] {
+        let config = service(&[(11, 1), (12, 1), (13, 1)], when_down);
+        let pool = Pool::new(&config, Arc::new(Metrics::new())).unwrap();
+        let state = pool.state();
+        let policy = &state.settings.route;
+        let held = KEYS[NGINX_EQUAL.iter().position(|&o| o == 12).unwrap()];
+        let route = lookup(policy, held, &*state).unwrap();
+        state.record(held.as_bytes(), &route, Instant::now());
+
+        assert_eq!(
+            pool.set_state("127.0.0.12:8093", BackendState::Drain),
+            Some(BackendState::Ready)
+        );
+        for (i, key) in KEYS.iter().enumerate() {
+            let route = lookup(policy, key, &*state).unwrap();
+            if *key == held {
+                assert_eq!(octet(&state, route.backend), 12, "{when_down:?}");
+                assert_eq!(route.reason, Reason::Table);
+            } else {
+                assert_eq!(octet(&state, route.backend), NGINX_WITHOUT_12[i], "{key}");
+                assert_eq!(route.role, crate::policy::select::Role::Owner, "{key}");
+            }
+        }
+        // Keyless requests no longer reach it either.
+        for _ in 0..6 {
+            match state.round_robin(None) {
+                Decision::Forward { backend, .. } => assert_ne!(octet(&state, backend), 12),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        pool.set_state("127.0.0.12:8093", BackendState::Maint);
+        let route = lookup(policy, held, &*state).unwrap();
+        assert_ne!(octet(&state, route.backend), 12);
+        assert_eq!(route.moved, Some(Move::Drained), "{when_down:?}");
+        assert!(!state.usable(1));
+
+        pool.set_state("127.0.0.12:8093", BackendState::Ready);
+        assert_eq!(mapping(&state), NGINX_EQUAL);
     }
 }

@@ -48,6 +48,9 @@ pub struct Entry {
     pub duration: Duration,
     /// Response body bytes sent to the client.
     pub bytes: usize,
+    /// The key was sent away from the backend the sticky table recorded for it: why
+    /// (`owner_down`, `removed`, `drained`).
+    pub moved: Option<&'static str>,
 }
 
 /// The proxies' end: cheap to clone, never blocks.
@@ -185,7 +188,8 @@ fn write_all(
 }
 
 /// `2026-11-25T09:50:06.123Z flyingpigeon 10.1.2.3 "GET /wps?..." 200 key=abc
-/// backend=10.0.0.11:8093 12.345ms 1234B`; `-` for what is absent.
+/// backend=10.0.0.11:8093 12.345ms 1234B`; `-` for what is absent; ` moved=REASON` at the
+/// end of a request whose key left its recorded backend.
 pub fn text_line(e: &Entry, out: &mut String) {
     let time = humantime::format_rfc3339_millis(e.time);
     let _ = write!(out, "{time} {} ", e.service);
@@ -206,12 +210,16 @@ pub fn text_line(e: &Entry, out: &mut String) {
         }
         None => out.push('-'),
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
         " {:.3}ms {}B",
         e.duration.as_secs_f64() * 1000.0,
         e.bytes
     );
+    if let Some(why) = e.moved {
+        let _ = write!(out, " moved={why}");
+    }
+    out.push('\n');
 }
 
 pub fn json_line(e: &Entry, out: &mut String) {
@@ -228,6 +236,7 @@ pub fn json_line(e: &Entry, out: &mut String) {
         "backend": e.backend.map(|b| b.to_string()),
         "duration_ms": (e.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         "bytes": e.bytes,
+        "moved": e.moved,
     });
     out.push_str(&value.to_string());
     out.push('\n');
@@ -268,7 +277,21 @@ mod tests {
             backend: Some("10.0.0.11:8093".parse().unwrap()),
             duration: Duration::from_micros(12_345),
             bytes: 1234,
+            moved: None,
         }
+    }
+
+    #[test]
+    fn a_moved_request_is_marked() {
+        let mut e = entry();
+        e.moved = Some("owner_down");
+        let mut line = String::new();
+        text_line(&e, &mut line);
+        assert!(line.ends_with(" 1234B moved=owner_down\n"), "{line}");
+        line.clear();
+        json_line(&e, &mut line);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["moved"], "owner_down");
     }
 
     #[test]

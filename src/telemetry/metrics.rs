@@ -25,6 +25,8 @@ pub const WPS_AFFINITY: &str = "roost_wps_affinity_total";
 pub const AFFINITY_MOVES: &str = "roost_affinity_moves_total";
 pub const AFFINITY_KEYS: &str = "roost_affinity_keys";
 pub const PROBES_EXCUSED: &str = "roost_health_probes_excused_total";
+pub const BACKEND_STATE: &str = "roost_backend_state";
+pub const BACKEND_STATE_CHANGES: &str = "roost_backend_state_changes_total";
 
 /// The label value for "no backend" (requests Roost answered itself).
 pub const NO_BACKEND: &str = "none";
@@ -60,12 +62,18 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     /// service, event (`learned` | `routed` | `unavailable`): `wps_affinity` at work.
     pub wps_affinity: IntCounterVec,
-    /// service, reason (`owner_down` | `removed`): keys that left their recorded backend.
+    /// service, reason (`owner_down` | `removed` | `drained`): keys that left their recorded
+    /// backend.
     pub affinity_moves: IntCounterVec,
     /// service; set from the sticky tables at each scrape.
     pub affinity_keys: IntGaugeVec,
     /// service, backend: probes that timed out while the backend answered real requests.
     pub probes_excused: IntCounterVec,
+    /// service, backend, state (`ready` | `drain` | `maint`): 1 for the backend's operator
+    /// state; set at each scrape.
+    pub backend_state: IntGaugeVec,
+    /// service, to (`ready` | `drain` | `maint`): operator state changes through the API.
+    pub backend_state_changes: IntCounterVec,
 }
 
 impl Metrics {
@@ -123,7 +131,8 @@ impl Metrics {
         let affinity_moves = counter(
             AFFINITY_MOVES,
             "Keys sent away from the backend the sticky table recorded for them, by reason: \
-             owner_down (it is down or refused the connection), removed (it left the config).",
+             owner_down (it is down or refused the connection), removed (it left the config), \
+             drained (an operator put it in maintenance).",
             &["service", "reason"],
         );
         let probes_excused = counter(
@@ -131,6 +140,11 @@ impl Metrics {
             "Health probes that timed out but did not count against the backend, because it \
              answered real requests within fall x interval (busy is not dead).",
             &["service", "backend"],
+        );
+        let backend_state_changes = counter(
+            BACKEND_STATE_CHANGES,
+            "Operator state changes of a backend through the admin API, by the state it went to.",
+            &["service", "to"],
         );
         let reloads = counter(
             RELOADS,
@@ -170,6 +184,11 @@ impl Metrics {
             "Keys in the sticky table, by service.",
             &["service"],
         );
+        let backend_state = gauge(
+            BACKEND_STATE,
+            "1 for the operator state a backend is in (ready, drain, maint), by service and backend.",
+            &["service", "backend", "state"],
+        );
         Self {
             registry,
             requests,
@@ -186,6 +205,8 @@ impl Metrics {
             affinity_moves,
             affinity_keys,
             probes_excused,
+            backend_state,
+            backend_state_changes,
         }
     }
 

@@ -20,7 +20,8 @@ fn minimal_file_gets_defaults() {
         vec![BackendConfig {
             address: "10.0.0.1:8093".into(),
             addr: "10.0.0.1:8093".parse().unwrap(),
-            weight: 1
+            weight: 1,
+            state: BackendState::Ready,
         }]
     );
 }

@@ -1,0 +1,225 @@
+//! Operator states against the real binary: `roost backend drain` takes a backend off the
+//! ring for new keys while the keys it holds keep reaching it, `/status` says "drained" once
+//! it has been idle for `affinity.drain_idle`, `maint` then moves its keys (counted and marked
+//! in the access log), `ready` brings it back; the write endpoint is closed without a token;
+//! `backends[].state` in the file does the same, and the state set through the API survives
+//! a restart through `server.state_dir`.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const TOKEN: &str = "drain-test-token-0123456789";
+
+fn yaml(listen: SocketAddr, admin: SocketAddr, backends: &[String], extra: &str) -> String {
+    let list: String = backends.iter().map(|b| format!("      - {b}\n")).collect();
+    config_yaml(&format!(
+        "  - name: fp\n    listen: {listen}\n    backends:\n{list}{extra}"
+    ))
+    .replace(
+        "services:\n",
+        &format!(
+            "admin: {{ listen: {admin}, token: {TOKEN} }}\naccess_log: {{ path: \"{{dir}}/access.log\" }}\nservices:\n"
+        ),
+    )
+}
+
+fn keys(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn mapping(addr: SocketAddr, keys: &[String]) -> HashMap<String, String> {
+    keys.iter()
+        .map(|key| {
+            let resp = get_key(addr, key).unwrap();
+            assert_eq!(resp.status, 200, "{key}: {}", resp.text());
+            (key.clone(), resp.backend().to_string())
+        })
+        .collect()
+}
+
+fn status(admin: SocketAddr) -> serde_json::Value {
+    let auth = format!("Bearer {TOKEN}");
+    let resp = get(admin, "/status", &[("Authorization", &auth)]).unwrap();
+    serde_json::from_str(&resp.text()).unwrap()
+}
+
+fn backend_status(admin: SocketAddr, addr: SocketAddr) -> serde_json::Value {
+    status(admin)["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["addr"] == addr.to_string())
+        .cloned()
+        .unwrap()
+}
+
+fn metric(admin: SocketAddr, series: &str) -> u64 {
+    let auth = format!("Bearer {TOKEN}");
+    let text = get(admin, "/metrics", &[("Authorization", &auth)])
+        .unwrap()
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn backend_cmd(roost: &Roost, action: &str, backend: SocketAddr) -> (i32, String, String) {
+    let conf = roost.config.display().to_string();
+    run_roost(&["-c", &conf, "backend", action, "fp", &backend.to_string()])
+}
+
+#[test]
+fn drain_keeps_sessions_takes_no_new_ones_and_maint_moves_them() {
+    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let b2 = backends[1].addr;
+    let (listen, admin) = (listen_addr(), listen_addr());
+    let extra = "    affinity: { drain_idle: 1s }\n";
+    let roost = Roost::start(&yaml(listen, admin, &addrs, extra), &[listen, admin]);
+
+    let active = keys("active", 150);
+    let before = mapping(listen, &active);
+    let on_b2: Vec<&String> = before
+        .iter()
+        .filter(|(_, b)| *b == "b2")
+        .map(|(k, _)| k)
+        .collect();
+    assert!(on_b2.len() > 20, "b2 holds only {} keys", on_b2.len());
+
+    let (code, out, err) = backend_cmd(&roost, "drain", b2);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ready -> drain"), "{out}");
+    assert_eq!(backend_status(admin, b2)["state"], "drain");
+
+    // Every session stays where it is, b2's included; new keys never reach b2.
+    assert_eq!(mapping(listen, &active), before, "a session moved on drain");
+    let fresh = mapping(listen, &keys("fresh", 300));
+    let mut share: HashMap<&str, usize> = HashMap::new();
+    for b in fresh.values() {
+        *share.entry(b.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        share.get("b2"),
+        None,
+        "a new key reached the draining b2: {share:?}"
+    );
+    assert!(share.get("b1").copied().unwrap_or(0) > 60, "{share:?}");
+    assert!(share.get("b3").copied().unwrap_or(0) > 60, "{share:?}");
+    // Keyless requests do not reach it either.
+    for _ in 0..12 {
+        assert_ne!(get(listen, "/", &[]).unwrap().backend(), "b2");
+    }
+
+    // Nothing sent to b2 for drain_idle: safe to stop.
+    wait_until(Duration::from_secs(15), "b2 reported drained", || {
+        backend_status(admin, b2)["drained"] == true
+    });
+    // A request of one of its sessions makes it busy again.
+    assert_eq!(get_key(listen, on_b2[0]).unwrap().backend(), "b2");
+    assert_eq!(backend_status(admin, b2)["drained"], false);
+
+    // Maintenance: its sessions move, and the moves are counted and logged.
+    let (code, out, err) = backend_cmd(&roost, "maint", b2);
+    assert_eq!(code, 0, "{out}{err}");
+    let during = mapping(listen, &active);
+    for (k, b) in &during {
+        assert_ne!(b, "b2", "{k} still reaches b2 in maintenance");
+        if before[k] != "b2" {
+            assert_eq!(*b, before[k], "{k} moved though its backend is ready");
+        }
+    }
+    let moved = metric(
+        admin,
+        "roost_affinity_moves_total{reason=\"drained\",service=\"fp\"}",
+    );
+    assert_eq!(moved, on_b2.len() as u64);
+    let log_path = roost.dir.path().join("access.log");
+    wait_until(
+        Duration::from_secs(10),
+        "the moved requests in the access log",
+        || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            log.lines()
+                .filter(|l| l.ends_with(" moved=drained"))
+                .count()
+                >= on_b2.len()
+        },
+    );
+
+    // Ready again: its sessions come back (return_after_recovery is the default).
+    let (code, out, err) = backend_cmd(&roost, "ready", b2);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(mapping(listen, &active), before);
+    assert_eq!(
+        metric(
+            admin,
+            "roost_backend_state_changes_total{service=\"fp\",to=\"maint\"}"
+        ),
+        1
+    );
+}
+
+#[test]
+fn without_a_token_the_write_endpoint_is_closed_and_says_why() {
+    let backend = Backend::start("b1");
+    let (listen, admin) = (listen_addr(), listen_addr());
+    let yaml = config_yaml(&service_yaml("fp", listen, &[backend.addr], "")).replace(
+        "services:\n",
+        &format!("admin: {{ listen: {admin} }}\nservices:\n"),
+    );
+    let roost = Roost::start(&yaml, &[listen, admin]);
+    let (code, _, err) = backend_cmd(&roost, "drain", backend.addr);
+    assert_ne!(code, 0);
+    assert!(err.contains("403") && err.contains("admin.token"), "{err}");
+    let (code, _, err) = backend_cmd(&roost, "drain", "127.0.0.1:1".parse().unwrap());
+    assert_ne!(code, 0);
+    assert!(err.contains("403"), "{err}");
+    // The backend still takes everything.
+    assert_eq!(get_key(listen, "k").unwrap().status, 200);
+}
+
+#[test]
+fn the_file_sets_states_and_the_api_state_survives_a_restart() {
+    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let (listen, admin) = (listen_addr(), listen_addr());
+    let entries = vec![
+        format!("{{ address: \"{}\", state: maint }}", backends[0].addr),
+        backends[1].addr.to_string(),
+        backends[2].addr.to_string(),
+    ];
+    let extra = "";
+    let yaml = yaml(listen, admin, &entries, extra)
+        .replace("server:\n", "server:\n  state_dir: \"{dir}/state\"\n");
+    let mut roost = Roost::start(&yaml, &[listen, admin]);
+    for k in keys("k", 60) {
+        assert_ne!(
+            get_key(listen, &k).unwrap().backend(),
+            "b1",
+            "{k} reached b1 in maint"
+        );
+    }
+    assert_eq!(backend_status(admin, backends[0].addr)["state"], "maint");
+
+    let (code, out, err) = backend_cmd(&roost, "drain", backends[2].addr);
+    assert_eq!(code, 0, "{out}{err}");
+    // Stop (the state is saved on the way out) and start again on the same file.
+    roost.proc.signal("TERM");
+    assert!(roost.proc.wait_exit(Duration::from_secs(20)).is_some());
+    let log = roost.log.clone();
+    roost.proc = spawn_roost(&roost.config, &log, &[]);
+    roost.wait_listening(listen);
+    roost.wait_listening(admin);
+    assert_eq!(backend_status(admin, backends[2].addr)["state"], "drain");
+    assert_eq!(backend_status(admin, backends[0].addr)["state"], "maint");
+    assert!(
+        roost
+            .log_text()
+            .contains("1 operator state(s) carried over"),
+        "{}",
+        roost.log_text()
+    );
+}
