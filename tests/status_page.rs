@@ -61,6 +61,11 @@ fn status_page_lists_every_backend_in_a_browser() {
     .replace(
         "services:\n",
         &format!("admin: {{ listen: {admin} }}\nservices:\n"),
+    )
+    // The second backend is draining: the page says so.
+    .replace(
+        &format!("      - {}\n", addrs[1]),
+        &format!("      - {{ address: \"{}\", state: drain }}\n", addrs[1]),
     );
     let roost = Roost::start(&yaml, &[listen, admin]);
     for i in 0..30 {
@@ -84,6 +89,8 @@ fn status_page_lists_every_backend_in_a_browser() {
             .unwrap_or_else(|| panic!("no row for {addr} in\n{dom}"));
         let health = if *addr == down { ">down<" } else { ">up<" };
         assert!(row.contains(health), "{addr} should be {health}: {row}");
+        let state = if *addr == addrs[1] { ">draining · " } else { ">ready<" };
+        assert!(row.contains(state), "{addr} should show {state}: {row}");
     }
     assert!(dom.contains("flyingpigeon"), "{dom}");
 
