@@ -220,3 +220,82 @@ fn reload_command_signals_the_daemon_after_validating() {
     });
     assert_eq!(roost.pid(), pid);
 }
+
+/// A long grace period bounds slow requests; it is not slept when nothing is in flight. With
+/// `grace_period_seconds: 30`, an idle stop ends within seconds; a stop with a 3 s response in
+/// flight ends once that response is answered; an idle hot upgrade takes Pingora's 5 s
+/// hand-over and little more.
+#[test]
+fn stops_and_upgrades_end_when_nothing_is_in_flight() {
+    use std::time::Instant;
+    let backend = Backend::start("b1");
+    let listen = listen_addr();
+    let long_grace =
+        |yaml: String| yaml.replace("grace_period_seconds: 1", "grace_period_seconds: 30");
+    let yaml = long_grace(config_yaml(&service_yaml(
+        "fp",
+        listen,
+        &[backend.addr],
+        "",
+    )));
+
+    let mut idle = Roost::start(&yaml, &[listen]);
+    assert_eq!(get_key(listen, "k").unwrap().status, 200);
+    let t0 = Instant::now();
+    idle.proc.signal("TERM");
+    assert_eq!(idle.proc.wait_exit(Duration::from_secs(20)), Some(0));
+    let idle_stop = t0.elapsed();
+    assert!(
+        idle_stop < Duration::from_secs(10),
+        "an idle stop took {idle_stop:?}"
+    );
+    assert!(
+        idle.log_text().contains("stopped: no request in flight"),
+        "{}",
+        idle.log_text()
+    );
+    drop(idle);
+
+    let admin = listen_addr();
+    let with_admin = yaml.replace(
+        "services:\n",
+        &format!("admin: {{ listen: {admin} }}\nservices:\n"),
+    );
+    let mut busy = Roost::start(&with_admin, &[listen, admin]);
+    let slow = std::thread::spawn(move || {
+        get(listen, "/slow?ms=3000", &[("machineid", "slow")]).map(|r| r.status)
+    });
+    // The slow request is on its way to the backend before the stop.
+    wait_until(
+        Duration::from_secs(10),
+        "the slow request in flight",
+        || get(admin, "/status", &[]).is_ok_and(|r| r.text().contains("\"in_flight\": 1")),
+    );
+    let t0 = Instant::now();
+    busy.proc.signal("TERM");
+    assert_eq!(busy.proc.wait_exit(Duration::from_secs(30)), Some(0));
+    let busy_stop = t0.elapsed();
+    assert_eq!(slow.join().unwrap().expect("the slow answer"), 200);
+    assert!(
+        busy_stop >= Duration::from_millis(1500) && busy_stop < Duration::from_secs(20),
+        "the stop with a 3 s request in flight took {busy_stop:?}"
+    );
+    drop(busy);
+
+    let mut daemon = Daemon::start(
+        &long_grace(
+            daemon_yaml(listen, &[backend.addr], "")
+                .replace("grace_period_seconds: 4", "grace_period_seconds: 30"),
+        ),
+        &[listen],
+    );
+    let t0 = Instant::now();
+    let (code, out, err) = daemon.upgrade();
+    assert_eq!(code, 0, "{out}{err}");
+    let upgrade = t0.elapsed();
+    assert!(
+        upgrade < Duration::from_secs(20),
+        "an idle upgrade took {upgrade:?}"
+    );
+    assert_eq!(get_key(listen, "k").unwrap().status, 200);
+}

@@ -8,4 +8,5 @@ pub(crate) mod import_nginx;
 pub(crate) mod reload;
 pub mod server;
 pub(crate) mod state_file;
+pub(crate) mod stop;
 pub(crate) mod upgrade;

@@ -1,25 +1,24 @@
 //! Process assembly: turns a validated [`Config`] into one Pingora `Server` hosting one proxy
 //! service (own listener, own worker threads, own upstream pool) and one health-check
 //! background service per configured WPS service, plus the SIGHUP reloader and the watch that
-//! turns keep-alive off while the process drains.
+//! drains the process and ends it once nothing is in flight (`stop.rs`).
 
 use crate::config::{Config, ServerSettings};
 use crate::ops::admin::{Admin, AdminService};
 use crate::ops::reload::ReloadService;
 use crate::ops::state_file::StateKeeper;
+use crate::ops::stop::{Outstanding, StopWatch};
 use crate::service::guard::{Guard, GuardLimits};
 use crate::service::pool::{HealthService, Pool};
 use crate::service::proxy::WpsProxy;
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::Metrics;
-use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::Server;
+use pingora::services::background::background_service;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
 
 /// How this process was asked to start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,6 +77,7 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Serv
     server.bootstrap();
 
     let draining = Arc::new(AtomicBool::new(false));
+    let mut outstanding = Outstanding::default();
     let access_log = config.access_log.as_ref().map(|settings| {
         let (log, writer) = access_log::new(settings, metrics.access_log_dropped.clone());
         server.add_service(background_service("access log", writer));
@@ -89,10 +89,10 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Serv
             Arc::clone(&server.configuration),
         );
         app.handle_init_modules();
-        let mut proxy = pingora::services::listening::Service::new(
-            format!("proxy {}", service.name),
-            Guard::new(app, Arc::clone(pool) as Arc<dyn GuardLimits>),
-        );
+        let guard = Guard::new(app, Arc::clone(pool) as Arc<dyn GuardLimits>);
+        outstanding.connections.push(guard.connections());
+        let mut proxy =
+            pingora::services::listening::Service::new(format!("proxy {}", service.name), guard);
         proxy.add_tcp(&service.listen.to_string());
         server.add_service(proxy);
         // Always running: a reload may add a health check to a service that had none.
@@ -127,54 +127,23 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Serv
         server.add_service(service);
         log::info!("admin listening on {}", admin.listen);
     }
+    outstanding.access_log = access_log.as_ref().map(|log| log.progress());
     if let Some(dir) = &config.server.state_dir {
-        server.add_service(background_service(
-            "state",
-            StateKeeper::start(dir, pools.clone()),
-        ));
+        let keeper = StateKeeper::start(dir, pools.clone());
+        outstanding.state_saved = Some(keeper.saved_at_stop());
+        server.add_service(background_service("state", keeper));
     }
     server.add_service(background_service(
         "reload",
         ReloadService::new(path, config.clone(), pools, metrics),
     ));
     server.add_service(background_service(
-        "drain",
-        DrainWatch {
+        "stop",
+        StopWatch {
             phases: Mutex::new(Some(server.watch_execution_phase())),
             draining,
+            outstanding: Arc::new(outstanding),
         },
     ));
     Ok(server)
-}
-
-/// Sets the shared `draining` flag as soon as Pingora starts handing the listeners to a new
-/// process (SIGQUIT) or stopping (SIGTERM), well before it drops idle connections.
-struct DrainWatch {
-    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
-    draining: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl BackgroundService for DrainWatch {
-    async fn start(&self, _shutdown: ShutdownWatch) {
-        let Some(mut phases) = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return;
-        };
-        loop {
-            match phases.recv().await {
-                Ok(
-                    ExecutionPhase::GracefulUpgradeTransferringFds
-                    | ExecutionPhase::GracefulUpgradeCloseTimeout
-                    | ExecutionPhase::GracefulTerminate
-                    | ExecutionPhase::ShutdownStarted,
-                ) => {
-                    if !self.draining.swap(true, Ordering::Relaxed) {
-                        log::info!("draining: every response from now on closes its connection");
-                    }
-                }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    }
 }

@@ -27,6 +27,7 @@ use pingora::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -194,6 +195,8 @@ pub struct StateKeeper {
     pools: Vec<Arc<Pool>>,
     /// The file's modification time after this process last read or wrote it.
     seen: Mutex<Option<SystemTime>>,
+    /// Set once the save at stop is done (a stopping process waits for it).
+    saved_at_stop: Arc<AtomicBool>,
 }
 
 impl StateKeeper {
@@ -204,6 +207,7 @@ impl StateKeeper {
             path: dir.join(FILE_NAME),
             pools,
             seen: Mutex::new(None),
+            saved_at_stop: Arc::default(),
         };
         if let Err(e) = std::fs::create_dir_all(dir) {
             warn!(
@@ -238,6 +242,11 @@ impl StateKeeper {
         }
     }
 
+    /// Set once the tables were saved at stop.
+    pub fn saved_at_stop(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.saved_at_stop)
+    }
+
     fn save(&self) {
         self.merge_if_changed();
         let bytes = encode(&self.pools, Instant::now());
@@ -258,6 +267,7 @@ impl BackgroundService for StateKeeper {
                 _ = tokio::time::sleep(SAVE_EVERY) => self.save(),
                 _ = shutdown.changed() => {
                     self.save();
+                    self.saved_at_stop.store(true, Ordering::Release);
                     return;
                 }
             }

@@ -63,6 +63,9 @@ pub struct Guard<A> {
     /// Connections in the middle of a request header: from their start until the first
     /// header is read, and from the first byte of each later one until it is complete.
     reading_header: Arc<AtomicUsize>,
+    /// Set once the listener has closed and Pingora's cleanup has dropped the idle
+    /// connections: from then on every open connection is one with a request in flight.
+    cleaned_up: Arc<AtomicBool>,
 }
 
 impl<A> Guard<A> {
@@ -72,7 +75,31 @@ impl<A> Guard<A> {
             limits,
             open: Arc::new(AtomicUsize::new(0)),
             reading_header: Arc::new(AtomicUsize::new(0)),
+            cleaned_up: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// What a stopping process asks of this listener (see [`Connections::finished`]).
+    pub fn connections(&self) -> Connections {
+        Connections {
+            open: Arc::clone(&self.open),
+            cleaned_up: Arc::clone(&self.cleaned_up),
+        }
+    }
+}
+
+/// The client connections of one listener, as a stopping process sees them.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    open: Arc<AtomicUsize>,
+    cleaned_up: Arc<AtomicBool>,
+}
+
+impl Connections {
+    /// The listener has closed, its idle connections are gone, and no connection is left:
+    /// nothing of this service is in flight.
+    pub fn finished(&self) -> bool {
+        self.cleaned_up.load(Ordering::Acquire) && self.open.load(Ordering::Acquire) == 0
     }
 }
 
@@ -119,6 +146,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guard<A> {
             log::debug!("listener closed: waited for {waited_for} request header(s) in progress");
         }
         self.inner.0.http_cleanup().await;
+        self.cleaned_up.store(true, Ordering::Release);
     }
 }
 

@@ -13,6 +13,7 @@ use prometheus::IntCounter;
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc::error::TryRecvError;
@@ -58,13 +59,39 @@ pub struct Entry {
 pub struct AccessLog {
     sender: Sender<Entry>,
     dropped: IntCounter,
+    progress: Arc<Progress>,
+}
+
+/// Lines queued and lines written out, so that a stopping process knows when the log is
+/// complete on disk (see [`AccessLog::written`]).
+#[derive(Debug, Default)]
+pub struct Progress {
+    queued: AtomicU64,
+    /// Lines written and flushed (or given up on), counted by the writer at each flush.
+    done: AtomicU64,
+}
+
+impl Progress {
+    /// Whether every line queued so far has been written and flushed.
+    pub fn complete(&self) -> bool {
+        self.done.load(Ordering::Acquire) >= self.queued.load(Ordering::Acquire)
+    }
 }
 
 impl AccessLog {
     pub fn log(&self, entry: Entry) {
+        // Counted before it is queued: the writer can never have done more than was queued.
+        self.progress.queued.fetch_add(1, Ordering::AcqRel);
         if self.sender.try_send(entry).is_err() {
+            self.progress.queued.fetch_sub(1, Ordering::AcqRel);
             self.dropped.inc();
         }
+    }
+
+    /// The log's progress, for the stop: it holds no sender, so the writer still ends when the
+    /// proxies do.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
     }
 }
 
@@ -81,15 +108,18 @@ fn with_queue(
     queue: usize,
 ) -> (AccessLog, AccessLogWriter) {
     let (sender, receiver) = channel(queue);
+    let progress = Arc::new(Progress::default());
     (
         AccessLog {
             sender,
             dropped: dropped.clone(),
+            progress: Arc::clone(&progress),
         },
         AccessLogWriter {
             settings: settings.clone(),
             receiver: Mutex::new(Some(receiver)),
             dropped,
+            progress,
         },
     )
 }
@@ -98,6 +128,7 @@ pub struct AccessLogWriter {
     settings: AccessLogSettings,
     receiver: Mutex<Option<Receiver<Entry>>>,
     dropped: IntCounter,
+    progress: Arc<Progress>,
 }
 
 #[async_trait]
@@ -125,18 +156,21 @@ impl BackgroundService for AccessLogWriter {
                         "access log: cannot open {}: {e}; no access log",
                         path.display()
                     );
+                    // Nothing will be written: a stop need not wait for it.
+                    self.progress.done.store(u64::MAX, Ordering::Release);
                     return;
                 }
             },
         };
         let format = self.settings.format;
         let dropped = self.dropped.clone();
+        let progress = Arc::clone(&self.progress);
         // A blocking task, because writing blocks. Pingora shuts this service's runtime down
         // with `graceful_shutdown_timeout_seconds` and tokio waits that long for blocking
         // tasks: the writer returns once the proxies, and with them every sender, are gone,
         // so the last requests' lines are written before the process exits.
         let writer = tokio::task::spawn_blocking(move || {
-            write_all(receiver, BufWriter::new(out), format, &dropped)
+            write_all(receiver, BufWriter::new(out), format, &dropped, &progress)
         });
         if let Err(e) = writer.await {
             log::error!("access log: its writer stopped: {e}");
@@ -151,14 +185,17 @@ fn write_all(
     mut out: impl Write,
     format: AccessLogFormat,
     dropped: &IntCounter,
+    progress: &Progress,
 ) {
     let mut line = String::with_capacity(256);
     let mut idle_ticks = IDLE_TICKS;
+    let mut taken = 0u64;
     loop {
         let entry = match receiver.try_recv() {
             Ok(entry) => entry,
             Err(TryRecvError::Empty) => {
                 let _ = out.flush();
+                progress.done.store(taken, Ordering::Release);
                 if idle_ticks < IDLE_TICKS {
                     idle_ticks += 1;
                     std::thread::sleep(TICK);
@@ -172,10 +209,12 @@ fn write_all(
             }
             Err(TryRecvError::Disconnected) => {
                 let _ = out.flush();
+                progress.done.store(taken, Ordering::Release);
                 return;
             }
         };
         idle_ticks = 0;
+        taken += 1;
         line.clear();
         match format {
             AccessLogFormat::Text => text_line(&entry, &mut line),
@@ -366,8 +405,35 @@ mod tests {
         drop(tx);
         let mut out = Vec::new();
         let dropped = IntCounter::new("d", "d").unwrap();
-        write_all(rx, &mut out, AccessLogFormat::Text, &dropped);
+        write_all(
+            rx,
+            &mut out,
+            AccessLogFormat::Text,
+            &dropped,
+            &Progress::default(),
+        );
         assert_eq!(dropped.get(), 0);
         assert_eq!(String::from_utf8(out).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn progress_is_complete_once_every_queued_line_is_flushed() {
+        let (sender, rx) = channel(16);
+        let dropped = IntCounter::new("d", "d").unwrap();
+        let progress = Arc::new(Progress::default());
+        let log = AccessLog {
+            sender,
+            dropped: dropped.clone(),
+            progress: Arc::clone(&progress),
+        };
+        assert!(progress.complete(), "nothing queued yet");
+        log.log(entry());
+        log.log(entry());
+        assert!(!progress.complete(), "two lines queued, none written");
+        drop(log);
+        let mut out = Vec::new();
+        write_all(rx, &mut out, AccessLogFormat::Text, &dropped, &progress);
+        assert!(progress.complete());
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 2);
     }
 }

@@ -1,0 +1,116 @@
+//! The end of the process, on SIGTERM (stop) or SIGQUIT (hot upgrade, after the listeners
+//! were handed over):
+//!
+//! - from the first sign of it, every response closes its connection (the shared `draining`
+//!   flag), so keep-alive clients reconnect, to the new process during an upgrade;
+//! - Pingora then closes the listeners and sleeps the whole `grace_period_seconds` before it
+//!   exits, however little is left to do. Roost ends the process as soon as nothing is left:
+//!   every listener closed and cleaned up with no connection open (so no request in flight),
+//!   the access log written out, the state file saved. The grace period still bounds the
+//!   wait for slow requests; an idle process stops in well under a second after the
+//!   listeners close.
+
+use crate::service::guard::Connections;
+use crate::telemetry::access_log::Progress;
+use async_trait::async_trait;
+use pingora::server::{ExecutionPhase, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// How often a stopping process looks whether it is done.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What must be finished before the process may end early.
+#[derive(Default)]
+pub struct Outstanding {
+    pub connections: Vec<Connections>,
+    pub access_log: Option<Arc<Progress>>,
+    /// The state keeper's save at stop (when `server.state_dir` is set).
+    pub state_saved: Option<Arc<AtomicBool>>,
+}
+
+impl Outstanding {
+    pub fn done(&self) -> bool {
+        self.connections.iter().all(Connections::finished)
+            && self.access_log.as_ref().is_none_or(|p| p.complete())
+            && self
+                .state_saved
+                .as_ref()
+                .is_none_or(|s| s.load(Ordering::Acquire))
+    }
+}
+
+/// Follows Pingora's execution phases: sets `draining` when the process starts handing over
+/// or stopping, and ends the process once [`Outstanding`] is done during the grace period.
+pub struct StopWatch {
+    pub phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+    pub draining: Arc<AtomicBool>,
+    pub outstanding: Arc<Outstanding>,
+}
+
+#[async_trait]
+impl BackgroundService for StopWatch {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let Some(mut phases) = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        loop {
+            match phases.recv().await {
+                Ok(
+                    ExecutionPhase::GracefulUpgradeTransferringFds
+                    | ExecutionPhase::GracefulUpgradeCloseTimeout
+                    | ExecutionPhase::GracefulTerminate
+                    | ExecutionPhase::ShutdownStarted,
+                ) => {
+                    if !self.draining.swap(true, Ordering::Relaxed) {
+                        log::info!("draining: every response from now on closes its connection");
+                    }
+                }
+                Ok(ExecutionPhase::ShutdownGracePeriod) => {
+                    // Pingora's main thread now sleeps the grace period; this thread ends the
+                    // process once nothing is left (it is not a runtime task, so it does not
+                    // depend on the runtimes Pingora is about to shut down).
+                    let outstanding = Arc::clone(&self.outstanding);
+                    std::thread::spawn(move || exit_when_done(&outstanding));
+                    return;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+fn exit_when_done(outstanding: &Outstanding) {
+    let start = Instant::now();
+    while !outstanding.done() {
+        std::thread::sleep(POLL);
+    }
+    log::info!(
+        "stopped: no request in flight {} ms into the grace period; exiting",
+        start.elapsed().as_millis()
+    );
+    std::process::exit(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn done_waits_for_the_log_and_the_state_file() {
+        let saved = Arc::new(AtomicBool::new(false));
+        let outstanding = Outstanding {
+            connections: Vec::new(),
+            access_log: Some(Arc::new(Progress::default())),
+            state_saved: Some(Arc::clone(&saved)),
+        };
+        assert!(!outstanding.done(), "the state file is not saved yet");
+        saved.store(true, Ordering::Release);
+        assert!(outstanding.done());
+        assert!(Outstanding::default().done());
+    }
+}
