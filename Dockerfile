@@ -42,9 +42,9 @@ ENV ROOST_CONFIG=/etc/roost/roost.yaml \
     ROOST_ACCESS_LOG=/proc/1/fd/1 \
     RUST_LOG=info
 EXPOSE 8093 8091 8094
-# Healthy while the running Roost answers on its admin listener (loopback, in the container):
+# Healthy while the running Roost says it serves (admin /healthz, loopback, in the container):
 # a question to the process that serves, not to the file on disk.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-    CMD curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${ROOST_ADMIN_PORT:-9900}/"
+    CMD curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:${ROOST_ADMIN_PORT:-9900}/healthz"
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["/usr/local/bin/roost-entrypoint"]

@@ -1,5 +1,6 @@
 //! The admin listener (`admin.listen`): `GET /metrics` (Prometheus text), `GET /status`
-//! (JSON), `GET /route?service=S&key=K` (JSON: where K goes now), `GET /`, a status page
+//! (JSON), `GET /route?service=S&key=K` (JSON: where K goes now), `GET /healthz` (is this
+//! process serving: for container health checks and load balancers), `GET /`, a status page
 //! (one HTML file embedded in the binary) that polls /status, and the one kind of write,
 //! `POST /backends/drain|ready|maint?service=S&backend=ADDR` (operator states; only with an
 //! `admin.token`).
@@ -17,6 +18,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,6 +37,8 @@ pub struct Admin {
     token: Option<String>,
     metrics: Arc<Metrics>,
     started: Instant,
+    /// Set once the process is stopping or handing over (`/healthz` then answers 503).
+    draining: Arc<AtomicBool>,
 }
 
 /// An answer before it is turned into an HTTP response.
@@ -70,7 +74,14 @@ impl Admin {
             token,
             metrics,
             started: Instant::now(),
+            draining: Arc::default(),
         }
+    }
+
+    /// `/healthz` follows `draining`: the flag the process sets when it starts to stop.
+    pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Self {
+        self.draining = draining;
+        self
     }
 
     /// Answer one request. `authorization` is the raw `Authorization` header.
@@ -89,6 +100,17 @@ impl Admin {
             reply.headers.push(("Allow", "GET"));
             return reply;
         }
+        // Says only whether this process serves: no token, so any health checker may ask.
+        if path == "/healthz" {
+            return if self.draining.load(Ordering::Relaxed) {
+                Reply::json(503, &json!({ "status": "stopping" }))
+            } else {
+                Reply::json(
+                    200,
+                    &json!({ "status": "serving", "services": self.services.len() }),
+                )
+            };
+        }
         // The page holds no data (it fetches /status with the token), so it needs none.
         if path == "/" {
             return Reply {
@@ -101,7 +123,7 @@ impl Admin {
         if !["/metrics", "/status", "/route"].contains(&path) {
             return Reply::error(
                 404,
-                "unknown path; try /, /status, /metrics, /route or POST /backends/drain|ready|maint",
+                "unknown path; try /, /healthz, /status, /metrics, /route or POST /backends/drain|ready|maint",
             );
         }
         if !self.authorized(authorization) {
@@ -502,6 +524,12 @@ mod tests {
             "the page itself holds no data"
         );
         assert_eq!(get(&a, "/status", None).status, 401);
+        let healthz = get(&a, "/healthz", None);
+        assert_eq!(healthz.status, 200, "no token needed");
+        assert_eq!(json_of(&healthz)["status"], "serving");
+        let stopping = Arc::new(AtomicBool::new(true));
+        let a = a.with_draining(stopping);
+        assert_eq!(get(&a, "/healthz", None).status, 503);
         let wrong = a.handle(&Method::GET, "/metrics", None, Some(b"Bearer nope"));
         assert_eq!(wrong.status, 401);
         let right = a.handle(

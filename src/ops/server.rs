@@ -121,7 +121,8 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Serv
             .collect();
         let mut service = pingora::services::listening::Service::new(
             "admin".to_string(),
-            Admin::new(services, admin.token.clone(), Arc::clone(&metrics)),
+            Admin::new(services, admin.token.clone(), Arc::clone(&metrics))
+                .with_draining(Arc::clone(&draining)),
         );
         service.add_tcp(&admin.listen.to_string());
         server.add_service(service);
