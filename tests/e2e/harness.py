@@ -26,6 +26,10 @@ ROOT = HERE.parents[1]
 # A PyWPS server imports in about a second; Roost needs a health check round.
 START_TIMEOUT = 60
 HEALTH_INTERVAL = "500ms"
+# The admin listener's token: operator actions (drain, maint) need one.
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
+# A draining machine is reported safe to stop this long after its last request.
+DRAIN_IDLE = "2s"
 
 WPS_SERVICES = ("flyingpigeon", "emu")
 MACHINES = (1, 2, 3)
@@ -198,6 +202,7 @@ class Site:
       fall: 2
     when_down: failover
     wps_affinity: {str(affinity).lower()}
+    affinity: {{ drain_idle: {DRAIN_IDLE} }}
 """
         return f"""\
 server:
@@ -209,6 +214,7 @@ server:
   graceful_shutdown_timeout_seconds: 2
 admin:
   listen: 127.0.0.1:{self.ports['admin']}
+  token: {ADMIN_TOKEN}
 access_log:
   format: json
   path: {self.access_log}
@@ -253,6 +259,45 @@ services:
         new = self.roost_pid()
         return old, new
 
+    def add_machine(self, machine):
+        """A new machine running every WPS service joins: its servers start, the config lists
+        them, and ``roost reload`` applies it; returns when Roost sees them healthy."""
+        added = []
+        for service in WPS_SERVICES:
+            server = WpsServer(
+                service, machine, self.dir / f"{service}-{machine}",
+                url=self.url(service), outputurl=f"{self.base(service)}/outputs",
+            )
+            self.servers[server.name] = server
+            added.append(server)
+        for server in added:
+            server.wait_ready()
+        self.config.write_text(self._yaml())
+        run = subprocess.run([roost_binary(), "reload", "-c", str(self.config)],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+        wanted = {(s.service, s.addr) for s in added}
+        wait_until("the new machine listed and healthy", lambda: wanted <= {
+            (name if name != "malleefowl" else "flyingpigeon", addr)
+            for (name, addr), up in self.healthy().items() if up
+        })
+        return added
+
+    def backend_action(self, action, service, machine):
+        """``roost backend ACTION -c FILE SERVICE ADDR`` for `machine`'s server of `service`."""
+        addr = self.servers[f"{service}-{machine}"].addr
+        run = subprocess.run([roost_binary(), "backend", action, "-c", str(self.config), service, addr],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run.stdout
+
+    def backend_status(self, service, machine):
+        addr = self.servers[f"{service}-{machine}"].addr
+        status = json.loads(self.admin("/status"))
+        [entry] = [b for s in status["services"] if s["name"] == service
+                   for b in s["backends"] if b["addr"] == addr]
+        return entry
+
     def close(self):
         for pid in self.roost_pids:
             if pid_alive(pid):
@@ -268,7 +313,8 @@ services:
     # --- observing Roost ---------------------------------------------------------------------
 
     def admin(self, path):
-        status, body = http_get(f"http://127.0.0.1:{self.ports['admin']}{path}")
+        status, body = http_get(f"http://127.0.0.1:{self.ports['admin']}{path}",
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert status == 200, (path, status, body)
         return body
 
