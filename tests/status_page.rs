@@ -89,7 +89,11 @@ fn status_page_lists_every_backend_in_a_browser() {
             .unwrap_or_else(|| panic!("no row for {addr} in\n{dom}"));
         let health = if *addr == down { ">down<" } else { ">up<" };
         assert!(row.contains(health), "{addr} should be {health}: {row}");
-        let state = if *addr == addrs[1] { ">draining · " } else { ">ready<" };
+        let state = if *addr == addrs[1] {
+            ">draining · "
+        } else {
+            ">ready<"
+        };
         assert!(row.contains(state), "{addr} should show {state}: {row}");
     }
     assert!(dom.contains("flyingpigeon"), "{dom}");
