@@ -40,7 +40,8 @@ pub enum JobState {
     Ended,
 }
 
-/// Jobs remembered per service; the oldest is forgotten first. About 100 bytes each.
+/// Jobs remembered per service; the oldest is forgotten first. About 150 bytes each, plus the
+/// affinity key of a job that has one. Running jobs pin their keys, so this also bounds pins.
 pub const MAX_JOBS: usize = 100_000;
 /// A job not seen for this long is forgotten (each status document that passes refreshes it).
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
