@@ -3,7 +3,8 @@
 //! that ran it; without the switch, or when that backend is gone, `hash.missing` decides.
 //! A running job (its status documents say so) pins its key in the sticky table past
 //! `affinity.ttl` until it ends, `/status` counts it on its backend, and its key moving away
-//! from that backend is a counted, logged "job moved machines" event.
+//! from that backend is a counted, logged "job moved machines" event; a draining backend is
+//! "drained: safe to stop" only once its last job has ended.
 //! (`tests/e2e` does the same with real PyWPS servers, OWSLib and birdy.)
 
 mod common;
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const JOB: &str = "6f1c2a44-1f0e-11ef-9a57-2f5b0c3d9e11";
+const TOKEN: &str = "wps-affinity-test-token-0123456789";
 const AFFINITY: &str = "    wps_affinity: true\n";
 
 /// Execute `JOB` with a key; the backend that answered.
@@ -121,7 +123,7 @@ impl Jobs {
         ))
         .replace(
             "services:\n",
-            &format!("admin: {{ listen: {admin} }}\nservices:\n"),
+            &format!("admin: {{ listen: {admin}, token: {TOKEN} }}\nservices:\n"),
         );
         let roost = Roost::start(&yaml, &[listen, admin]);
         Jobs {
@@ -144,8 +146,27 @@ impl Jobs {
             .unwrap()
     }
 
+    /// GET `path` from the admin listener.
+    fn admin_get(&self, path: &str) -> String {
+        let auth = format!("Bearer {TOKEN}");
+        let r = get(self.admin, path, &[("Authorization", &auth)]).unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        r.text()
+    }
+
     fn json(&self, path: &str) -> Value {
-        serde_json::from_str(&get(self.admin, path, &[]).unwrap().text()).unwrap()
+        serde_json::from_str(&self.admin_get(path)).unwrap()
+    }
+
+    /// `/status` for the backend at `addr`.
+    fn backend_status(&self, addr: SocketAddr) -> Value {
+        self.json("/status")["services"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["addr"] == addr.to_string())
+            .cloned()
+            .unwrap()
     }
 
     /// `running_jobs` of every backend in `/status`, by address.
@@ -168,8 +189,8 @@ impl Jobs {
     }
 
     fn metric(&self, series: &str) -> u64 {
-        let text = get(self.admin, "/metrics", &[]).unwrap().text();
-        text.lines()
+        self.admin_get("/metrics")
+            .lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or(0)
     }
@@ -281,4 +302,51 @@ fn a_key_moved_while_its_job_runs_is_counted_and_logged_once() {
     ] {
         assert!(lines[0].contains(part), "{part} missing: {}", lines[0]);
     }
+}
+
+#[test]
+fn a_draining_backend_is_drained_only_once_its_last_job_has_ended() {
+    let jobs = Jobs::start("    affinity: { drain_idle: 1s }\n");
+    let job = "5e4f3a2b-1c0d-4f6a-8c2d-0a7d3c529b1e";
+    let owner = jobs.execute(job, "k3");
+    let (owner_name, owner_addr) = (owner.name.clone(), owner.addr);
+    let conf = jobs.roost.config.display().to_string();
+    let (code, out, err) = run_roost(&[
+        "-c",
+        &conf,
+        "backend",
+        "drain",
+        "fp",
+        &owner_addr.to_string(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The job's polls still reach its draining backend.
+    let status_doc = format!("/outputs/{job}.xml");
+    let poll = get(jobs.listen, &status_doc, &[]).unwrap();
+    assert_eq!(poll.backend(), owner_name);
+    assert!(poll.text().contains("ProcessStarted"), "{}", poll.text());
+    // Idle for longer than drain_idle, but a job runs there: not safe to stop.
+    wait_until(Duration::from_secs(15), "the owner idle for 2 s", || {
+        jobs.backend_status(owner_addr)["idle_seconds"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    });
+    let b = jobs.backend_status(owner_addr);
+    assert_eq!(
+        (b["state"].as_str(), b["running_jobs"].as_u64()),
+        (Some("drain"), Some(1)),
+        "{b}"
+    );
+    assert_eq!(b["drained"], false, "{b}");
+
+    // The job ends; once its status document said so and drain_idle has passed: drained.
+    get(owner_addr, &format!("/finish/{job}"), &[]).unwrap();
+    let poll = get(jobs.listen, &status_doc, &[]).unwrap();
+    assert_eq!(poll.backend(), owner_name);
+    assert!(poll.text().contains("ProcessSucceeded"), "{}", poll.text());
+    assert_eq!(jobs.backend_status(owner_addr)["running_jobs"], 0);
+    wait_until(Duration::from_secs(15), "drained: safe to stop", || {
+        jobs.backend_status(owner_addr)["drained"] == true
+    });
 }
