@@ -8,7 +8,13 @@
 //! - `GET /slow?ms=N` → the name, after N milliseconds
 //! - `GET /bytes?n=N` → N bytes of payload
 //! - `GET /job/<uuid>?split=N` → a WPS Execute response (XML) whose `statusLocation` names job
-//!   `<uuid>`, sent chunked in pieces of N bytes (default 7), for `wps_affinity`
+//!   `<uuid>`, sent chunked in pieces of N bytes (default 7), for `wps_affinity`; the job is
+//!   accepted (`ProcessAccepted`) and runs until it is finished
+//! - `GET /outputs/<uuid>.xml` → that job's WPS 1.0.0 status document: `ProcessStarted` while
+//!   it runs, `ProcessSucceeded` once finished (a job this backend never accepted: the name)
+//! - `GET /wps?request=GetStatus&jobid=<uuid>` → the same as a WPS 2.0 `StatusInfo`
+//!   (`Running`, `Succeeded`)
+//! - `GET /finish/<uuid>` → the job succeeds; answers `<name> finished <uuid>`
 //! - any request with a body → `<name> received <N> bytes`
 //! - anything else → `<name>`
 //!
@@ -16,9 +22,14 @@
 //!
 //! Usage: `roost-demo-backend --name NAME --listen 127.0.0.1:0`; prints `listening on ADDR`.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The jobs this backend accepted: uuid → finished.
+type Jobs = Arc<Mutex<HashMap<String, bool>>>;
 
 fn main() {
     let mut name = String::from("backend");
@@ -40,10 +51,12 @@ fn main() {
     });
     println!("listening on {}", listener.local_addr().expect("bound"));
     io::stdout().flush().expect("stdout");
+    let jobs = Jobs::default();
     for stream in listener.incoming().flatten() {
         let name = name.clone();
+        let jobs = Arc::clone(&jobs);
         std::thread::spawn(move || {
-            let _ = serve(stream, &name);
+            let _ = serve(stream, &name, &jobs);
         });
     }
 }
@@ -56,19 +69,21 @@ struct Request {
     close: bool,
 }
 
-fn serve(stream: TcpStream, name: &str) -> io::Result<()> {
+fn serve(stream: TcpStream, name: &str, jobs: &Jobs) -> io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     while let Some(req) = read_request(&mut reader)? {
         let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
-        let param = |k: &str| {
+        let text_param = |k: &str| {
             query
                 .split('&')
                 .filter_map(|kv| kv.split_once('='))
                 .find(|(key, _)| *key == k)
-                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .map(|(_, v)| v)
         };
+        let param = |k: &str| text_param(k).and_then(|v| v.parse::<u64>().ok());
         if let Some(job) = path.strip_prefix("/job/") {
+            jobs.lock().unwrap().insert(job.to_string(), false);
             let split = param("split").unwrap_or(7).max(1) as usize;
             execute_response(&mut writer, name, job, split)?;
             if req.close {
@@ -76,7 +91,37 @@ fn serve(stream: TcpStream, name: &str) -> io::Result<()> {
             }
             continue;
         }
+        // A known job's status document, WPS 1.0.0 or 2.0.
+        let status_of = |job: &str| jobs.lock().unwrap().get(job).copied();
+        let status_doc = match (path.strip_prefix("/outputs/"), text_param("jobid")) {
+            (Some(file), _) => file
+                .strip_suffix(".xml")
+                .and_then(|job| Some(status_document(name, job, status_of(job)?))),
+            (None, Some(job)) if path == "/wps" => {
+                status_of(job).map(|finished| status_info(job, finished))
+            }
+            _ => None,
+        };
+        if let Some(doc) = status_doc {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: {}\r\nX-Backend: {name}\r\n{}\r\n",
+                doc.len(),
+                if req.close { "Connection: close\r\n" } else { "" }
+            );
+            writer.write_all(head.as_bytes())?;
+            writer.write_all(doc.as_bytes())?;
+            writer.flush()?;
+            if req.close {
+                break;
+            }
+            continue;
+        }
         let body: Vec<u8> = match path {
+            _ if path.starts_with("/finish/") => {
+                let job = &path["/finish/".len()..];
+                jobs.lock().unwrap().insert(job.to_string(), true);
+                format!("{name} finished {job}\n").into_bytes()
+            }
             "/health" => b"ok\n".to_vec(),
             "/echo" => req.head.clone().into_bytes(),
             "/slow" => {
@@ -132,6 +177,32 @@ fn execute_response(writer: &mut TcpStream, name: &str, job: &str, split: usize)
     }
     writer.write_all(b"0\r\n\r\n")?;
     writer.flush()
+}
+
+/// Job `job`'s WPS 1.0.0 status document, as PyWPS writes it at `statusLocation`.
+fn status_document(name: &str, job: &str, finished: bool) -> String {
+    let status = if finished {
+        format!("<wps:ProcessSucceeded>finished by {name}</wps:ProcessSucceeded>")
+    } else {
+        format!(
+            "<wps:ProcessStarted percentCompleted=\"50\">running on {name}</wps:ProcessStarted>"
+        )
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<wps:ExecuteResponse \
+         xmlns:wps=\"http://www.opengis.net/wps/1.0.0\" service=\"WPS\" version=\"1.0.0\" \
+         statusLocation=\"http://roost:8093/outputs/{job}.xml\">\n<wps:Status creationTime=\"2026-11-25T09:50:06Z\">\
+         {status}</wps:Status>\n</wps:ExecuteResponse>\n"
+    )
+}
+
+/// Job `job`'s WPS 2.0 `StatusInfo`.
+fn status_info(job: &str, finished: bool) -> String {
+    let status = if finished { "Succeeded" } else { "Running" };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<wps:StatusInfo xmlns:wps=\"http://www.opengis.net/wps/2.0\">\n\
+         <wps:JobID>{job}</wps:JobID>\n<wps:Status>{status}</wps:Status>\n</wps:StatusInfo>\n"
+    )
 }
 
 /// Read one request; `None` at a clean end of the connection. The body is read and counted.

@@ -231,11 +231,12 @@ impl Admin {
         constant_time_eq(given, token.as_bytes())
     }
 
-    /// `roost_backend_up` from the pools' current health; series of backends a reload
-    /// removed disappear.
+    /// `roost_backend_up` from the pools' current health and `roost_wps_running_jobs` from
+    /// their job tables; series of backends a reload removed disappear.
     fn refresh_gauges(&self) {
         self.metrics.backend_up.reset();
         self.metrics.backend_state.reset();
+        self.metrics.wps_running_jobs.reset();
         for s in &self.services {
             if let Some(keys) = s.pool.state().table_len() {
                 self.metrics
@@ -256,6 +257,10 @@ impl Admin {
                         .with_label_values(&[labels[0], labels[1], st.as_str()])
                         .set(i64::from(b.state == st));
                 }
+                self.metrics
+                    .wps_running_jobs
+                    .with_label_values(&[s.pool.name.as_str(), &b.addr.to_string()])
+                    .set(b.running_jobs as i64);
             }
         }
     }
@@ -283,6 +288,7 @@ impl Admin {
                             "in_flight": b.in_flight,
                             "idle_seconds": b.idle.as_secs(),
                             "drained": b.drained,
+                            "running_jobs": b.running_jobs,
                         })
                     })
                     .collect();
@@ -374,6 +380,7 @@ impl Admin {
                     "since_seconds": e.since.elapsed().as_secs(),
                     "idle_seconds": e.last_seen.elapsed().as_secs(),
                     "stand_in": e.stand_in.as_deref(),
+                    "pinned_by_jobs": e.pins,
                 })),
             }),
         )
@@ -499,6 +506,7 @@ mod tests {
         assert_eq!(backends.len(), 3);
         assert_eq!(backends[1]["addr"], "127.0.0.12:8093");
         assert_eq!(backends[1]["healthy"], true);
+        assert_eq!(backends[1]["running_jobs"], 0);
         assert_eq!(v["services"][0]["listen"], "127.0.0.1:8093");
         assert_eq!(v["services"][0]["when_down"], "failover");
         assert_eq!(v["services"][0]["missing"], "round_robin");

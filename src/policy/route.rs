@@ -75,6 +75,9 @@ pub enum Move {
 }
 
 impl Move {
+    /// Every move, in declaration order: `why as usize` indexes arrays built from it.
+    pub const ALL: [Move; 3] = [Move::OwnerDown, Move::Removed, Move::Drained];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Move::OwnerDown => "owner_down",

@@ -9,6 +9,14 @@
 //!
 //! Bounded: an entry idle for `ttl` is forgotten, and beyond `max_keys` the longest idle entry
 //! goes first. Pure: the clock is passed in.
+//!
+//! **Pins.** A key with a running WPS job is pinned ([`StickyTable::pin`], by the job table
+//! when a status document says the job runs): it neither expires nor is evicted, however long
+//! it is idle, until [`StickyTable::unpin`] (the job ended or was forgotten), from when its
+//! idle time counts again. A pinned entry is simply not in the idle index, so expiry and
+//! eviction pass it by at no cost, and a request pays nothing for pins: the count is in the
+//! entry it already looks up. Pins are bounded by the job table's capacity, so the table holds
+//! at most `max_keys` plus that many entries.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +39,8 @@ pub struct Entry {
     /// While `backend` is down and the key is kept for it (`return_after_recovery`): the
     /// backend standing in.
     pub stand_in: Option<Identity>,
+    /// Running WPS jobs that pin the key (see the module doc); pinned while above zero.
+    pub pins: u32,
 }
 
 #[derive(Debug)]
@@ -54,7 +64,12 @@ impl Inner {
     /// The entry of `key` unless it has expired.
     fn live(&self, key: &[u8], now: Instant) -> Option<&Entry> {
         let slot = self.keys.get(key)?;
-        (slot.entry.last_seen + self.ttl > now).then_some(&slot.entry)
+        self.is_live(&slot.entry, now).then_some(&slot.entry)
+    }
+
+    /// Pinned, or idle for less than the TTL.
+    fn is_live(&self, entry: &Entry, now: Instant) -> bool {
+        entry.pins > 0 || entry.last_seen + self.ttl > now
     }
 }
 
@@ -102,7 +117,8 @@ impl StickyTable {
         let inner = &mut *inner;
         let ttl = inner.ttl;
         if let Some(slot) = inner.keys.get_mut(key) {
-            let expired = slot.entry.last_seen + ttl <= now;
+            let pinned = slot.entry.pins > 0;
+            let expired = !pinned && slot.entry.last_seen + ttl <= now;
             let moved = (slot.entry.backend != *backend && !expired)
                 .then(|| Arc::clone(&slot.entry.backend));
             let back_home = slot.entry.stand_in.take().is_some();
@@ -113,13 +129,17 @@ impl StickyTable {
                 return None;
             }
             slot.entry.last_seen = now;
-            inner.idle.remove(&slot.order);
-            inner.seq += 1;
-            slot.order = (now, inner.seq);
-            inner.idle.insert(slot.order, key.into());
+            if !pinned {
+                // A pinned entry is not in the idle index; `unpin` puts it back.
+                inner.idle.remove(&slot.order);
+                inner.seq += 1;
+                slot.order = (now, inner.seq);
+                inner.idle.insert(slot.order, key.into());
+            }
             return moved;
         }
-        // A new key: make room first (expired entries, then the longest idle).
+        // A new key: make room first (expired entries, then the longest idle; pinned entries
+        // are not in the idle index).
         while inner.keys.len() >= inner.max_keys {
             let Some((_, oldest)) = inner.idle.pop_first() else {
                 break;
@@ -137,6 +157,7 @@ impl StickyTable {
                     since: now,
                     last_seen: now,
                     stand_in: None,
+                    pins: 0,
                 },
                 order,
             },
@@ -159,6 +180,52 @@ impl StickyTable {
         true
     }
 
+    /// A running job pins `key`: it stays, however long idle, until as many
+    /// [`unpin`](Self::unpin)s. Returns whether the key was there to pin (a key that is not,
+    /// or has expired, is not brought back: its session was over).
+    pub fn pin(&self, key: &[u8], now: Instant) -> bool {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let ttl = inner.ttl;
+        let Some(slot) = inner.keys.get_mut(key) else {
+            return false;
+        };
+        if slot.entry.pins == 0 {
+            if slot.entry.last_seen + ttl <= now {
+                return false;
+            }
+            inner.idle.remove(&slot.order);
+        }
+        slot.entry.pins += 1;
+        true
+    }
+
+    /// One job pinning `key` ended (or was forgotten). The last one gone, the key is idle from
+    /// `now` and expires a TTL later unless used again.
+    pub fn unpin(&self, key: &[u8], now: Instant) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let Some(slot) = inner.keys.get_mut(key) else {
+            return;
+        };
+        if slot.entry.pins == 0 {
+            return;
+        }
+        slot.entry.pins -= 1;
+        if slot.entry.pins == 0 {
+            slot.entry.last_seen = slot.entry.last_seen.max(now);
+            inner.seq += 1;
+            slot.order = (slot.entry.last_seen, inner.seq);
+            inner.idle.insert(slot.order, key.into());
+        }
+    }
+
+    /// Keys pinned by running jobs now.
+    pub fn pinned(&self) -> usize {
+        let inner = self.lock();
+        inner.keys.len() - inner.idle.len()
+    }
+
     /// Forget the entries idle for longer than the TTL; returns how many.
     pub fn expire(&self, now: Instant) -> usize {
         let mut inner = self.lock();
@@ -176,18 +243,24 @@ impl StickyTable {
     }
 
     /// Every live entry, for the state file: (key, backend, idle for, recorded for). Entries
-    /// with a stand-in are saved on their own backend, which gets them back.
+    /// with a stand-in are saved on their own backend, which gets them back. A pinned entry is
+    /// saved as idle for 0 (its job is activity) without the pin: the next process has a TTL
+    /// to see the job again.
     pub fn export(&self, now: Instant) -> Vec<(Vec<u8>, Identity, Duration, Duration)> {
         let inner = self.lock();
         inner
             .keys
             .iter()
-            .filter(|(_, slot)| slot.entry.last_seen + inner.ttl > now)
+            .filter(|(_, slot)| inner.is_live(&slot.entry, now))
             .map(|(key, slot)| {
+                let idle = match slot.entry.pins {
+                    0 => now.saturating_duration_since(slot.entry.last_seen),
+                    _ => Duration::ZERO,
+                };
                 (
                     key.to_vec(),
                     Arc::clone(&slot.entry.backend),
-                    now.saturating_duration_since(slot.entry.last_seen),
+                    idle,
                     now.saturating_duration_since(slot.entry.since),
                 )
             })
@@ -365,5 +438,68 @@ mod tests {
         t.record(b"c", &id("x"), t0 + Duration::from_millis(600));
         assert!(t.get(b"a", t0 + Duration::from_millis(700)).is_none());
         assert_eq!(t.counts()[&id("x")], 2);
+    }
+
+    #[test]
+    fn pinned_keys_neither_expire_nor_get_evicted() {
+        let ttl = Duration::from_secs(10);
+        let t = StickyTable::new(ttl, 2);
+        let t0 = Instant::now();
+        t.record(b"job", &id("a"), t0);
+        t.record(b"idle", &id("a"), t0 + Duration::from_secs(1));
+        assert!(t.pin(b"job", t0 + Duration::from_secs(2)));
+        assert!(!t.pin(b"unknown", t0), "nothing to pin");
+        assert_eq!(t.pinned(), 1);
+        // Long past the TTL: the pinned key stays, the other goes.
+        let late = t0 + 10 * ttl;
+        assert_eq!(t.expire(late), 1);
+        assert_eq!(t.backend_of(b"job", late).as_deref(), Some("a"));
+        assert_eq!(t.get(b"job", late).unwrap().pins, 1);
+        // Full (max_keys 2): a new key evicts the longest idle unpinned key, never the pinned
+        // one, even though it is the longest idle; with only pinned keys left, it goes over.
+        t.record(b"n1", &id("a"), late);
+        t.record(b"n2", &id("a"), late + Duration::from_secs(1));
+        assert!(t.get(b"n1", late).is_none(), "n1 was evicted");
+        assert!(t.get(b"job", late).is_some());
+        assert!(t.pin(b"n2", late + Duration::from_secs(1)));
+        t.record(b"n3", &id("a"), late + Duration::from_secs(2));
+        assert_eq!(t.len(), 3, "two pinned keys and the new one");
+        // A request on a pinned key (also a move) does not put it back in the idle index.
+        assert_eq!(t.record(b"job", &id("b"), late).as_deref(), Some("a"));
+        assert_eq!(t.expire(late + 10 * ttl), 1, "only n3");
+        assert_eq!(t.len(), 2);
+        // Saved as busy: idle 0.
+        let saved = t.export(late + 10 * ttl);
+        assert!(saved.iter().all(|(_, _, idle, _)| idle.is_zero()));
+    }
+
+    #[test]
+    fn an_unpinned_key_is_idle_from_the_jobs_end() {
+        let ttl = Duration::from_secs(10);
+        let t = StickyTable::new(ttl, 10);
+        let t0 = Instant::now();
+        t.record(b"k", &id("a"), t0);
+        // Two jobs on one key: pinned until both end.
+        assert!(t.pin(b"k", t0));
+        assert!(t.pin(b"k", t0));
+        let end = t0 + 5 * ttl;
+        t.unpin(b"k", end);
+        assert_eq!(t.expire(end + ttl), 0, "one job still runs");
+        t.unpin(b"k", end + ttl);
+        assert_eq!(t.pinned(), 0);
+        assert_eq!(t.get(b"k", end + ttl).unwrap().last_seen, end + ttl);
+        assert_eq!(t.expire(end + ttl + ttl - Duration::from_secs(1)), 0);
+        assert_eq!(
+            t.expire(end + ttl + ttl),
+            1,
+            "a TTL after the last job's end"
+        );
+        // Unpinning what is not pinned changes nothing.
+        t.record(b"x", &id("a"), t0);
+        t.unpin(b"x", end);
+        t.unpin(b"gone", end);
+        assert_eq!(t.get(b"x", t0).unwrap().last_seen, t0);
+        // An expired key is not pinned back to life.
+        assert!(!t.pin(b"x", t0 + ttl));
     }
 }

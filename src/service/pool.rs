@@ -6,6 +6,7 @@
 use crate::config::{BackendState, ServiceConfig};
 use crate::policy::select::RoundRobin;
 use crate::policy::sticky::StickyTable;
+use crate::policy::wps::JobTable;
 use crate::service::guard::GuardLimits;
 use crate::service::health::{Checker, Probe};
 use crate::service::operator::Operator;
@@ -36,8 +37,10 @@ pub struct BackendStatus {
     pub in_flight: usize,
     /// Since a request to it last started or ended.
     pub idle: Duration,
-    /// Draining, with nothing in flight for `affinity.drain_idle`: it can be stopped without
-    /// failing a request.
+    /// WPS jobs running on it (`wps_affinity`; see [`JobTable::running_on`]).
+    pub running_jobs: usize,
+    /// Draining, with no WPS job running and nothing in flight for `affinity.drain_idle`: it
+    /// can be stopped without failing a request or a job.
     pub drained: bool,
 }
 
@@ -59,6 +62,9 @@ pub struct Pool {
     table: Arc<StickyTable>,
     /// Each backend's operator state (ready, drain, maint), kept across reloads.
     operator: Arc<Operator>,
+    /// `wps_affinity`'s job table, whose running jobs pin their keys in `table`; lives as long
+    /// as the pool, like it.
+    jobs: JobTable,
     /// One reload at a time, so versions are built and stored in order.
     reload: Mutex<()>,
     pub metrics: Arc<Metrics>,
@@ -89,6 +95,7 @@ impl Pool {
             registry,
             checker,
             rotation,
+            jobs: JobTable::default().with_pins(Arc::clone(&table)),
             table,
             operator,
             reload: Mutex::new(()),
@@ -159,6 +166,11 @@ impl Pool {
         &self.table
     }
 
+    /// The WPS job table (`wps_affinity`).
+    pub fn jobs(&self) -> &JobTable {
+        &self.jobs
+    }
+
     /// The current state: a request's snapshot, kept for as long as the request runs.
     pub fn state(&self) -> Arc<ServiceState> {
         self.state.load_full()
@@ -177,6 +189,7 @@ impl Pool {
             .map(|(i, (m, requests))| {
                 let op = &m.operated;
                 let (in_flight, idle) = (op.in_flight(), op.idle(now));
+                let running_jobs = self.jobs.running_on(m.addr);
                 BackendStatus {
                     address: m.address.clone(),
                     addr: m.addr,
@@ -187,7 +200,9 @@ impl Pool {
                     in_state_for: op.in_state_for(now),
                     in_flight,
                     idle,
+                    running_jobs,
                     drained: op.state() == BackendState::Drain
+                        && running_jobs == 0
                         && in_flight == 0
                         && idle >= drain_idle,
                 }
@@ -210,9 +225,18 @@ impl Pool {
         self.registry.run_health_check(true).await;
     }
 
-    /// Forget the sticky-table keys idle beyond the TTL.
+    /// Forget the jobs not seen for their age limit (releasing their pins), then the
+    /// sticky-table keys idle beyond the TTL.
     fn expire_table(&self) {
-        let gone = self.table.expire(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let jobs = self.jobs.expire(now);
+        if jobs > 0 {
+            log::debug!(
+                "wps_affinity: service={} forgot {jobs} old job(s)",
+                self.name
+            );
+        }
+        let gone = self.table.expire(now);
         if gone > 0 {
             log::debug!("affinity: service={} forgot {gone} idle key(s)", self.name);
         }

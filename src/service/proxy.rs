@@ -13,10 +13,10 @@
 use crate::policy::headers::{self, Forwarding};
 use crate::policy::key;
 use crate::policy::refusal::{self, Failure, Refusal};
-use crate::policy::route::{self, Ask};
+use crate::policy::route::{self, Ask, Move};
 use crate::policy::screen;
 use crate::policy::target;
-use crate::policy::wps::{self, JobScanner, JobTable};
+use crate::policy::wps::{self, JobScanner, Sighting};
 use crate::service::context::RequestCtx;
 use crate::service::pool::Pool;
 use crate::service::state::ServiceState;
@@ -46,11 +46,12 @@ pub struct WpsProxy {
     /// response closes its connection, so keep-alive clients reconnect (to the new process)
     /// instead of sending into a connection that is about to be dropped.
     draining: Arc<AtomicBool>,
-    /// `wps_affinity`: the backend of each WPS job seen in a response, and what it did.
-    jobs: JobTable,
+    /// `wps_affinity`: what the pool's job table did.
     jobs_learned: IntCounter,
     jobs_routed: IntCounter,
     jobs_unavailable: IntCounter,
+    /// `roost_wps_job_moves_total` by [`Move`].
+    job_moves: [IntCounter; Move::ALL.len()],
 }
 
 impl WpsProxy {
@@ -63,10 +64,11 @@ impl WpsProxy {
             duration: m.duration.with_label_values(&[name]),
             without_key: m.without_key.with_label_values(&[name]),
             retries: m.retries.with_label_values(&[name]),
-            jobs: JobTable::default(),
             jobs_learned: m.wps_affinity.with_label_values(&[name, "learned"]),
             jobs_routed: m.wps_affinity.with_label_values(&[name, "routed"]),
             jobs_unavailable: m.wps_affinity.with_label_values(&[name, "unavailable"]),
+            job_moves: Move::ALL
+                .map(|why| m.wps_job_moves.with_label_values(&[name, why.as_str()])),
             pool,
             draining,
         }
@@ -101,7 +103,10 @@ impl WpsProxy {
         match route::resolve(policy, ask, &*state) {
             Ok(route) => {
                 if let key::Key::Present(k) = key {
-                    state.record(k, &route, Instant::now());
+                    let moved = state.record(k, &route, Instant::now());
+                    if let (Some(why), true) = (moved, policy.wps_affinity) {
+                        self.jobs_moved(k, state.members()[route.backend].addr, why);
+                    }
                 }
                 ctx.may_fail_over = route.may_fail_over;
                 ctx.moved = route.moved;
@@ -122,7 +127,7 @@ impl WpsProxy {
         let now = Instant::now();
         let addr = wps::job_ids(target?.as_str().as_bytes())
             .take(wps::MAX_IDS_PER_URL)
-            .find_map(|id| self.jobs.backend_of(id, now))?;
+            .find_map(|id| self.pool.jobs().backend_of(id, now))?;
         let member = state.usable_at(addr, exclude);
         match (member, exclude) {
             (Some(_), None) => self.jobs_routed.inc(),
@@ -130,6 +135,42 @@ impl WpsProxy {
             _ => {} // the retry after a refused connection: counted once, above
         }
         member
+    }
+
+    /// `key` just moved to `to`: each of its running jobs elsewhere is a "job moved machines"
+    /// event (its files stay behind). Called once per move, not per request.
+    fn jobs_moved(&self, key: &[u8], to: std::net::SocketAddr, why: Move) {
+        for job in self.pool.jobs().moved_away(key, to) {
+            self.job_moves[why as usize].inc();
+            log::warn!(
+                "wps_affinity: service={} job moved machines: job {} of key {:?} runs on {} \
+                 but its key now goes to {} ({})",
+                self.service,
+                wps::format_uuid(job.id),
+                String::from_utf8_lossy(key),
+                job.from,
+                to,
+                why.as_str()
+            );
+        }
+    }
+
+    /// A response named a job: into the job table, with the state it reported and the
+    /// request's key (so a running job pins it).
+    fn observe_job(&self, session: &Session, ctx: &RequestCtx, seen: Sighting) {
+        let Some(i) = ctx.backend else {
+            return;
+        };
+        let header = &ctx.state.settings.route.header;
+        let key = match key::extract(&session.req_header().headers, header) {
+            key::Key::Present(k) => Some(k),
+            _ => None,
+        };
+        let addr = ctx.state.members()[i].addr;
+        self.pool
+            .jobs()
+            .observe(seen.id, addr, key, seen.state, Instant::now());
+        self.jobs_learned.inc();
     }
 
     async fn respond(
@@ -344,25 +385,27 @@ impl ProxyHttp for WpsProxy {
         Ok(())
     }
 
-    /// `wps_affinity`: learn which job this response is about, chunk by chunk; the body is
-    /// passed on untouched and never held back.
+    /// `wps_affinity`: learn which job this response is about and its state, chunk by chunk;
+    /// the body is passed on untouched and never held back.
     fn upstream_response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let (Some(scan), Some(chunk)) = (ctx.job_scan.as_mut(), body.as_ref()) {
-            let job = scan.feed(chunk);
-            if scan.is_done() {
-                ctx.job_scan = None;
-            }
-            if let (Some(job), Some(i)) = (job, ctx.backend) {
-                self.jobs
-                    .learn(job, ctx.state.members()[i].addr, Instant::now());
-                self.jobs_learned.inc();
-            }
+        let Some(scan) = ctx.job_scan.as_mut() else {
+            return Ok(None);
+        };
+        let mut seen = body.as_ref().and_then(|chunk| scan.feed(chunk));
+        if end_of_stream {
+            seen = seen.or_else(|| scan.finish());
+        }
+        if scan.is_done() {
+            ctx.job_scan = None;
+        }
+        if let Some(seen) = seen {
+            self.observe_job(session, ctx, seen);
         }
         Ok(None)
     }
@@ -424,6 +467,11 @@ impl ProxyHttp for WpsProxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         // 0 when nothing was sent (the client went away first).
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // A job named by a body whose end the filter did not see (its state, if any, was not
+        // in it).
+        if let Some(seen) = ctx.job_scan.take().and_then(|mut scan| scan.finish()) {
+            self.observe_job(session, ctx, seen);
+        }
         let elapsed = ctx.start.elapsed();
         self.duration.observe(elapsed.as_secs_f64());
         ctx.state.count(ctx.backend, status);

@@ -86,7 +86,7 @@ pub struct ServiceState {
     /// Member index by identity, to find a recorded backend in this version.
     by_identity: HashMap<Identity, usize>,
     /// `roost_affinity_moves_total`: owner_down, removed, drained.
-    moves: [IntCounter; 3],
+    moves: [IntCounter; Move::ALL.len()],
     /// The operator states of the service's backends (shared by every version).
     operator: Arc<Operator>,
 }
@@ -149,7 +149,7 @@ impl ServiceState {
             .enumerate()
             .map(|(i, m)| (Arc::clone(&m.identity), i))
             .collect();
-        let moves = [Move::OwnerDown, Move::Removed, Move::Drained].map(|m| {
+        let moves = Move::ALL.map(|m| {
             metrics
                 .affinity_moves
                 .with_label_values(&[config.name.as_str(), m.as_str()])
@@ -239,13 +239,12 @@ impl ServiceState {
     }
 
     /// `key` was forwarded along `route`: record it in the sticky table and count a move.
-    /// Called for the proxied requests only (a `/route` lookup records nothing).
-    pub fn record(&self, key: &[u8], route: &Route, now: Instant) {
-        let Some(table) = &self.table else {
-            return;
-        };
+    /// Called for the proxied requests only (a `/route` lookup records nothing). Returns the
+    /// move, once per move (not per request), so the caller can check the key's running jobs.
+    pub fn record(&self, key: &[u8], route: &Route, now: Instant) -> Option<Move> {
+        let table = self.table.as_ref()?;
         if !matches!(route.reason, Reason::Key | Reason::Table) {
-            return;
+            return None;
         }
         let chosen = &self.members[route.backend].identity;
         let moved = if route.role == Role::Failover
@@ -257,16 +256,18 @@ impl ServiceState {
         } else {
             table.record(key, chosen, now).is_some()
         };
-        if moved {
-            let why = route.moved.unwrap_or(Move::OwnerDown);
-            self.moves[why as usize].inc();
-            log::debug!(
-                "affinity: service={} key moved to {} ({})",
-                self.name(),
-                chosen,
-                why.as_str()
-            );
+        if !moved {
+            return None;
         }
+        let why = route.moved.unwrap_or(Move::OwnerDown);
+        self.moves[why as usize].inc();
+        log::debug!(
+            "affinity: service={} key moved to {} ({})",
+            self.name(),
+            chosen,
+            why.as_str()
+        );
+        Some(why)
     }
 
     /// The identity of the member written as `address`, when this version has one.

@@ -24,6 +24,8 @@ pub const CONNECTIONS_REFUSED: &str = "roost_connections_refused_total";
 pub const WPS_AFFINITY: &str = "roost_wps_affinity_total";
 pub const AFFINITY_MOVES: &str = "roost_affinity_moves_total";
 pub const AFFINITY_KEYS: &str = "roost_affinity_keys";
+pub const WPS_JOB_MOVES: &str = "roost_wps_job_moves_total";
+pub const WPS_RUNNING_JOBS: &str = "roost_wps_running_jobs";
 pub const PROBES_EXCUSED: &str = "roost_health_probes_excused_total";
 pub const BACKEND_STATE: &str = "roost_backend_state";
 pub const BACKEND_STATE_CHANGES: &str = "roost_backend_state_changes_total";
@@ -67,6 +69,10 @@ pub struct Metrics {
     pub affinity_moves: IntCounterVec,
     /// service; set from the sticky tables at each scrape.
     pub affinity_keys: IntGaugeVec,
+    /// service, reason (`owner_down` | `removed` | `drained`): running WPS jobs whose key moved.
+    pub wps_job_moves: IntCounterVec,
+    /// service, backend; set from the job tables at each scrape.
+    pub wps_running_jobs: IntGaugeVec,
     /// service, backend: probes that timed out while the backend answered real requests.
     pub probes_excused: IntCounterVec,
     /// service, backend, state (`ready` | `drain` | `maint`): 1 for the backend's operator
@@ -135,6 +141,12 @@ impl Metrics {
              drained (an operator put it in maintenance).",
             &["service", "reason"],
         );
+        let wps_job_moves = counter(
+            WPS_JOB_MOVES,
+            "Job moved machines: running WPS jobs whose key was sent to another backend than the \
+             one running the job, by reason (as roost_affinity_moves_total); once per job and move.",
+            &["service", "reason"],
+        );
         let probes_excused = counter(
             PROBES_EXCUSED,
             "Health probes that timed out but did not count against the backend, because it \
@@ -189,6 +201,12 @@ impl Metrics {
             "1 for the operator state a backend is in (ready, drain, maint), by service and backend.",
             &["service", "backend", "state"],
         );
+        let wps_running_jobs = gauge(
+            WPS_RUNNING_JOBS,
+            "WPS jobs running, by service and backend: the last status document said \
+             accepted/started/paused (wps_affinity).",
+            &["service", "backend"],
+        );
         Self {
             registry,
             requests,
@@ -204,6 +222,8 @@ impl Metrics {
             wps_affinity,
             affinity_moves,
             affinity_keys,
+            wps_job_moves,
+            wps_running_jobs,
             probes_excused,
             backend_state,
             backend_state_changes,

@@ -6,18 +6,22 @@
 //! GET) would be spread by `hash.missing` and mostly get a 404. So Roost watches the responses
 //! it forwards: an Execute response or status document names its job in `statusLocation="..."`
 //! (asynchronous jobs) or, when that is empty (synchronous jobs), in the `href` of its first
-//! output reference. Roost remembers *job UUID → backend that sent the document*, and a keyless
-//! request whose URL carries a remembered UUID goes to that backend.
+//! output reference (WPS 2.0: in `<wps:JobID>`). Roost remembers *job UUID → backend that sent
+//! the document*, and a keyless request whose URL carries a remembered UUID goes to that backend.
+//!
+//! The same documents say whether the job still runs (`<wps:Status>`). A running job pins the
+//! affinity key of the request that started or polled it in the sticky table (it neither
+//! expires nor is evicted until the job ends), and the table counts running jobs per backend.
 //!
 //! Everything here is pure: [`job_ids`] finds UUIDs in a URL, [`worth_scanning`] says which
-//! responses to look at, [`JobScanner`] finds the job in a body fed chunk by chunk (bounded
-//! memory, a match split across chunks is still found), [`JobTable`] is the bounded table.
-//! `proxy` does the I/O around them.
+//! responses to look at, [`JobScanner`] finds the job and its state in a body fed chunk by
+//! chunk (bounded memory, a match split across chunks is still found), [`JobTable`] is the
+//! bounded table. `proxy` does the I/O around them.
 
 mod scan;
 mod table;
 
-pub use scan::JobScanner;
+pub use scan::{JobScanner, Sighting};
 pub use table::JobTable;
 
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
@@ -27,7 +31,17 @@ use std::time::Duration;
 /// A job's UUID, as a number (the text is matched case-insensitively).
 pub type JobId = u128;
 
-/// Jobs remembered per service; the oldest is forgotten first. About 100 bytes each.
+/// What a status document says about its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Accepted, started, paused (WPS 1.0.0); accepted, running (WPS 2.0).
+    Running,
+    /// Succeeded or failed (WPS 1.0.0); succeeded, failed, dismissed (WPS 2.0).
+    Ended,
+}
+
+/// Jobs remembered per service; the oldest is forgotten first. About 150 bytes each, plus the
+/// affinity key of a job that has one. Running jobs pin their keys, so this also bounds pins.
 pub const MAX_JOBS: usize = 100_000;
 /// A job not seen for this long is forgotten (each status document that passes refreshes it).
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -58,6 +72,19 @@ pub fn parse_uuid(text: &[u8]) -> Option<JobId> {
         id = (id << 4) | u128::from(digit);
     }
     Some(id)
+}
+
+/// A job id in the 8-4-4-4-12 form (lower case), for logs.
+pub fn format_uuid(id: JobId) -> String {
+    let hex = format!("{id:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// Every UUID-shaped token in `url` (a path, a path and query, or a whole URL), in order. A
@@ -127,6 +154,13 @@ mod tests {
         ] {
             assert_eq!(parse_uuid(bad.as_bytes()), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn uuids_format_as_they_parse() {
+        assert_eq!(format_uuid(id(A)), A);
+        assert_eq!(format_uuid(id(B)), B.to_lowercase());
+        assert_eq!(format_uuid(1), "00000000-0000-0000-0000-000000000001");
     }
 
     #[test]

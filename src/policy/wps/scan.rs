@@ -1,12 +1,30 @@
-//! Finding the WPS job a response is about, in its body as it streams past (bounded memory; a
-//! match split across chunks is still found).
+//! Finding the WPS job a response is about, and the state it reports, in its body as it
+//! streams past (bounded memory; a match split across chunks is still found).
+//!
+//! Two finders look at every chunk, each with its own small carry:
+//! - the job's id: `statusLocation="..."` on a WPS 1.0.0 `ExecuteResponse` (asynchronous), the
+//!   first output reference after `ProcessOutputs` when that is empty (synchronous), or the
+//!   text of `<wps:JobID>` in a WPS 2.0 `StatusInfo` or `Result`;
+//! - the job's state: the element inside WPS 1.0.0 `<wps:Status>` (`ProcessAccepted`,
+//!   `ProcessStarted`, `ProcessPaused`: running; `ProcessSucceeded`, `ProcessFailed`: ended),
+//!   or the text of WPS 2.0 `<wps:Status>` (`Accepted`, `Running`: running; `Succeeded`,
+//!   `Failed`, `Dismissed`: ended). Any namespace prefix, or none.
 
-use super::{job_ids, JobId, MAX_URL, SCAN_LIMIT};
+use super::{job_ids, JobId, JobState, MAX_URL, SCAN_LIMIT};
 
-/// What the scanner looks for next.
+/// What a response said about a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sighting {
+    pub id: JobId,
+    /// `None` when the document names the job without a status (a synchronous response's
+    /// outputs, a WPS 2.0 `Result`): its state is not changed.
+    pub state: Option<JobState>,
+}
+
+/// What the id finder looks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// `statusLocation="..."` on the root element: the job's status document.
+    /// `statusLocation="..."` on the root element (WPS 1.0.0) or `JobID>` (WPS 2.0).
     StatusLocation,
     /// The start of the outputs, for a synchronous response (empty `statusLocation`).
     Outputs,
@@ -16,24 +34,27 @@ enum Phase {
     Done,
 }
 
+const STATUS_LOCATION: &[u8] = b"statusLocation=";
+const JOB_ID: &[u8] = b"JobID>";
+
 impl Phase {
-    fn marker(self) -> &'static [u8] {
+    fn markers(self) -> &'static [&'static [u8]] {
         match self {
-            Phase::StatusLocation => b"statusLocation=",
-            Phase::Outputs => b"ProcessOutputs",
-            Phase::Href => b"href=",
-            Phase::Done => b"",
+            Phase::StatusLocation => &[STATUS_LOCATION, JOB_ID],
+            Phase::Outputs => &[b"ProcessOutputs"],
+            Phase::Href => &[b"href="],
+            Phase::Done => &[],
         }
     }
 }
 
-/// An attribute value that starts at some offset of the buffer.
+/// A value (attribute or element text) that starts at some offset of the buffer.
 enum Value {
-    /// The value is the byte range `start..end`; the closing quote is at `end`.
+    /// The value is the byte range `start..end`.
     Complete(usize, usize),
     /// The value goes on in the next chunk.
     Incomplete,
-    /// Not a quoted value, or longer than [`MAX_URL`].
+    /// Not a value of the expected form, or longer than allowed.
     Invalid,
 }
 
@@ -63,6 +84,19 @@ fn quoted_value(buf: &[u8], at: usize) -> Value {
     }
 }
 
+/// Longest element text looked at (a UUID or a status word, with blanks around it).
+const MAX_TEXT: usize = 128;
+
+/// The text of an element from `at` (just past its start tag) up to the next `<`.
+fn element_text(buf: &[u8], at: usize) -> Value {
+    let limit = buf.len().min(at + MAX_TEXT + 1);
+    match buf[at..limit].iter().position(|&c| c == b'<') {
+        Some(len) => Value::Complete(at, at + len),
+        None if buf.len() - at > MAX_TEXT => Value::Invalid,
+        None => Value::Incomplete,
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     haystack
         .get(from..)?
@@ -71,89 +105,285 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .map(|i| i + from)
 }
 
-/// Finds the job a WPS document belongs to while its body streams past, chunk by chunk.
-///
-/// Memory is bounded: between chunks it keeps at most one partial attribute (≤ [`MAX_URL`]
-/// plus the attribute name) or the last few bytes of a marker. It stops at the first job found
-/// or after [`SCAN_LIMIT`] bytes.
+/// The earliest of `needles` in `haystack` from `from`: (position, needle).
+fn find_first(
+    haystack: &[u8],
+    needles: &[&'static [u8]],
+    from: usize,
+) -> Option<(usize, &'static [u8])> {
+    needles
+        .iter()
+        .filter_map(|n| find(haystack, n, from).map(|at| (at, *n)))
+        .min_by_key(|(at, _)| *at)
+}
+
+/// Finds the job's id (see the module doc).
 #[derive(Debug)]
-pub struct JobScanner {
+struct IdFinder {
     phase: Phase,
     /// The unprocessed tail of the previous chunk (a marker or value cut by the chunk end).
     carry: Vec<u8>,
+}
+
+impl IdFinder {
+    fn feed(&mut self, chunk: &[u8]) -> Option<JobId> {
+        with_carry(&mut self.carry, chunk, |carry, buf| {
+            let found = scan_id(&mut self.phase, carry, buf);
+            if found.is_some() {
+                self.phase = Phase::Done;
+                carry.clear();
+            }
+            found
+        })
+    }
+}
+
+/// Run `scan` over the carried bytes followed by `chunk`; `scan` leaves in the carry what
+/// the next chunk needs.
+fn with_carry<T>(
+    carry: &mut Vec<u8>,
+    chunk: &[u8],
+    scan: impl FnOnce(&mut Vec<u8>, &[u8]) -> T,
+) -> T {
+    if carry.is_empty() {
+        scan(carry, chunk)
+    } else {
+        let mut buf = std::mem::take(carry);
+        buf.extend_from_slice(chunk);
+        scan(carry, &buf)
+    }
+}
+
+fn scan_id(phase: &mut Phase, carry: &mut Vec<u8>, buf: &[u8]) -> Option<JobId> {
+    let mut pos = 0;
+    loop {
+        let markers = phase.markers();
+        let Some((at, marker)) = find_first(buf, markers, pos) else {
+            // Keep just enough to find a marker cut by the chunk end.
+            let longest = markers.iter().map(|m| m.len()).max().unwrap_or(1);
+            let keep = (longest - 1).min(buf.len() - pos);
+            *carry = buf[buf.len() - keep..].to_vec();
+            return None;
+        };
+        let after = at + marker.len();
+        if *phase == Phase::Outputs {
+            *phase = Phase::Href;
+            pos = after;
+            continue;
+        }
+        let value = if marker == JOB_ID {
+            element_text(buf, after)
+        } else {
+            quoted_value(buf, after)
+        };
+        match value {
+            Value::Incomplete => {
+                *carry = buf[at..].to_vec();
+                return None;
+            }
+            Value::Invalid => pos = after,
+            Value::Complete(start, end) => {
+                if let Some(id) = job_ids(&buf[start..end]).next() {
+                    return Some(id);
+                }
+                // An empty statusLocation: a synchronous response, whose outputs name it.
+                if *phase == Phase::StatusLocation && marker == STATUS_LOCATION {
+                    *phase = Phase::Outputs;
+                }
+                pos = end;
+            }
+        }
+    }
+}
+
+/// Longest `<wps:Status ...>` start tag looked at (WPS 1.0.0 gives it a `creationTime`).
+const MAX_STATUS_TAG: usize = 256;
+const STATUS: &[u8] = b"Status";
+
+/// The state a status word or element name stands for.
+fn state_of(name: &[u8]) -> Option<JobState> {
+    match name {
+        b"ProcessAccepted" | b"ProcessStarted" | b"ProcessPaused" | b"Accepted" | b"Running" => {
+            Some(JobState::Running)
+        }
+        b"ProcessSucceeded" | b"ProcessFailed" | b"Succeeded" | b"Failed" | b"Dismissed" => {
+            Some(JobState::Ended)
+        }
+        _ => None,
+    }
+}
+
+/// What follows a `Status` found at `at`.
+enum StatusAt {
+    State(JobState),
+    /// Not a status element, or one whose content says nothing known: look further.
+    Skip,
+    /// Cut by the chunk end.
+    Incomplete,
+}
+
+/// Read the status element whose name starts at `at` (`buf[at - 1]` is `<` or `:`).
+fn status_at(buf: &[u8], at: usize) -> StatusAt {
+    let name_end = at + STATUS.len();
+    let Some(&next) = buf.get(name_end) else {
+        return StatusAt::Incomplete;
+    };
+    if next != b'>' && !next.is_ascii_whitespace() {
+        return StatusAt::Skip; // `StatusInfo`, `StatusLocation`, ...
+    }
+    // The end of the start tag.
+    let limit = buf.len().min(name_end + MAX_STATUS_TAG);
+    let Some(close) = buf[name_end..limit].iter().position(|&c| c == b'>') else {
+        return if buf.len() - name_end >= MAX_STATUS_TAG {
+            StatusAt::Skip
+        } else {
+            StatusAt::Incomplete
+        };
+    };
+    let mut i = name_end + close + 1;
+    if buf[i - 2] == b'/' {
+        return StatusAt::Skip; // `<wps:Status/>`: empty
+    }
+    while buf.get(i).is_some_and(|c| c.is_ascii_whitespace()) && i - name_end < MAX_STATUS_TAG {
+        i += 1;
+    }
+    let Some(&first) = buf.get(i) else {
+        return StatusAt::Incomplete;
+    };
+    // WPS 1.0.0: a child element, whose local name is the state; WPS 2.0: a word.
+    let start = if first == b'<' { i + 1 } else { i };
+    let limit = buf.len().min(start + MAX_TEXT);
+    let Some(len) = buf[start..limit]
+        .iter()
+        .position(|&c| c == b'<' || c == b'>' || c == b'/' || c.is_ascii_whitespace())
+    else {
+        return if buf.len() - start >= MAX_TEXT {
+            StatusAt::Skip
+        } else {
+            StatusAt::Incomplete
+        };
+    };
+    let name = &buf[start..start + len];
+    let local = match name.iter().rposition(|&c| c == b':') {
+        Some(colon) if first == b'<' => &name[colon + 1..],
+        _ => name,
+    };
+    state_of(local).map_or(StatusAt::Skip, StatusAt::State)
+}
+
+/// Finds the state a status document reports (see the module doc).
+#[derive(Debug, Default)]
+struct StateFinder {
+    done: bool,
+    carry: Vec<u8>,
+}
+
+impl StateFinder {
+    fn feed(&mut self, chunk: &[u8]) -> Option<JobState> {
+        let found = with_carry(&mut self.carry, chunk, scan_state);
+        if found.is_some() {
+            self.done = true;
+            self.carry = Vec::new();
+        }
+        found
+    }
+}
+
+fn scan_state(carry: &mut Vec<u8>, buf: &[u8]) -> Option<JobState> {
+    let mut pos = 0;
+    while let Some(at) = find(buf, STATUS, pos) {
+        pos = at + 1;
+        // The element's own name: after `<` or a prefix's `:`. At 0 the byte before it is
+        // unknown (the carry always keeps it), so that is not a name.
+        if at == 0 || !matches!(buf[at - 1], b'<' | b':') {
+            continue;
+        }
+        match status_at(buf, at) {
+            StatusAt::State(state) => return Some(state),
+            StatusAt::Skip => {}
+            StatusAt::Incomplete => {
+                *carry = buf[at - 1..].to_vec();
+                return None;
+            }
+        }
+    }
+    // Keep the byte before a `Status` cut by the chunk end, too.
+    let keep = STATUS.len().min(buf.len());
+    *carry = buf[buf.len() - keep..].to_vec();
+    None
+}
+
+/// Finds the job a WPS document belongs to and the state it reports while its body streams
+/// past, chunk by chunk.
+///
+/// Memory is bounded: between chunks each finder keeps at most one partial value (≤
+/// [`MAX_URL`] plus the attribute name, or a status tag of ≤ 384 bytes) or the last few bytes
+/// of a marker. It stops once it has both, or after [`SCAN_LIMIT`] bytes.
+#[derive(Debug)]
+pub struct JobScanner {
+    id: IdFinder,
+    state: StateFinder,
+    found: Option<JobId>,
+    found_state: Option<JobState>,
+    done: bool,
     scanned: usize,
 }
 
 impl Default for JobScanner {
     fn default() -> Self {
         Self {
-            phase: Phase::StatusLocation,
-            carry: Vec::new(),
+            id: IdFinder {
+                phase: Phase::StatusLocation,
+                carry: Vec::new(),
+            },
+            state: StateFinder::default(),
+            found: None,
+            found_state: None,
+            done: false,
             scanned: 0,
         }
     }
 }
 
 impl JobScanner {
-    /// Whether scanning is over (a job was found, or the document was not worth going on).
+    /// Whether scanning is over (the job and its state were reported, or the document was
+    /// not worth going on).
     pub fn is_done(&self) -> bool {
-        self.phase == Phase::Done
+        self.done
     }
 
-    /// Look at the next chunk of the body; the job's id once it is found (only once).
-    pub fn feed(&mut self, chunk: &[u8]) -> Option<JobId> {
-        if self.is_done() {
+    /// Look at the next chunk of the body. Returns the sighting once both the job and its
+    /// state are known (or the scan limit is reached with the job known); at most once.
+    pub fn feed(&mut self, chunk: &[u8]) -> Option<Sighting> {
+        if self.done {
             return None;
         }
         self.scanned += chunk.len();
-        let found = if self.carry.is_empty() {
-            self.scan(chunk)
-        } else {
-            let mut buf = std::mem::take(&mut self.carry);
-            buf.extend_from_slice(chunk);
-            self.scan(&buf)
-        };
-        if found.is_some() || self.scanned >= SCAN_LIMIT {
-            self.phase = Phase::Done;
-            self.carry = Vec::new();
+        if self.found.is_none() {
+            self.found = self.id.feed(chunk);
         }
-        found
+        if !self.state.done {
+            self.found_state = self.state.feed(chunk);
+        }
+        if self.scanned >= SCAN_LIMIT || (self.found.is_some() && self.found_state.is_some()) {
+            return self.finish();
+        }
+        None
     }
 
-    fn scan(&mut self, buf: &[u8]) -> Option<JobId> {
-        let mut pos = 0;
-        loop {
-            let marker = self.phase.marker();
-            let Some(at) = find(buf, marker, pos) else {
-                // Keep just enough to find a marker cut by the chunk end.
-                let keep = (marker.len() - 1).min(buf.len() - pos);
-                self.carry = buf[buf.len() - keep..].to_vec();
-                return None;
-            };
-            let after = at + marker.len();
-            if self.phase == Phase::Outputs {
-                self.phase = Phase::Href;
-                pos = after;
-                continue;
-            }
-            match quoted_value(buf, after) {
-                Value::Incomplete => {
-                    self.carry = buf[at..].to_vec();
-                    return None;
-                }
-                Value::Invalid => pos = after,
-                Value::Complete(start, end) => {
-                    if let Some(id) = job_ids(&buf[start..end]).next() {
-                        return Some(id);
-                    }
-                    // An empty statusLocation: a synchronous response, whose outputs name it.
-                    if self.phase == Phase::StatusLocation {
-                        self.phase = Phase::Outputs;
-                    }
-                    pos = end;
-                }
-            }
+    /// The body ended: the job, if one was found and not reported yet, with the state seen
+    /// (`None` when the document had none).
+    pub fn finish(&mut self) -> Option<Sighting> {
+        if self.done {
+            return None;
         }
+        self.done = true;
+        self.id.carry = Vec::new();
+        self.state.carry = Vec::new();
+        self.found.map(|id| Sighting {
+            id,
+            state: self.found_state,
+        })
     }
 }
 
@@ -162,20 +392,32 @@ mod tests {
     use super::*;
     use crate::policy::wps::testing::{id, A, B};
 
-    fn async_response(job: &str) -> String {
+    /// A WPS 1.0.0 document in the shape PyWPS writes: the accepted Execute response, and the
+    /// status document at `statusLocation` as the job goes on (`status` is the element inside
+    /// `<wps:Status>`).
+    fn execute_response(job: &str, status: &str) -> String {
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<wps:ExecuteResponse xmlns:wps=\"http://www.opengis.net/wps/1.0.0\" \
              service=\"WPS\" version=\"1.0.0\" serviceInstance=\"http://127.0.0.1:8093/wps?request=GetCapabilities&amp;service=WPS\" \
-             statusLocation=\"http://127.0.0.1:8093/outputs/{job}.xml\">\n  <wps:Status creationTime=\"2026-11-25T09:50:06Z\">\
-             <wps:ProcessAccepted percentCompleted=\"0\">accepted</wps:ProcessAccepted></wps:Status>\n</wps:ExecuteResponse>\n"
+             statusLocation=\"http://127.0.0.1:8093/outputs/{job}.xml\">\n  <wps:Process wps:processVersion=\"1.0\">\
+             <ows:Identifier>subset</ows:Identifier><ows:Title>Subset</ows:Title></wps:Process>\n  \
+             <wps:Status creationTime=\"2026-11-25T09:50:06Z\">\n    {status}\n  </wps:Status>\n</wps:ExecuteResponse>\n"
+        )
+    }
+
+    fn async_response(job: &str) -> String {
+        execute_response(
+            job,
+            "<wps:ProcessAccepted percentCompleted=\"0\">accepted</wps:ProcessAccepted>",
         )
     }
 
     /// A synchronous response: empty statusLocation, an input reference to another job (with
-    /// lineage), the outputs by reference.
+    /// lineage), the status, then the outputs by reference.
     fn sync_response(job: &str, other: &str) -> String {
         format!(
             "<wps:ExecuteResponse statusLocation=\"\">\n<wps:Process><ows:Identifier>subset</ows:Identifier></wps:Process>\n\
+             <wps:Status creationTime=\"2026-11-25T09:50:06Z\"><wps:ProcessSucceeded>done</wps:ProcessSucceeded></wps:Status>\n\
              <wps:DataInputs><wps:Input><wps:Reference xlink:href=\"http://h/outputs/{other}/in.nc\"/></wps:Input></wps:DataInputs>\n\
              <wps:ProcessOutputs>\n<wps:Output><ows:Identifier>server</ows:Identifier><wps:Data><wps:LiteralData>fp-1</wps:LiteralData></wps:Data></wps:Output>\n\
              <wps:Output><ows:Identifier>output</ows:Identifier><wps:Reference href=\"http://h/outputs/{job}/subset.txt\" mimeType=\"text/plain\"/></wps:Output>\n\
@@ -183,33 +425,127 @@ mod tests {
         )
     }
 
-    fn scan_in_chunks(doc: &str, size: usize) -> Vec<JobId> {
+    /// A WPS 2.0 `StatusInfo` (the answer to an asynchronous Execute and to GetStatus).
+    fn status_info(job: &str, status: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<wps:StatusInfo xmlns:wps=\"http://www.opengis.net/wps/2.0\">\n  \
+             <wps:JobID>{job}</wps:JobID>\n  <wps:Status>{status}</wps:Status>\n  \
+             <wps:NextPoll>2026-11-25T09:51:06Z</wps:NextPoll>\n</wps:StatusInfo>\n"
+        )
+    }
+
+    /// Every sighting of `doc` fed in chunks of `size`, the end of the body included.
+    fn scan_in_chunks(doc: &str, size: usize) -> Vec<Sighting> {
         let mut scanner = JobScanner::default();
-        let found: Vec<JobId> = doc
+        let mut found: Vec<Sighting> = doc
             .as_bytes()
             .chunks(size)
             .filter_map(|c| scanner.feed(c))
             .collect();
-        assert!(found.is_empty() || scanner.is_done());
+        found.extend(scanner.finish());
+        assert!(scanner.is_done());
         found
     }
+
+    fn seen(job: &str, state: Option<JobState>) -> Vec<Sighting> {
+        vec![Sighting { id: id(job), state }]
+    }
+
+    const RUNNING: Option<JobState> = Some(JobState::Running);
+    const ENDED: Option<JobState> = Some(JobState::Ended);
 
     #[test]
     fn finds_the_status_location_however_the_body_is_cut() {
         let doc = async_response(A);
         for size in [1, 2, 3, 7, 15, 16, 17, 64, 100, doc.len()] {
-            assert_eq!(scan_in_chunks(&doc, size), [id(A)], "chunks of {size}");
+            assert_eq!(
+                scan_in_chunks(&doc, size),
+                seen(A, RUNNING),
+                "chunks of {size}"
+            );
         }
         // Single quotes and blanks after `=` are XML too.
         let doc = format!("<r statusLocation= '/outputs/{A}.xml'/>");
-        assert_eq!(scan_in_chunks(&doc, 5), [id(A)]);
+        assert_eq!(scan_in_chunks(&doc, 5), seen(A, None));
+    }
+
+    #[test]
+    fn wps_1_status_documents_say_whether_the_job_runs() {
+        let failed = "<wps:ProcessFailed><wps:ExceptionReport><ows:Exception exceptionCode=\"NoApplicableCode\">\
+                      <ows:ExceptionText>Process error: out of memory</ows:ExceptionText></ows:Exception>\
+                      </wps:ExceptionReport></wps:ProcessFailed>";
+        for (status, state) in [
+            (
+                "<wps:ProcessStarted percentCompleted=\"40\">PyWPS Process started</wps:ProcessStarted>",
+                JobState::Running,
+            ),
+            ("<wps:ProcessPaused percentCompleted=\"40\"/>", JobState::Running),
+            (
+                "<wps:ProcessSucceeded>PyWPS Process subset finished</wps:ProcessSucceeded>",
+                JobState::Ended,
+            ),
+            (failed, JobState::Ended),
+        ] {
+            let doc = execute_response(A, status);
+            for size in [1, 3, 8, 31, doc.len()] {
+                assert_eq!(
+                    scan_in_chunks(&doc, size),
+                    seen(A, Some(state)),
+                    "{status} in chunks of {size}"
+                );
+            }
+        }
+        // Another prefix, or none.
+        let doc = format!(
+            "<ExecuteResponse statusLocation=\"/o/{A}.xml\"><Status creationTime=\"t\">\
+             <ProcessStarted/></Status></ExecuteResponse>"
+        );
+        assert_eq!(scan_in_chunks(&doc, 4), seen(A, RUNNING));
+        let doc = format!(
+            "<ns0:ExecuteResponse statusLocation=\"/o/{A}.xml\"><ns0:Status>\n<ns0:ProcessSucceeded>ok</ns0:ProcessSucceeded></ns0:Status></ns0:ExecuteResponse>"
+        );
+        assert_eq!(scan_in_chunks(&doc, 4), seen(A, ENDED));
+    }
+
+    #[test]
+    fn wps_2_status_info_names_the_job_and_its_state() {
+        for (word, state) in [
+            ("Accepted", JobState::Running),
+            ("Running", JobState::Running),
+            ("Succeeded", JobState::Ended),
+            ("Failed", JobState::Ended),
+            ("Dismissed", JobState::Ended),
+        ] {
+            let doc = status_info(B, word);
+            for size in [1, 2, 5, 13, doc.len()] {
+                assert_eq!(
+                    scan_in_chunks(&doc, size),
+                    seen(B, Some(state)),
+                    "{word} in chunks of {size}"
+                );
+            }
+        }
+        // A Result document names the job but no state; blanks around the id are allowed.
+        let result = format!(
+            "<wps:Result><wps:JobID>\n  {A}\n</wps:JobID><wps:Output id=\"o\"/></wps:Result>"
+        );
+        assert_eq!(scan_in_chunks(&result, 3), seen(A, None));
+        // A word that is no state says nothing.
+        assert_eq!(
+            scan_in_chunks(&status_info(A, "Sleeping"), 7),
+            seen(A, None)
+        );
     }
 
     #[test]
     fn a_synchronous_response_is_known_by_its_output_reference() {
         let doc = sync_response(A, B);
         for size in [1, 5, 13, 64, doc.len()] {
-            assert_eq!(scan_in_chunks(&doc, size), [id(A)], "chunks of {size}");
+            assert_eq!(
+                scan_in_chunks(&doc, size),
+                seen(A, ENDED),
+                "chunks of {size}"
+            );
         }
     }
 
@@ -218,7 +554,7 @@ mod tests {
         let caps = "<wps:Capabilities><ows:Operation name=\"Execute\"><ows:Get xlink:href=\"http://h/wps?\"/></ows:Operation></wps:Capabilities>";
         assert_eq!(scan_in_chunks(caps, 7), []);
         // The output reference has no UUID.
-        let doc = "<r statusLocation=\"\"><wps:ProcessOutputs><wps:Reference href=\"http://h/x.nc\"/></wps:ProcessOutputs></r>";
+        let doc = "<r statusLocation=\"\"><wps:Status><wps:ProcessSucceeded/></wps:Status><wps:ProcessOutputs><wps:Reference href=\"http://h/x.nc\"/></wps:ProcessOutputs></r>";
         assert_eq!(scan_in_chunks(doc, 3), []);
         // Not quoted, or an unterminated value longer than MAX_URL: skipped, memory bounded.
         let mut scanner = JobScanner::default();
@@ -227,11 +563,23 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(scanner.feed(&[b'a'; 100]), None);
             assert!(
-                scanner.carry.len() <= MAX_URL + 32,
+                scanner.id.carry.len() <= MAX_URL + 32,
                 "{}",
-                scanner.carry.len()
+                scanner.id.carry.len()
             );
         }
+        // An endless status tag: the state finder's carry stays small too.
+        let mut scanner = JobScanner::default();
+        assert_eq!(scanner.feed(b"<wps:Status creationTime=\""), None);
+        for _ in 0..100 {
+            assert_eq!(scanner.feed(&[b'a'; 100]), None);
+            assert!(
+                scanner.state.carry.len() <= 1024,
+                "{}",
+                scanner.state.carry.len()
+            );
+        }
+        assert_eq!(scanner.finish(), None);
     }
 
     #[test]
@@ -243,5 +591,20 @@ mod tests {
         }
         assert!(scanner.is_done());
         assert_eq!(scanner.feed(async_response(A).as_bytes()), None);
+        // A job found but no state before the limit: reported without one.
+        let mut scanner = JobScanner::default();
+        let head = format!("<r statusLocation=\"/o/{A}.xml\">");
+        assert_eq!(scanner.feed(head.as_bytes()), None);
+        let mut last = None;
+        while !scanner.is_done() {
+            last = scanner.feed(&filler);
+        }
+        assert_eq!(
+            last,
+            Some(Sighting {
+                id: id(A),
+                state: None
+            })
+        );
     }
 }

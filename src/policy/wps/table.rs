@@ -1,17 +1,34 @@
-//! The bounded table of WPS jobs: job UUID → the backend that sent its status document.
+//! The bounded table of WPS jobs: job UUID → the backend that sent its status document, whether
+//! the job still runs, and the affinity key of the requests that started or polled it.
+//!
+//! A running job pins its key in the sticky table (when the table is given one,
+//! [`JobTable::with_pins`]): the pin is taken when a status document says the job runs and
+//! released when one says it ended, or when the job is forgotten (beyond the capacity, or not
+//! seen for the age limit). So pins are bounded by the capacity, and a job that is never polled
+//! again cannot hold its key for longer than the age limit. The sticky table is only ever
+//! locked while this one is held, never the other way round.
 
-use super::{JobId, MAX_AGE, MAX_JOBS};
+use super::{JobId, JobState, MAX_AGE, MAX_JOBS};
+use crate::policy::sticky::StickyTable;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy)]
+/// An affinity key as the job table keeps it.
+type Key = Arc<[u8]>;
+
+#[derive(Debug, Clone)]
 struct Job {
     backend: SocketAddr,
     seen: Instant,
     /// Position in `Inner::order`.
     seq: u64,
+    /// The affinity key of the last request about it that carried one.
+    key: Option<Key>,
+    running: bool,
+    /// Whether it holds a pin on `key` in the sticky table.
+    pinned: bool,
 }
 
 #[derive(Debug, Default)]
@@ -20,14 +37,62 @@ struct Inner {
     /// Jobs by when they were last seen, oldest first.
     order: BTreeMap<u64, JobId>,
     next_seq: u64,
+    /// Running jobs per backend (no entry: none).
+    running: HashMap<SocketAddr, usize>,
+    /// Running jobs by key, for [`JobTable::moved_away`].
+    by_key: HashMap<Key, Vec<JobId>>,
 }
 
-/// Job → the backend that has its files. Bounded in entries and age; shared by a service's
-/// requests (a short mutex: one map operation per learned or looked-up job).
+impl Inner {
+    /// Take `id`'s running-job bookkeeping off (before it changes or goes).
+    fn stop_counting(&mut self, id: JobId, job: &Job) {
+        if !job.running {
+            return;
+        }
+        if let Some(n) = self.running.get_mut(&job.backend) {
+            *n -= 1;
+            if *n == 0 {
+                self.running.remove(&job.backend);
+            }
+        }
+        if let Some(key) = &job.key {
+            if let Some(ids) = self.by_key.get_mut(key) {
+                ids.retain(|&j| j != id);
+                if ids.is_empty() {
+                    self.by_key.remove(key);
+                }
+            }
+        }
+    }
+
+    fn start_counting(&mut self, id: JobId, job: &Job) {
+        if !job.running {
+            return;
+        }
+        *self.running.entry(job.backend).or_default() += 1;
+        if let Some(key) = &job.key {
+            self.by_key.entry(Arc::clone(key)).or_default().push(id);
+        }
+    }
+}
+
+/// A running job whose key was just routed to another backend than the one running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobMove {
+    pub id: JobId,
+    /// The backend that runs the job (and has its files).
+    pub from: SocketAddr,
+}
+
+/// Job → the backend that has its files, and whether it runs. Bounded in entries and age;
+/// shared by a service's requests (a short mutex: one map operation per job seen in a
+/// response or looked up by a keyless request; requests about no job never take it).
 #[derive(Debug)]
 pub struct JobTable {
     capacity: usize,
     max_age: Duration,
+    /// Where running jobs pin their keys.
+    pins: Option<Arc<StickyTable>>,
     inner: Mutex<Inner>,
 }
 
@@ -42,38 +107,114 @@ impl JobTable {
         Self {
             capacity: capacity.max(1),
             max_age,
+            pins: None,
             inner: Mutex::new(Inner::default()),
         }
     }
 
+    /// Running jobs pin their keys in `table`.
+    pub fn with_pins(mut self, table: Arc<StickyTable>) -> Self {
+        self.pins = Some(table);
+        self
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // The map stays consistent even if a holder panicked (every change is one step).
+        // The maps stay consistent even if a holder panicked (no step can panic halfway).
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Remember that `backend` has job `id` (seen at `now`), forgetting the oldest jobs beyond
-    /// the capacity and jobs older than the age limit.
-    pub fn learn(&self, id: JobId, backend: SocketAddr, now: Instant) {
+    /// A response from `backend` named job `id` (at `now`), with the state it reported, if
+    /// any (`None` leaves the state as it was; a new job is not running until a status
+    /// document says so). `key` is the affinity key of the request, if it had one (a request
+    /// without one keeps the key already known). Forgets the oldest jobs beyond the capacity
+    /// and jobs older than the age limit.
+    pub fn observe(
+        &self,
+        id: JobId,
+        backend: SocketAddr,
+        key: Option<&[u8]>,
+        state: Option<JobState>,
+        now: Instant,
+    ) {
         let mut inner = self.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        let job = Job {
+        let old = inner.jobs.remove(&id);
+        if let Some(old) = &old {
+            inner.order.remove(&old.seq);
+            inner.stop_counting(id, old);
+        }
+        let (old_key, was_pinned, was_running) = old
+            .map(|o| (o.key, o.pinned, o.running))
+            .unwrap_or((None, false, false));
+        let key = match (key, old_key.as_ref()) {
+            (Some(k), Some(old)) if **old == *k => Some(Arc::clone(old)),
+            (Some(k), _) => Some(Key::from(k)),
+            (None, old) => old.cloned(),
+        };
+        let running = match state {
+            Some(JobState::Running) => true,
+            Some(JobState::Ended) => false,
+            None => was_running,
+        };
+        let mut job = Job {
             backend,
             seen: now,
             seq,
+            key,
+            running,
+            pinned: was_pinned,
         };
-        if let Some(old) = inner.jobs.insert(id, job) {
-            inner.order.remove(&old.seq);
+        // The pin follows the job's state and key.
+        if let Some(pins) = &self.pins {
+            let want = if running { job.key.as_ref() } else { None };
+            if was_pinned && old_key.as_ref() != want {
+                if let Some(old) = &old_key {
+                    pins.unpin(old, now);
+                }
+                job.pinned = false;
+            }
+            if !job.pinned {
+                if let Some(key) = want {
+                    job.pinned = pins.pin(key, now);
+                }
+            }
         }
+        inner.start_counting(id, &job);
+        inner.jobs.insert(id, job);
         inner.order.insert(seq, id);
-        while let Some((&oldest_seq, &oldest)) = inner.order.first_key_value() {
+        while let Some((_, &oldest)) = inner.order.first_key_value() {
             let expired = inner.jobs[&oldest].seen + self.max_age < now;
             if inner.jobs.len() <= self.capacity && !expired {
                 break;
             }
-            inner.order.remove(&oldest_seq);
-            inner.jobs.remove(&oldest);
+            self.forget(&mut inner, oldest, now);
         }
+    }
+
+    fn forget(&self, inner: &mut Inner, id: JobId, now: Instant) {
+        let Some(job) = inner.jobs.remove(&id) else {
+            return;
+        };
+        inner.order.remove(&job.seq);
+        inner.stop_counting(id, &job);
+        if let (true, Some(pins), Some(key)) = (job.pinned, &self.pins, &job.key) {
+            pins.unpin(key, now);
+        }
+    }
+
+    /// Forget the jobs not seen for the age limit (releasing their pins); returns how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        let mut inner = self.lock();
+        let mut gone = 0;
+        while let Some((_, &oldest)) = inner.order.first_key_value() {
+            if inner.jobs[&oldest].seen + self.max_age >= now {
+                break;
+            }
+            self.forget(&mut inner, oldest, now);
+            gone += 1;
+        }
+        gone
     }
 
     /// The backend that has job `id`, unless unknown or older than the age limit.
@@ -81,6 +222,31 @@ impl JobTable {
         let inner = self.lock();
         let job = inner.jobs.get(&id)?;
         (job.seen + self.max_age >= now).then_some(job.backend)
+    }
+
+    /// How many jobs run on `backend` now: jobs whose last status document, from that
+    /// backend, said they run. One map lookup; for `/status` and drain decisions ("no job
+    /// runs here any more").
+    pub fn running_on(&self, backend: SocketAddr) -> usize {
+        self.lock().running.get(&backend).copied().unwrap_or(0)
+    }
+
+    /// The running jobs of `key` on a backend other than `to`: what a move of `key` to `to`
+    /// takes away from its jobs. Asked only when a key moves.
+    pub fn moved_away(&self, key: &[u8], to: SocketAddr) -> Vec<JobMove> {
+        let inner = self.lock();
+        let Some(ids) = inner.by_key.get(key) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| {
+                let job = &inner.jobs[id];
+                (job.backend != to).then_some(JobMove {
+                    id: *id,
+                    from: job.backend,
+                })
+            })
+            .collect()
     }
 
     #[cfg(test)]
@@ -98,17 +264,20 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    const RUNNING: Option<JobState> = Some(JobState::Running);
+    const ENDED: Option<JobState> = Some(JobState::Ended);
+
     #[test]
     fn table_remembers_and_relearns() {
         let table = JobTable::default();
         let t0 = Instant::now();
         assert_eq!(table.backend_of(id(A), t0), None);
-        table.learn(id(A), addr(1), t0);
-        table.learn(id(B), addr(2), t0);
+        table.observe(id(A), addr(1), None, None, t0);
+        table.observe(id(B), addr(2), None, None, t0);
         assert_eq!(table.backend_of(id(A), t0), Some(addr(1)));
         assert_eq!(table.backend_of(id(B), t0), Some(addr(2)));
         // A job seen again on another backend (its owner failed over) follows it.
-        table.learn(id(A), addr(3), t0);
+        table.observe(id(A), addr(3), None, None, t0);
         assert_eq!(table.backend_of(id(A), t0), Some(addr(3)));
         assert_eq!(table.len(), 2);
     }
@@ -118,11 +287,11 @@ mod tests {
         let table = JobTable::new(3, MAX_AGE);
         let t0 = Instant::now();
         for job in 1..=3u128 {
-            table.learn(job, addr(job as u16), t0);
+            table.observe(job, addr(job as u16), None, None, t0);
         }
         // Job 1 seen again: now job 2 is the oldest.
-        table.learn(1, addr(1), t0);
-        table.learn(4, addr(4), t0);
+        table.observe(1, addr(1), None, None, t0);
+        table.observe(4, addr(4), None, None, t0);
         assert_eq!(table.len(), 3);
         assert_eq!(table.backend_of(2, t0), None);
         for job in [1u128, 3, 4] {
@@ -135,16 +304,100 @@ mod tests {
         let age = Duration::from_secs(60);
         let table = JobTable::new(100, age);
         let t0 = Instant::now();
-        table.learn(1, addr(1), t0);
-        table.learn(2, addr(2), t0 + Duration::from_secs(30));
+        table.observe(1, addr(1), None, None, t0);
+        table.observe(2, addr(2), None, None, t0 + Duration::from_secs(30));
         assert_eq!(table.backend_of(1, t0 + age), Some(addr(1)));
         assert_eq!(table.backend_of(1, t0 + age + Duration::from_secs(1)), None);
-        // Learning later drops what expired and keeps the rest.
-        table.learn(3, addr(3), t0 + Duration::from_secs(70));
+        // Observing later drops what expired and keeps the rest.
+        table.observe(3, addr(3), None, None, t0 + Duration::from_secs(70));
         assert_eq!(table.len(), 2);
         assert_eq!(
             table.backend_of(2, t0 + Duration::from_secs(70)),
             Some(addr(2))
         );
+        assert_eq!(table.expire(t0 + Duration::from_secs(91)), 1);
+        assert_eq!(table.len(), 1);
+    }
+
+    fn pinned_table(capacity: usize) -> (JobTable, Arc<StickyTable>) {
+        let sticky = Arc::new(StickyTable::new(Duration::from_secs(10), 1000));
+        let jobs = JobTable::new(capacity, MAX_AGE).with_pins(Arc::clone(&sticky));
+        (jobs, sticky)
+    }
+
+    #[test]
+    fn a_running_job_pins_its_key_until_it_ends() {
+        let (jobs, sticky) = pinned_table(100);
+        let t0 = Instant::now();
+        sticky.record(b"k1", &"b1".into(), t0);
+        // Accepted: running, pinned, counted on its backend.
+        jobs.observe(id(A), addr(1), Some(b"k1"), RUNNING, t0);
+        assert_eq!((jobs.running_on(addr(1)), jobs.running_on(addr(2))), (1, 0));
+        assert_eq!(sticky.get(b"k1", t0).unwrap().pins, 1);
+        // Polled without the key: still running, still pinned once, long past the TTL.
+        let later = t0 + Duration::from_secs(3600);
+        jobs.observe(id(A), addr(1), None, RUNNING, later);
+        jobs.observe(id(A), addr(1), None, None, later);
+        assert_eq!(sticky.expire(later), 0);
+        assert_eq!(sticky.get(b"k1", later).unwrap().pins, 1);
+        assert_eq!(jobs.running_on(addr(1)), 1);
+        // Succeeded: the pin goes, the key is idle from now.
+        jobs.observe(id(A), addr(1), None, ENDED, later);
+        assert_eq!(jobs.running_on(addr(1)), 0);
+        assert_eq!(sticky.pinned(), 0);
+        assert_eq!(sticky.get(b"k1", later).unwrap().last_seen, later);
+        assert_eq!(sticky.expire(later + Duration::from_secs(10)), 1);
+        // A job whose key is not in the sticky table pins nothing, and counts all the same.
+        jobs.observe(id(B), addr(2), Some(b"gone"), RUNNING, later);
+        assert_eq!((jobs.running_on(addr(2)), sticky.pinned()), (1, 0));
+    }
+
+    #[test]
+    fn a_job_seen_elsewhere_or_for_another_key_moves_its_count_and_pin() {
+        let (jobs, sticky) = pinned_table(100);
+        let t0 = Instant::now();
+        for k in [&b"k1"[..], b"k2"] {
+            sticky.record(k, &"b1".into(), t0);
+        }
+        jobs.observe(id(A), addr(1), Some(b"k1"), RUNNING, t0);
+        jobs.observe(id(A), addr(2), Some(b"k2"), None, t0);
+        assert_eq!((jobs.running_on(addr(1)), jobs.running_on(addr(2))), (0, 1));
+        assert_eq!(sticky.get(b"k1", t0).unwrap().pins, 0);
+        assert_eq!(sticky.get(b"k2", t0).unwrap().pins, 1);
+        // What a move of k2 takes away from its job.
+        assert_eq!(
+            jobs.moved_away(b"k2", addr(3)),
+            [JobMove {
+                id: id(A),
+                from: addr(2)
+            }]
+        );
+        assert_eq!(jobs.moved_away(b"k2", addr(2)), []);
+        assert_eq!(jobs.moved_away(b"k1", addr(3)), []);
+        jobs.observe(id(A), addr(2), None, ENDED, t0);
+        assert_eq!(
+            jobs.moved_away(b"k2", addr(3)),
+            [],
+            "an ended job does not move"
+        );
+    }
+
+    #[test]
+    fn pins_are_bounded_by_the_capacity_and_released_with_forgotten_jobs() {
+        let (jobs, sticky) = pinned_table(3);
+        let t0 = Instant::now();
+        for job in 1..=5u128 {
+            let key = format!("k{job}");
+            sticky.record(key.as_bytes(), &"b1".into(), t0);
+            jobs.observe(job, addr(1), Some(key.as_bytes()), RUNNING, t0);
+            assert!(sticky.pinned() <= 3);
+        }
+        assert_eq!((sticky.pinned(), jobs.running_on(addr(1))), (3, 3));
+        // The two oldest jobs were forgotten: their keys are idle again.
+        assert_eq!(sticky.get(b"k1", t0).unwrap().pins, 0);
+        assert_eq!(sticky.get(b"k5", t0).unwrap().pins, 1);
+        // Jobs not seen for the age limit go with their pins.
+        assert_eq!(jobs.expire(t0 + MAX_AGE + Duration::from_secs(1)), 3);
+        assert_eq!((sticky.pinned(), jobs.running_on(addr(1))), (0, 0));
     }
 }
