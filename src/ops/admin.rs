@@ -289,6 +289,7 @@ impl Admin {
                             "idle_seconds": b.idle.as_secs(),
                             "drained": b.drained,
                             "running_jobs": b.running_jobs,
+                            "keys": b.keys,
                         })
                     })
                     .collect();
@@ -507,6 +508,7 @@ mod tests {
         assert_eq!(backends[1]["addr"], "127.0.0.12:8093");
         assert_eq!(backends[1]["healthy"], true);
         assert_eq!(backends[1]["running_jobs"], 0);
+        assert_eq!(backends[1]["keys"], 0);
         assert_eq!(v["services"][0]["listen"], "127.0.0.1:8093");
         assert_eq!(v["services"][0]["when_down"], "failover");
         assert_eq!(v["services"][0]["missing"], "round_robin");

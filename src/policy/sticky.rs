@@ -58,9 +58,32 @@ struct Inner {
     /// (last seen, sequence) → key: the longest idle first.
     idle: BTreeMap<(Instant, u64), Box<[u8]>>,
     seq: u64,
+    /// Entries per recorded backend, kept as entries come, move and go, so that `/status`
+    /// reads them without walking a million keys under the lock.
+    per_backend: HashMap<Identity, usize>,
 }
 
 impl Inner {
+    fn count_in(&mut self, backend: &Identity) {
+        *self.per_backend.entry(Arc::clone(backend)).or_default() += 1;
+    }
+
+    fn count_out(&mut self, backend: &Identity) {
+        if let Some(n) = self.per_backend.get_mut(backend) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_backend.remove(backend);
+            }
+        }
+    }
+
+    /// Remove `key`'s entry, keeping the counts.
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(slot) = self.keys.remove(key) {
+            self.count_out(&slot.entry.backend);
+        }
+    }
+
     /// The entry of `key` unless it has expired.
     fn live(&self, key: &[u8], now: Instant) -> Option<&Entry> {
         let slot = self.keys.get(key)?;
@@ -123,8 +146,19 @@ impl StickyTable {
                 .then(|| Arc::clone(&slot.entry.backend));
             let back_home = slot.entry.stand_in.take().is_some();
             if slot.entry.backend != *backend || expired {
-                slot.entry.backend = Arc::clone(backend);
+                let old = std::mem::replace(&mut slot.entry.backend, Arc::clone(backend));
                 slot.entry.since = now;
+                if old != *backend {
+                    // `slot` borrows `inner.keys`; the counts are a separate field.
+                    let per_backend = &mut inner.per_backend;
+                    if let Some(n) = per_backend.get_mut(&old) {
+                        *n -= 1;
+                        if *n == 0 {
+                            per_backend.remove(&old);
+                        }
+                    }
+                    *per_backend.entry(Arc::clone(backend)).or_default() += 1;
+                }
             } else if now < slot.entry.last_seen + TOUCH_EVERY && !back_home {
                 return None;
             }
@@ -144,11 +178,12 @@ impl StickyTable {
             let Some((_, oldest)) = inner.idle.pop_first() else {
                 break;
             };
-            inner.keys.remove(&oldest);
+            inner.remove(&oldest);
         }
         inner.seq += 1;
         let order = (now, inner.seq);
         inner.idle.insert(order, key.into());
+        inner.count_in(backend);
         inner.keys.insert(
             key.into(),
             Slot {
@@ -235,7 +270,7 @@ impl StickyTable {
                 break;
             }
             if let Some(key) = inner.idle.remove(&(seen, seq)) {
-                inner.keys.remove(&key);
+                inner.remove(&key);
                 gone += 1;
             }
         }
@@ -301,14 +336,10 @@ impl StickyTable {
         self.lock().keys.len()
     }
 
-    /// Keys per backend identity.
+    /// Keys per recorded backend (expired ones included until [`expire`](Self::expire)
+    /// runs), kept up to date as entries change: no walk over the table.
     pub fn counts(&self) -> HashMap<Identity, usize> {
-        let inner = self.lock();
-        let mut counts: HashMap<Identity, usize> = HashMap::new();
-        for slot in inner.keys.values() {
-            *counts.entry(Arc::clone(&slot.entry.backend)).or_default() += 1;
-        }
-        counts
+        self.lock().per_backend.clone()
     }
 }
 
@@ -501,5 +532,51 @@ mod tests {
         assert_eq!(t.get(b"x", t0).unwrap().last_seen, t0);
         // An expired key is not pinned back to life.
         assert!(!t.pin(b"x", t0 + ttl));
+    }
+
+    /// The per-backend counts follow every change (new key, move, eviction, expiry, import)
+    /// and always equal a recount of the entries.
+    #[test]
+    fn per_backend_counts_follow_every_change() {
+        let t = StickyTable::new(Duration::from_secs(100), 50);
+        let t0 = Instant::now();
+        let backends = [id("a"), id("b"), id("c")];
+        let recount = |t: &StickyTable| {
+            let inner = t.lock();
+            let mut counts: HashMap<Identity, usize> = HashMap::new();
+            for slot in inner.keys.values() {
+                *counts.entry(Arc::clone(&slot.entry.backend)).or_default() += 1;
+            }
+            counts
+        };
+        let mut x: u64 = 7;
+        for step in 0..2000u64 {
+            // A small deterministic generator: keys, backends and times vary.
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = format!("k{}", (x >> 33) % 80);
+            let backend = &backends[((x >> 20) % 3) as usize];
+            let now = t0 + Duration::from_millis(step * 200);
+            match (x >> 40) % 10 {
+                0 => {
+                    t.expire(now);
+                }
+                1 => {
+                    t.import(
+                        key.as_bytes(),
+                        Arc::clone(backend),
+                        Duration::from_secs(1),
+                        Duration::from_secs(2),
+                        now,
+                    );
+                }
+                _ => {
+                    t.record(key.as_bytes(), backend, now);
+                }
+            }
+            assert_eq!(t.counts(), recount(&t), "step {step}");
+        }
+        assert_eq!(t.counts().values().sum::<usize>(), t.len());
     }
 }

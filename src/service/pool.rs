@@ -39,6 +39,8 @@ pub struct BackendStatus {
     pub idle: Duration,
     /// WPS jobs running on it (`wps_affinity`; see [`JobTable::running_on`]).
     pub running_jobs: usize,
+    /// Keys the sticky table has recorded on it (its sessions).
+    pub keys: usize,
     /// Draining, with no WPS job running and nothing in flight for `affinity.drain_idle`: it
     /// can be stopped without failing a request or a job.
     pub drained: bool,
@@ -181,6 +183,7 @@ impl Pool {
         let state = self.state.load();
         let now = std::time::Instant::now();
         let drain_idle = state.settings.affinity.drain_idle;
+        let keys = self.table.counts();
         state
             .members()
             .iter()
@@ -201,6 +204,7 @@ impl Pool {
                     in_flight,
                     idle,
                     running_jobs,
+                    keys: keys.get(&m.identity).copied().unwrap_or(0),
                     drained: op.state() == BackendState::Drain
                         && running_jobs == 0
                         && in_flight == 0
