@@ -129,6 +129,8 @@ impl Admin {
     fn refresh_gauges(&self) {
         self.metrics.backend_up.reset();
         for s in &self.services {
+            // Also counts the panic seconds up to now.
+            s.pool.refresh_panic();
             if let Some(keys) = s.pool.state().table_len() {
                 self.metrics
                     .affinity_keys
@@ -161,6 +163,7 @@ impl Admin {
                             "addr": b.addr.to_string(),
                             "weight": b.weight,
                             "healthy": b.healthy,
+                            "ejected": b.ejected,
                             "requests": b.requests,
                         })
                     })
@@ -193,6 +196,8 @@ impl Admin {
                         WhenDown::Reject => "reject",
                     },
                     "health_check": health_check,
+                    "panic_threshold": settings.panic_threshold,
+                    "panic": s.pool.in_panic(),
                     "requests": requests,
                     "backends": backends,
                 })
@@ -246,6 +251,7 @@ impl Admin {
                 "role": role,
                 "reason": reason,
                 "decision": outcome,
+                "panic": state.ignores_health(),
                 "in_table": entry.is_some(),
                 "table": entry.map(|e| json!({
                     "backend": &*e.backend,
@@ -365,6 +371,9 @@ mod tests {
         assert_eq!(backends.len(), 3);
         assert_eq!(backends[1]["addr"], "127.0.0.12:8093");
         assert_eq!(backends[1]["healthy"], true);
+        assert_eq!(backends[1]["ejected"], false);
+        assert_eq!(v["services"][0]["panic"], false);
+        assert_eq!(v["services"][0]["panic_threshold"], 0);
         assert_eq!(v["services"][0]["listen"], "127.0.0.1:8093");
         assert_eq!(v["services"][0]["when_down"], "failover");
         assert_eq!(v["services"][0]["missing"], "round_robin");

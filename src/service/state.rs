@@ -7,15 +7,21 @@
 //! one config version from start to end.
 //!
 //! Health is not part of the version: every state's ring is a view on the pool's one
-//! `HealthRegistry`, so a backend keeps its health across reloads and an older snapshot still
-//! sees current health.
+//! `HealthRegistry`, and every member holds the pool's passive-health record of its address
+//! (`policy::outlier`), so a backend keeps its health across reloads and an older snapshot
+//! still sees current health. Likewise panic mode (routing that ignores health because too
+//! few backends are usable) is one flag of the pool, read by every version:
+//! [`ServiceState::usable`] is the one place where health, panic mode and (later) operator
+//! states combine into "may take a request".
 
 use crate::config::Affinity;
 use crate::config::{HashAlgorithm, HealthCheckConfig, Limits, ServiceConfig, Timeouts, WhenDown};
 use crate::policy::nginx_hash::{self, NginxHash};
+use crate::policy::outlier::{self, Outlier};
 use crate::policy::route::{Move, Pick, Reason, Recorded, Route, RoutePolicy};
 use crate::policy::select::{Decision, RingWalk, Role, RoundRobin};
 use crate::policy::sticky::{Identity, StickyTable};
+use crate::service::health::Checker;
 use crate::telemetry::metrics::{self, Metrics};
 use futures::FutureExt;
 use pingora::lb::discovery;
@@ -26,6 +32,7 @@ use pingora_ketama::DEFAULT_POINT_MULTIPLE;
 use prometheus::IntCounter;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,6 +43,8 @@ pub struct Settings {
     pub trust_forwarded_headers: bool,
     pub affinity: Affinity,
     pub health_check: Option<HealthCheckConfig>,
+    /// Panic mode threshold in percent of usable backends (`None`: never).
+    pub panic_threshold: Option<u8>,
     pub limits: Limits,
     pub timeouts: Timeouts,
 }
@@ -51,6 +60,8 @@ pub struct Member {
     /// What the sticky table records for this backend: the address as written.
     pub identity: Identity,
     pub weight: u32,
+    /// Passive health from real traffic, shared with every version that has this address.
+    pub outlier: Arc<Outlier>,
     /// `roost_requests_total` by status class, resolved once so that counting a request needs
     /// no label lookup or formatting.
     counters: [IntCounter; 5],
@@ -82,19 +93,37 @@ pub struct ServiceState {
     by_identity: HashMap<Identity, usize>,
     /// `roost_affinity_moves_total`: owner_down, removed.
     moves: [IntCounter; 2],
+    /// Panic mode, shared by every version of the service (set by the pool).
+    panic: Arc<AtomicBool>,
+}
+
+/// What every version of a service shares, owned by its pool.
+pub struct Shared<'a> {
+    pub registry: &'a Arc<HealthRegistry>,
+    pub rotation: &'a Arc<RoundRobin>,
+    /// The sticky table, `None` when the config has it off.
+    pub table: Option<&'a Arc<StickyTable>>,
+    /// Holds each address's passive-health record.
+    pub checker: &'a Checker,
+    pub panic: &'a Arc<AtomicBool>,
 }
 
 impl ServiceState {
-    /// Build the state for `config` as version `version`, its ring a view on `registry`, its
-    /// sticky table `table` (kept across versions by the pool).
+    /// Build the state for `config` as version `version`, on what the pool keeps across
+    /// versions (`shared`: its ring a view on the registry, the sticky table, ...).
     pub fn build(
         config: &ServiceConfig,
         version: u64,
-        registry: &Arc<HealthRegistry>,
-        rotation: &Arc<RoundRobin>,
-        table: Option<&Arc<StickyTable>>,
+        shared: Shared<'_>,
         metrics: &Metrics,
     ) -> Result<Self> {
+        let Shared {
+            registry,
+            rotation,
+            table,
+            checker,
+            panic,
+        } = shared;
         let mut members = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
             let mut backend = Backend::new_with_weight(&b.addr.to_string(), b.weight as usize)?;
@@ -105,6 +134,7 @@ impl ServiceState {
                 address: b.address.clone(),
                 identity: b.address.as_str().into(),
                 weight: b.weight,
+                outlier: checker.outlier(b.addr),
                 counters: class_counters(metrics, &config.name, &b.addr.to_string()),
             });
         }
@@ -150,6 +180,7 @@ impl ServiceState {
                 trust_forwarded_headers: config.trust_forwarded_headers,
                 affinity: config.affinity,
                 health_check: config.health_check.clone(),
+                panic_threshold: config.panic_threshold,
                 limits: config.limits,
                 timeouts: config.timeouts,
             },
@@ -163,6 +194,7 @@ impl ServiceState {
             table: table.cloned(),
             by_identity,
             moves,
+            panic: Arc::clone(panic),
         })
     }
 
@@ -175,16 +207,50 @@ impl ServiceState {
         &self.members
     }
 
-    /// Whether member `i` is up (its health now, whatever version built it).
+    /// Whether member `i` is up (its health now, whatever version built it): its probes
+    /// have it up and real traffic has not taken it out.
     pub fn ready(&self, i: usize) -> bool {
+        self.probed_up(i) && !self.members[i].outlier.ejected()
+    }
+
+    /// Whether member `i`'s probes have it up (the registry's verdict alone).
+    pub fn probed_up(&self, i: usize) -> bool {
         self.ring.backends().ready(&self.members[i].backend)
+    }
+
+    /// Whether routing ignores health now (panic mode): too few backends are usable, so
+    /// requests go by table and ring as if all were up instead of all getting a 503.
+    pub fn ignores_health(&self) -> bool {
+        self.panic.load(Ordering::Relaxed)
+    }
+
+    /// Whether member `i` may take a request: it is up, or the service is in panic mode. The
+    /// one place routing asks (ring walk, table, rotation, `wps_affinity`); an operator state
+    /// that excludes a backend even in panic mode belongs here too.
+    pub fn usable(&self, i: usize) -> bool {
+        self.usable_given(i, self.probed_up(i))
+    }
+
+    /// [`usable`](Self::usable) when the caller has the probes' verdict at hand (the ring
+    /// walk gets it with each candidate).
+    fn usable_given(&self, i: usize, probed_up: bool) -> bool {
+        self.ignores_health() || (probed_up && !self.members[i].outlier.ejected())
+    }
+
+    /// Whether the service should be in panic mode by its members' health now
+    /// (`panic_threshold`); the pool turns this into [`ignores_health`](Self::ignores_health).
+    /// Returns it with the number of members up.
+    pub fn should_panic(&self) -> (bool, usize) {
+        let up = (0..self.members.len()).filter(|&i| self.ready(i)).count();
+        let panics = outlier::panics(up, self.members.len(), self.settings.panic_threshold);
+        (panics, up)
     }
 
     /// The member at `addr` when it is usable and not `exclude` (for `wps_affinity`: the
     /// backend that ran a job).
     pub fn usable_at(&self, addr: SocketAddr, exclude: Option<usize>) -> Option<usize> {
         let i = self.members.iter().position(|m| m.addr == addr)?;
-        (Some(i) != exclude && self.ready(i)).then_some(i)
+        (Some(i) != exclude && self.usable(i)).then_some(i)
     }
 
     /// Count one answered request: by member `i`, or answered by Roost itself (`None`).
@@ -255,7 +321,7 @@ impl ServiceState {
     /// (the next rehash that is usable), and where NGINX gives up hashing, the rotation
     /// answers.
     fn by_nginx_hash(&self, table: &NginxHash, key: &[u8], avoid: &[usize]) -> Decision<usize> {
-        let usable = |i: usize| !avoid.contains(&i) && self.ready(i);
+        let usable = |i: usize| !avoid.contains(&i) && self.usable(i);
         let forward = |backend, role| Decision::Forward { backend, role };
         match (table.pick(key, usable), self.settings.route.when_down) {
             (nginx_hash::Pick::Hashed { index, tries: 0 }, _) => forward(index, Role::Owner),
@@ -292,11 +358,12 @@ impl Pick for ServiceState {
             *slot = &self.members[i].backend;
         }
         let walk = RingWalk::new(self.settings.route.when_down, &skip[..n]);
-        let picked = self
-            .ring
-            .select_with(key, walk.max_steps(self.ring_points), |b, healthy| {
-                walk.accept(b, healthy)
-            });
+        let picked =
+            self.ring
+                .select_with(key, walk.max_steps(self.ring_points), |b, probed_up| {
+                    // Health as `usable` says (outlier records, panic mode), not the probes alone.
+                    walk.accept(b, self.usable_given(Self::index_of(b), probed_up))
+                });
         match walk.finish(picked) {
             Decision::Forward { backend, role } => Decision::Forward {
                 backend: Self::index_of(&backend),
@@ -315,14 +382,14 @@ impl Pick for ServiceState {
     }
 
     fn usable(&self, i: usize) -> bool {
-        self.ready(i)
+        ServiceState::usable(self, i)
     }
 
     fn round_robin(&self, exclude: Option<usize>) -> Decision<usize> {
         let picked = self.rotation.pick_with(
             self.members.len(),
             |i| self.members[i].weight,
-            |i| Some(i) != exclude && self.ready(i),
+            |i| Some(i) != exclude && self.usable(i),
         );
         match picked {
             Some(backend) => Decision::Forward {

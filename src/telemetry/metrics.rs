@@ -7,8 +7,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub const REQUESTS: &str = "roost_requests_total";
@@ -25,6 +25,9 @@ pub const WPS_AFFINITY: &str = "roost_wps_affinity_total";
 pub const AFFINITY_MOVES: &str = "roost_affinity_moves_total";
 pub const AFFINITY_KEYS: &str = "roost_affinity_keys";
 pub const PROBES_EXCUSED: &str = "roost_health_probes_excused_total";
+pub const OUTLIER_EJECTIONS: &str = "roost_outlier_ejections_total";
+pub const PANIC_MODE: &str = "roost_panic_mode";
+pub const PANIC_SECONDS: &str = "roost_panic_seconds_total";
 
 /// The label value for "no backend" (requests Roost answered itself).
 pub const NO_BACKEND: &str = "none";
@@ -66,6 +69,12 @@ pub struct Metrics {
     pub affinity_keys: IntGaugeVec,
     /// service, backend: probes that timed out while the backend answered real requests.
     pub probes_excused: IntCounterVec,
+    /// service, backend: backends taken out by a streak of failed real requests.
+    pub outlier_ejections: IntCounterVec,
+    /// service: 1 while the service is in panic mode (routing ignores health).
+    pub panic_mode: IntGaugeVec,
+    /// service: time spent in panic mode.
+    pub panic_seconds: CounterVec,
 }
 
 impl Metrics {
@@ -106,7 +115,8 @@ impl Metrics {
         );
         let health_transitions = counter(
             HEALTH_TRANSITIONS,
-            "Backend health changes seen by the active health checks.",
+            "Backend health changes: by the active health checks, and `down` by outlier \
+             detection on real traffic (see roost_outlier_ejections_total).",
             &["service", "backend", "to"],
         );
         let connections_refused = counter(
@@ -131,6 +141,25 @@ impl Metrics {
             "Health probes that timed out but did not count against the backend, because it \
              answered real requests within fall x interval (busy is not dead).",
             &["service", "backend"],
+        );
+        let outlier_ejections = counter(
+            OUTLIER_EJECTIONS,
+            "Backends taken out by `fall` failed real requests in a row (refused or reset \
+             connections, 502/503/504 answers): outlier detection. Also counted in \
+             roost_health_transitions_total{to=\"down\"}.",
+            &["service", "backend"],
+        );
+        let panic_seconds = register(
+            &registry,
+            CounterVec::new(
+                Opts::new(
+                    PANIC_SECONDS,
+                    "Seconds a service spent in panic mode (routing by table and ring, health \
+                     ignored, because too few backends were usable).",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
         );
         let reloads = counter(
             RELOADS,
@@ -170,6 +199,12 @@ impl Metrics {
             "Keys in the sticky table, by service.",
             &["service"],
         );
+        let panic_mode = gauge(
+            PANIC_MODE,
+            "1 while the service is in panic mode (usable backends at or below \
+             panic_threshold: routing ignores health), else 0.",
+            &["service"],
+        );
         Self {
             registry,
             requests,
@@ -186,6 +221,9 @@ impl Metrics {
             affinity_moves,
             affinity_keys,
             probes_excused,
+            outlier_ejections,
+            panic_mode,
+            panic_seconds,
         }
     }
 
