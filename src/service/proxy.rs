@@ -347,9 +347,10 @@ impl ProxyHttp for WpsProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.phase("upstream_response");
-        if let (Some(i), false) = (ctx.backend, ctx.judged) {
+        let status = upstream_response.status.as_u16();
+        // A 1xx (100 Continue) is not the answer yet.
+        if let (Some(i), false, true) = (ctx.backend, ctx.judged, status >= 200) {
             ctx.judged = true;
-            let status = upstream_response.status.as_u16();
             if outlier::status_fails_backend(status) {
                 self.pool.failed(&ctx.state, i, status_text(status));
             } else if status < 500 {

@@ -239,7 +239,8 @@ impl ServiceState {
 
     /// Whether the service should be in panic mode by its members' health now
     /// (`panic_threshold`); the pool turns this into [`ignores_health`](Self::ignores_health).
-    /// Returns it with the number of members up.
+    /// Returns it with the number of members up. (A backend an operator puts in maintenance
+    /// is to count in neither number: it is out by choice, not by health.)
     pub fn should_panic(&self) -> (bool, usize) {
         let up = (0..self.members.len()).filter(|&i| self.ready(i)).count();
         let panics = outlier::panics(up, self.members.len(), self.settings.panic_threshold);
