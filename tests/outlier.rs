@@ -1,7 +1,7 @@
 //! Passive health from real traffic and panic mode, through the real binary: a backend that
-//! refuses connections is taken out by `fall` failed real requests (long before its probes
-//! would notice), its keys fail over and the moves are counted, and it comes back by its
-//! probes or, with no check, by a trial; when every probe times out and every backend is
+//! refuses connections, closes them unanswered or answers 503s is taken out by `fall` failed
+//! real requests (long before its probes would notice; 500s never count), its keys fail over
+//! and the moves are counted, and it comes back by its probes or, with no check, by a trial; when every probe times out and every backend is
 //! marked down, panic mode serves every request instead of answering 503, and says so.
 
 mod common;
@@ -242,4 +242,74 @@ fn every_probe_timing_out_puts_the_service_in_panic_mode_which_serves_everyone()
     assert_eq!(o.status()["services"][0]["panic"], false);
     assert_eq!(o.metric("roost_panic_mode{service=\"fp\"}"), 0.0);
     assert!(o.metric("roost_panic_seconds_total{service=\"fp\"}") > 0.0);
+}
+
+/// Answers count too: 500s (a WPS reporting a failed process) never take a backend out, and
+/// a good answer ends a streak; `fall` 503s in a row do, logged with the status, and the key
+/// then goes elsewhere.
+#[test]
+fn gateway_errors_in_a_row_take_a_backend_out_but_500s_do_not() {
+    let o =
+        start("    health_check: { path: /health, interval: 1m, timeout: 1s, rise: 1, fall: 3 }\n");
+    let before = o.mapping();
+    let key = keys_on(&before, "b2")[0].clone();
+    let b2 = o.site.backends[1].as_ref().unwrap().addr;
+    let answer = |path: &str| {
+        let resp = get(o.site.addr, path, &[("machineid", &key)]).unwrap();
+        (resp.status, resp.backend().to_string())
+    };
+    for _ in 0..10 {
+        assert_eq!(answer("/status/500"), (500, "b2".to_string()));
+    }
+    for _ in 0..3 {
+        assert_eq!(answer("/status/503"), (503, "b2".to_string()));
+        assert_eq!(answer("/status/503"), (503, "b2".to_string()));
+        assert_eq!(answer("/"), (200, "b2".to_string()));
+    }
+    let down = format!("backend={b2} state=down");
+    assert!(!o.log().contains(&down), "{}", o.log());
+    for _ in 0..3 {
+        assert_eq!(answer("/status/503"), (503, "b2".to_string()));
+    }
+    o.wait_log(&down);
+    let log = o.log();
+    let line = log.lines().find(|l| l.contains(&down)).unwrap();
+    assert!(line.contains("last: answered 503"), "{line}");
+    let (status, backend) = answer("/");
+    assert_eq!(status, 200);
+    assert_ne!(backend, "b2");
+}
+
+/// A backend that accepts connections and closes them before answering: each such request
+/// fails (502), but only `fall` of them: then it is out and every request is served.
+#[test]
+fn connections_closed_before_an_answer_take_a_backend_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    let good = Backend::start("good");
+    let (addr, admin) = (listen_addr(), listen_addr());
+    let yaml = config_yaml(&service_yaml("fp", addr, &[good.addr, mute], "")).replace(
+        "services:\n",
+        &format!("admin: {{ listen: {admin} }}\nservices:\n"),
+    );
+    let roost = Roost::start(&yaml, &[addr, admin]);
+    let mut failed = 0;
+    for _ in 0..40 {
+        let resp = get(addr, "/", &[]).unwrap();
+        match resp.status {
+            200 => assert_eq!(resp.backend(), "good"),
+            502 => failed += 1,
+            other => panic!("{other}: {}", resp.text()),
+        }
+    }
+    // The pause before its trial is 5 s: far longer than these 40 requests take.
+    assert_eq!(failed, 3, "{}", roost.log_text());
+    assert!(roost.log_text().contains(&format!(
+        "backend={mute} state=down (after 3 failed real requests"
+    )));
 }
