@@ -67,9 +67,11 @@ fn down_backend_keys_fail_over_and_come_back() {
     assert_eq!(s.mapping(), before, "keys did not come back to b2");
 }
 
+/// With panic mode off, a service whose backends are all down refuses at once: 503 naming
+/// the service, with `Retry-After`.
 #[test]
 fn all_down_answers_503_naming_the_service() {
-    let mut s = site(CHECKS);
+    let mut s = site(&format!("{CHECKS}    panic_threshold: off\n"));
     let addrs: Vec<SocketAddr> = (0..3).map(|i| s.stop(i)).collect();
     for a in &addrs {
         s.wait_log(&format!("backend={a} state=down"), 1);
@@ -85,6 +87,41 @@ fn all_down_answers_503_naming_the_service() {
             resp.text()
         );
         assert!(resp.header("retry-after").is_some());
+    }
+    assert!(!s.roost.log_text().contains("panic mode"));
+}
+
+/// By default (`panic_threshold: 0`) every backend down means panic mode: requests are sent
+/// to their backends as if they were up. Backends that really refuse connections still fail
+/// them: after the one retry, 502 naming the service; never a hang.
+#[test]
+fn all_down_in_panic_mode_still_fails_where_nothing_answers() {
+    let mut s = site(CHECKS);
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| s.stop(i)).collect();
+    for a in &addrs {
+        s.wait_log(&format!("backend={a} state=down"), 1);
+    }
+    s.wait_log(
+        "panic: service=fp entering panic mode: 0 of 3 backends usable",
+        1,
+    );
+    for resp in [
+        get_key(s.addr, "abc").unwrap(),
+        get(s.addr, "/", &[]).unwrap(),
+    ] {
+        assert_eq!(resp.status, 502, "{}", resp.text());
+        assert!(
+            resp.text().contains("a backend of service 'fp' failed"),
+            "{}",
+            resp.text()
+        );
+    }
+    // One comes back: its probes end panic mode, and it takes every request.
+    s.backends[0] = Some(Backend::start_on("b1", &addrs[0].to_string()));
+    s.wait_log("panic: service=fp leaving panic mode", 1);
+    for i in 0..20 {
+        let resp = get_key(s.addr, &format!("k{i}")).unwrap();
+        assert_eq!((resp.status, resp.backend()), (200, "b1"));
     }
 }
 

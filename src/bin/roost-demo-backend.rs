@@ -7,6 +7,7 @@
 //! - `GET /echo` → the request line and headers as received
 //! - `GET /slow?ms=N` → the name, after N milliseconds
 //! - `GET /bytes?n=N` → N bytes of payload
+//! - `GET /status/N` → the name, with status N (200..=599; e.g. the 503 of an overloaded server)
 //! - `GET /job/<uuid>?split=N` → a WPS Execute response (XML) whose `statusLocation` names job
 //!   `<uuid>`, sent chunked in pieces of N bytes (default 7), for `wps_affinity`; the job is
 //!   accepted (`ProcessAccepted`) and runs until it is finished
@@ -116,6 +117,11 @@ fn serve(stream: TcpStream, name: &str, jobs: &Jobs) -> io::Result<()> {
             }
             continue;
         }
+        let status = path
+            .strip_prefix("/status/")
+            .and_then(|n| n.parse::<u16>().ok())
+            .filter(|n| (200..=599).contains(n))
+            .unwrap_or(200);
         let body: Vec<u8> = match path {
             _ if path.starts_with("/finish/") => {
                 let job = &path["/finish/".len()..];
@@ -135,7 +141,7 @@ fn serve(stream: TcpStream, name: &str, jobs: &Jobs) -> io::Result<()> {
             _ => format!("{name}\n").into_bytes(),
         };
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {name}\r\n{}\r\n",
+            "HTTP/1.1 {status} Status {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {name}\r\n{}\r\n",
             body.len(),
             if req.close { "Connection: close\r\n" } else { "" }
         );

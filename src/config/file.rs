@@ -72,6 +72,8 @@ pub struct FileService {
     #[serde(default, deserialize_with = "lenient")]
     pub when_down: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
+    pub panic_threshold: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
     pub trust_forwarded_headers: Option<bool>,
     #[serde(default)]
     pub limits: Option<FileLimits>,

@@ -23,6 +23,8 @@ pub const DEFAULT_HC_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_HC_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_HC_RISE: usize = 2;
 pub const DEFAULT_HC_FALL: usize = 3;
+/// `panic_threshold`: panic only when every backend is down.
+pub const DEFAULT_PANIC_THRESHOLD: u8 = 0;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// WPS Execute requests carry inputs inline; sites accept ~400 MB.
@@ -127,6 +129,9 @@ pub struct ServiceConfig {
     pub backends: Vec<BackendConfig>,
     pub health_check: Option<HealthCheckConfig>,
     pub when_down: WhenDown,
+    /// Panic mode: when the share of usable backends (in percent) is at or below this, routing
+    /// ignores health (`None`: never; `Some(0)`: when no backend is usable).
+    pub panic_threshold: Option<u8>,
     /// Keep X-Forwarded-Proto/-Host sent by the client instead of replacing them. Only for a
     /// Roost that sits behind another proxy you trust.
     pub trust_forwarded_headers: bool,

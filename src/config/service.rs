@@ -49,6 +49,7 @@ impl Loader<'_> {
                 None
             }
         };
+        let panic_threshold = self.panic_threshold(f.panic_threshold, &key("panic_threshold"));
         Some(ServiceConfig {
             name: name?,
             listen: listen?,
@@ -56,12 +57,39 @@ impl Loader<'_> {
             backends: backends?,
             health_check,
             when_down: when_down?,
+            panic_threshold: panic_threshold?,
             trust_forwarded_headers: f.trust_forwarded_headers.unwrap_or(false),
             limits: self.limits(f.limits.unwrap_or_default(), &key("limits"))?,
             timeouts: self.timeouts(f.timeouts.unwrap_or_default(), &key("timeouts"))?,
             wps_affinity: f.wps_affinity.unwrap_or(false),
             affinity: self.affinity(f.affinity.unwrap_or_default(), &key("affinity"))?,
         })
+    }
+
+    /// `panic_threshold`: a percentage (`0`..`100`, `%` optional) or `off`.
+    fn panic_threshold(&mut self, f: Option<String>, path: &str) -> Option<Option<u8>> {
+        let Some(text) = f else {
+            return Some(Some(DEFAULT_PANIC_THRESHOLD));
+        };
+        let value = text.trim();
+        if matches!(value, "off" | "false") {
+            return Some(None);
+        }
+        match value
+            .strip_suffix('%')
+            .unwrap_or(value)
+            .trim()
+            .parse::<u8>()
+        {
+            Ok(p) if p <= 100 => Some(Some(p)),
+            _ => {
+                self.error(
+                    path,
+                    format!("`{text}` is not a percentage from 0 to 100 or `off`"),
+                );
+                None
+            }
+        }
     }
 
     pub(super) fn affinity(&mut self, f: file::FileAffinity, path: &str) -> Option<Affinity> {

@@ -238,6 +238,8 @@ impl Admin {
         self.metrics.backend_state.reset();
         self.metrics.wps_running_jobs.reset();
         for s in &self.services {
+            // Also counts the panic seconds up to now.
+            s.pool.refresh_panic();
             if let Some(keys) = s.pool.state().table_len() {
                 self.metrics
                     .affinity_keys
@@ -282,6 +284,7 @@ impl Admin {
                             "addr": b.addr.to_string(),
                             "weight": b.weight,
                             "healthy": b.healthy,
+                            "ejected": b.ejected,
                             "requests": b.requests,
                             "state": b.state.as_str(),
                             "state_seconds": b.in_state_for.as_secs(),
@@ -322,6 +325,8 @@ impl Admin {
                     },
                     "health_check": health_check,
                     "drain_idle_seconds": settings.affinity.drain_idle.as_secs(),
+                    "panic_threshold": settings.panic_threshold,
+                    "panic": s.pool.in_panic(),
                     "requests": requests,
                     "backends": backends,
                 })
@@ -375,6 +380,7 @@ impl Admin {
                 "role": role,
                 "reason": reason,
                 "decision": outcome,
+                "panic": state.ignores_health(),
                 "in_table": entry.is_some(),
                 "table": entry.map(|e| json!({
                     "backend": &*e.backend,
@@ -509,6 +515,9 @@ mod tests {
         assert_eq!(backends[1]["healthy"], true);
         assert_eq!(backends[1]["running_jobs"], 0);
         assert_eq!(backends[1]["keys"], 0);
+        assert_eq!(backends[1]["ejected"], false);
+        assert_eq!(v["services"][0]["panic"], false);
+        assert_eq!(v["services"][0]["panic_threshold"], 0);
         assert_eq!(v["services"][0]["listen"], "127.0.0.1:8093");
         assert_eq!(v["services"][0]["when_down"], "failover");
         assert_eq!(v["services"][0]["missing"], "round_robin");

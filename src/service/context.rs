@@ -32,6 +32,9 @@ pub struct RequestCtx {
     pub(super) connect_failed: bool,
     /// Whether the one retry after a refused connection was used.
     pub(super) retried: bool,
+    /// Whether the chosen backend's answer (or failure) was reported to passive health, so
+    /// that the end of the request does not report it again.
+    pub(super) judged: bool,
     /// Request body bytes received so far, against `limits.max_body`.
     pub(super) body_bytes: u64,
     /// `wps_affinity`: looking for the WPS job in the response body as it streams past.
@@ -57,6 +60,7 @@ impl RequestCtx {
             may_fail_over: false,
             connect_failed: false,
             retried: false,
+            judged: false,
             body_bytes: 0,
             job_scan: None,
             in_flight: None,

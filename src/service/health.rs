@@ -1,8 +1,18 @@
-//! Active health checks: builds Pingora's HTTP/TCP checks from the config, bounds each probe by
-//! the configured timeout, applies rise/fall, and reports every up/down transition (log line
-//! and metric). The periodic loop that drives it lives in `pool`.
+//! Health: the active checks (Pingora's HTTP/TCP checks built from the config, each probe
+//! bounded by the configured timeout, rise/fall applied by the shared `HealthRegistry`) and
+//! passive health from real traffic (`policy::outlier`): each backend's [`Outlier`] record,
+//! shared by every config version, which excuses slow probes of a backend that serves (busy is
+//! not dead) and takes a backend out after `fall` failed real requests in a row. Every up/down
+//! transition, by probes or by real traffic, is reported here (log line and metric). The
+//! periodic loop that drives the probes lives in `pool`.
+//!
+//! A backend taken out by real traffic is held out by its `Outlier` record, not by the
+//! registry: while it is out its probes answer the registry "healthy" (so the registry does
+//! not take it down a second time and report it twice) and count towards its way back
+//! instead: `rise` good probes in a row, or with no check configured a trial after a pause.
 
-use crate::config::{CheckKind, HealthCheckConfig};
+use crate::config::{CheckKind, HealthCheckConfig, DEFAULT_HC_FALL, DEFAULT_HC_INTERVAL};
+use crate::policy::outlier::{Failed, Outlier, Probed};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -13,6 +23,7 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
 use pingora::{Error, ErrorType, Result};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,8 +38,11 @@ pub struct Checker {
 struct Shared {
     service: String,
     probe: ArcSwapOption<Probe>,
-    /// When each backend last answered a real request (passive health).
-    answered: Mutex<HashMap<std::net::SocketAddr, Instant>>,
+    /// Passive health per backend address; looked up when a state is built and by probes,
+    /// never on the request path (a state's members hold their record).
+    outliers: Mutex<HashMap<SocketAddr, Arc<Outlier>>>,
+    /// The time base of every `Outlier` record.
+    epoch: Instant,
     metrics: Arc<Metrics>,
     /// The last failure per backend, so the "down" log line can say why.
     last_error: Mutex<HashMap<String, String>>,
@@ -49,7 +63,8 @@ impl Checker {
             shared: Arc::new(Shared {
                 service: service.to_string(),
                 probe: ArcSwapOption::empty(),
-                answered: Mutex::new(HashMap::new()),
+                outliers: Mutex::new(HashMap::new()),
+                epoch: Instant::now(),
                 metrics,
                 last_error: Mutex::new(HashMap::new()),
             }),
@@ -69,37 +84,106 @@ impl Checker {
         self.shared.probe.load().is_some()
     }
 
-    /// `addr` answered a real request (its response header arrived).
-    pub fn answered(&self, addr: std::net::SocketAddr) {
-        let now = Instant::now();
-        let mut answered = self
+    /// The passive-health record of the backend at `addr` (created on first use).
+    pub fn outlier(&self, addr: SocketAddr) -> Arc<Outlier> {
+        let mut outliers = self
             .shared
-            .answered
+            .outliers
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        answered.insert(addr, now);
+        Arc::clone(
+            outliers
+                .entry(addr)
+                .or_insert_with(|| Arc::new(Outlier::new(self.shared.epoch))),
+        )
+    }
+
+    /// Forget the records of backends no longer in the config (a reload removed them); a state
+    /// still running holds its own.
+    pub fn retain_outliers(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.shared
+            .outliers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|addr, _| keep(addr));
+    }
+
+    /// Failed real requests in a row that take a backend out: the check's `fall`, or the
+    /// default one without a check.
+    pub fn fall(&self) -> u32 {
+        let fall = self
+            .shared
+            .probe
+            .load()
+            .as_ref()
+            .map_or(DEFAULT_HC_FALL, |p| p.fall);
+        u32::try_from(fall).unwrap_or(u32::MAX)
+    }
+
+    /// A real request to `addr` failed (`why`); `up` is whether its probes have it up. Takes
+    /// it out after `fall` in a row, reporting the transition; returns whether it did.
+    pub fn failed(&self, addr: SocketAddr, outlier: &Outlier, up: bool, why: &str) -> bool {
+        let Failed::Ejected(n) = outlier.failed(self.fall(), up, Instant::now()) else {
+            return false;
+        };
+        let shared = &self.shared;
+        let backend = addr.to_string();
+        shared
+            .metrics
+            .health_transitions
+            .with_label_values(&[shared.service.as_str(), &backend, "down"])
+            .inc();
+        shared
+            .metrics
+            .outlier_ejections
+            .with_label_values(&[shared.service.as_str(), &backend])
+            .inc();
+        let back = if self.is_active() {
+            "back after rise good checks"
+        } else {
+            "no health check: a trial request after a pause"
+        };
+        warn!(
+            "health: service={} backend={backend} state=down (after {n} failed real requests in a row, real traffic; last: {why}; {back})",
+            shared.service,
+        );
+        true
     }
 
     /// Busy is not dead: a probe that timed out is excused while the backend answers real
     /// requests, as a loaded WPS server answers its GetCapabilities late but serves its
     /// sessions. The window is the time the probes would take to mark it down anyway.
-    fn excused(&self, target: &Backend, probe: &Probe, error: &Error) -> bool {
+    fn excused(outlier: &Outlier, probe: &Probe, error: &Error) -> bool {
         let timed_out = matches!(
             error.etype(),
             ErrorType::ReadTimedout | ErrorType::ConnectTimedout | ErrorType::WriteTimedout
         );
-        let Some(addr) = target.addr.as_inet() else {
-            return false;
-        };
         let window = probe.interval * probe.fall as u32;
-        timed_out
-            && self
-                .shared
-                .answered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(addr)
-                .is_some_and(|at| at.elapsed() <= window)
+        timed_out && outlier.answered_within(window, Instant::now())
+    }
+
+    /// A backend that real traffic took out came back (`how`): log and count it.
+    fn reinstated(&self, target: &Backend, how: &str) {
+        let shared = &self.shared;
+        let backend = target.addr.to_string();
+        shared
+            .metrics
+            .health_transitions
+            .with_label_values(&[shared.service.as_str(), &backend, "up"])
+            .inc();
+        info!(
+            "health: service={} backend={backend} state=up ({how})",
+            shared.service
+        );
+    }
+
+    fn remember_error(&self, target: &Backend, e: &Error) {
+        let mut last = self
+            .shared
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        last.insert(target.addr.to_string(), brief(e));
     }
 }
 
@@ -169,7 +253,18 @@ fn brief(e: &Error) -> String {
 #[async_trait]
 impl HealthCheck for Checker {
     async fn check(&self, target: &Backend) -> Result<()> {
+        let outlier = target.addr.as_inet().map(|a| self.outlier(*a));
         let Some(probe) = self.shared.probe.load_full() else {
+            // No check: a backend real traffic took out gets a trial after its pause.
+            if let Some(o) = &outlier {
+                if let Some(pause) = o.try_trial(DEFAULT_HC_INTERVAL, self.fall(), Instant::now()) {
+                    let how = format!(
+                        "trial after {} out, no health check: the next real request decides",
+                        humantime::format_duration(pause)
+                    );
+                    self.reinstated(target, &how);
+                }
+            }
             return Ok(());
         };
         // Pingora's connect/read timeouts do not bound a server that trickles its answer;
@@ -181,8 +276,27 @@ impl HealthCheck for Checker {
                 format!("no answer within {:?}", probe.timeout),
             ),
         };
+        let Some(outlier) = outlier else {
+            return result;
+        };
+        if outlier.ejected() {
+            // Held out by real traffic: this probe counts towards its way back, and the
+            // registry keeps its own verdict ("up") so the backend is not reported down twice.
+            if let Err(e) = &result {
+                self.remember_error(target, e);
+            }
+            let rise = u32::try_from(probe.rise).unwrap_or(u32::MAX);
+            if outlier.probed(result.is_ok(), rise) == Probed::Recovered {
+                let how = format!(
+                    "after {} good checks; it was out for failed real requests",
+                    probe.rise
+                );
+                self.reinstated(target, &how);
+            }
+            return Ok(());
+        }
         if let Err(e) = &result {
-            if self.excused(target, &probe, e) {
+            if Self::excused(&outlier, &probe, e) {
                 log::debug!(
                     "health: service={} backend={} probe timed out but it answers real requests: still up",
                     self.shared.service,
@@ -195,12 +309,7 @@ impl HealthCheck for Checker {
                     .inc();
                 return Ok(());
             }
-            let mut last = self
-                .shared
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            last.insert(target.addr.to_string(), brief(e));
+            self.remember_error(target, e);
         }
         result
     }

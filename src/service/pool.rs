@@ -1,7 +1,8 @@
 //! One service's backend pool for the life of the process: the current [`ServiceState`]
 //! (swapped whole on reload), the health registry and check every state's ring shares, the
-//! round-robin rotation, the operator states, and the background task that runs the health
-//! checks.
+//! round-robin rotation, the operator states, panic mode, and the background task that
+//! runs the health checks. The proxy reports each real request's outcome here
+//! ([`Pool::answered`], [`Pool::failed`]) for passive health.
 
 use crate::config::{BackendState, ServiceConfig};
 use crate::policy::select::RoundRobin;
@@ -14,13 +15,16 @@ use crate::service::state::{ServiceState, Shared};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use log::warn;
 use pingora::lb::{Backend, HealthRegistry};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::Result;
+use prometheus::{Counter, IntGauge};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A backend as the pool reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +34,8 @@ pub struct BackendStatus {
     pub addr: std::net::SocketAddr,
     pub weight: u32,
     pub healthy: bool,
+    /// Out because of failed real requests (outlier detection), not (only) its probes.
+    pub ejected: bool,
     pub requests: u64,
     pub state: BackendState,
     /// How long it has been in `state`.
@@ -46,6 +52,16 @@ pub struct BackendStatus {
     pub drained: bool,
 }
 
+/// Panic mode of one service: the flag every version reads, and its bookkeeping.
+struct PanicMode {
+    on: Arc<AtomicBool>,
+    /// Since when, and up to when `roost_panic_seconds_total` has counted it; `None` while
+    /// not in panic mode. Taken only when health may have changed, never per request.
+    since: Mutex<Option<(Instant, Instant)>>,
+    gauge: IntGauge,
+    seconds: Counter,
+}
+
 /// Health is tracked per address, so a backend whose weight changes on reload stays up (or
 /// down) instead of starting over.
 fn health_identity(backend: &Backend) -> u64 {
@@ -60,6 +76,7 @@ pub struct Pool {
     registry: Arc<HealthRegistry>,
     checker: Checker,
     rotation: Arc<RoundRobin>,
+    panic: PanicMode,
     /// The sticky table: lives as long as the pool, so a reload keeps every recorded key.
     table: Arc<StickyTable>,
     /// Each backend's operator state (ready, drain, maint), kept across reloads.
@@ -84,11 +101,20 @@ impl Pool {
         let affinity = &config.affinity;
         let table = Arc::new(StickyTable::new(affinity.ttl, affinity.max_keys));
         let operator = Arc::new(Operator::default());
+        let panic = PanicMode {
+            on: Arc::new(AtomicBool::new(false)),
+            since: Mutex::new(None),
+            gauge: metrics.panic_mode.with_label_values(&[&config.name]),
+            seconds: metrics.panic_seconds.with_label_values(&[&config.name]),
+        };
+        panic.gauge.set(0);
         let shared = Shared {
             registry: &registry,
             rotation: &rotation,
             table: affinity.enabled.then_some(&table),
             operator: &operator,
+            checker: &checker,
+            panic: &panic.on,
         };
         let state = ServiceState::build(config, 1, shared, &metrics)?;
         Ok(Self {
@@ -98,6 +124,7 @@ impl Pool {
             checker,
             rotation,
             jobs: JobTable::default().with_pins(Arc::clone(&table)),
+            panic,
             table,
             operator,
             reload: Mutex::new(()),
@@ -119,6 +146,8 @@ impl Pool {
             rotation: &self.rotation,
             table: affinity.enabled.then_some(&self.table),
             operator: &self.operator,
+            checker: &self.checker,
+            panic: &self.panic.on,
         };
         let state = ServiceState::build(config, version, shared, &self.metrics)?;
         self.table.configure(affinity.ttl, affinity.max_keys);
@@ -131,6 +160,10 @@ impl Pool {
                 state.as_str()
             );
         }
+        self.checker
+            .retain_outliers(|addr| config.backends.iter().any(|b| b.addr == *addr));
+        // Another threshold, other backends: panic mode may begin or end here.
+        self.refresh_panic();
         Ok(version)
     }
 
@@ -154,13 +187,71 @@ impl Pool {
                 .backend_state_changes
                 .with_label_values(&[self.name.as_str(), state.as_str()])
                 .inc();
+            // A backend in maintenance leaves the panic count.
+            self.refresh_panic();
         }
         Some(old)
     }
 
-    /// Backend `addr` answered a real request: passive health (see `Checker::answered`).
-    pub fn answered(&self, addr: std::net::SocketAddr) {
-        self.checker.answered(addr);
+    /// Member `i` of `state` answered a real request: its streak of failures ends, and slow
+    /// probes are excused for a while (busy is not dead). Atomics only.
+    pub fn answered(&self, state: &ServiceState, i: usize) {
+        state.members()[i].outlier.succeeded(Instant::now());
+    }
+
+    /// A real request to member `i` of `state` failed (`why`: refused, reset, a 502 ...):
+    /// `fall` in a row take the backend out (outlier detection).
+    pub fn failed(&self, state: &ServiceState, i: usize, why: &str) {
+        let member = &state.members()[i];
+        let up = state.probed_up(i);
+        if self.checker.failed(member.addr, &member.outlier, up, why) {
+            self.refresh_panic();
+        }
+    }
+
+    /// Whether the service is in panic mode now.
+    pub fn in_panic(&self) -> bool {
+        self.panic.on.load(Ordering::Relaxed)
+    }
+
+    /// Enter or leave panic mode by the current health (called whenever health may have
+    /// changed: after each round of checks, when real traffic took a backend out, on reload,
+    /// at each metrics scrape), logging either change at warn and counting the time spent.
+    pub fn refresh_panic(&self) {
+        let state = self.state.load();
+        let (panics, up) = state.should_panic();
+        let total = state.members().len();
+        let threshold = state.settings.panic_threshold.unwrap_or(0);
+        let now = Instant::now();
+        let panic = &self.panic;
+        let mut since = panic.since.lock().unwrap_or_else(|p| p.into_inner());
+        match (*since, panics) {
+            (None, true) => {
+                *since = Some((now, now));
+                panic.on.store(true, Ordering::Relaxed);
+                panic.gauge.set(1);
+                warn!(
+                    "panic: service={} entering panic mode: {up} of {total} backends usable (panic_threshold {threshold}%); routing by table and ring, ignoring health",
+                    self.name
+                );
+            }
+            (Some((entered, counted)), false) => {
+                *since = None;
+                panic.seconds.inc_by((now - counted).as_secs_f64());
+                panic.on.store(false, Ordering::Relaxed);
+                panic.gauge.set(0);
+                warn!(
+                    "panic: service={} leaving panic mode after {:.1}s: {up} of {total} backends usable",
+                    self.name,
+                    (now - entered).as_secs_f64()
+                );
+            }
+            (Some((entered, counted)), true) => {
+                panic.seconds.inc_by((now - counted).as_secs_f64());
+                *since = Some((entered, now));
+            }
+            (None, false) => {}
+        }
     }
 
     /// The sticky table (kept whether or not the config has it on).
@@ -198,6 +289,7 @@ impl Pool {
                     addr: m.addr,
                     weight: m.weight,
                     healthy: state.ready(i),
+                    ejected: m.outlier.ejected(),
                     requests,
                     state: op.state(),
                     in_state_for: op.in_state_for(now),
@@ -295,13 +387,15 @@ impl BackgroundService for HealthService {
                 }
                 None => {
                     // No check: a pass of always-successful probes brings back any backend
-                    // a removed check had taken out.
+                    // a removed check had taken out, and gives a backend real traffic took
+                    // out its trial once its pause is over.
                     if !self.pool.checker.is_active() && !self.pool.all_ready() {
                         self.pool.check_health().await;
                     }
                     UNCHECKED_POLL
                 }
             };
+            self.pool.refresh_panic();
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => return,

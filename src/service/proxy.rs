@@ -9,9 +9,13 @@
 //!   resolver picks without the refusing one.
 //! - the upstream filters set the forwarding headers and watch responses for WPS jobs
 //!   (`wps_affinity`); `logging` counts and logs.
+//! - passive health: each attempt's outcome is reported to the pool once: a refused
+//!   connection in `fail_to_connect`, the response status in `upstream_response_filter`, a
+//!   connection reset before any answer in `logging` (`policy::outlier` says what counts).
 
 use crate::policy::headers::{self, Forwarding};
 use crate::policy::key;
+use crate::policy::outlier;
 use crate::policy::refusal::{self, Failure, Refusal};
 use crate::policy::route::{self, Ask, Move};
 use crate::policy::screen;
@@ -194,6 +198,16 @@ impl WpsProxy {
     }
 }
 
+/// An upstream status for the "down" log line, without formatting on the request path.
+fn status_text(status: u16) -> &'static str {
+    match status {
+        502 => "answered 502",
+        503 => "answered 503",
+        504 => "answered 504",
+        _ => "answered 5xx",
+    }
+}
+
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
         .client_addr()
@@ -257,7 +271,10 @@ impl ProxyHttp for WpsProxy {
         if let Some(refused) = ctx.refused.take() {
             // Retry after a refused connection: same rules, minus the backend that refused.
             match self.choose(session, Some(refused), ctx) {
-                Ok(backend) => ctx.backend = Some(backend),
+                Ok(backend) => {
+                    ctx.backend = Some(backend);
+                    ctx.judged = false;
+                }
                 Err(refusal) => {
                     return Error::e_explain(ErrorType::HTTPStatus(refusal.status), refusal.message)
                 }
@@ -285,6 +302,12 @@ impl ProxyHttp for WpsProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let (Some(i), false) = (ctx.backend, ctx.judged) {
+            ctx.judged = true;
+            if outlier::fails_backend(&e.etype) {
+                self.pool.failed(&ctx.state, i, e.etype.as_str());
+            }
+        }
         let backend = ctx.backend.map(|i| ctx.state.members()[i].addr.to_string());
         self.pool
             .metrics
@@ -369,9 +392,16 @@ impl ProxyHttp for WpsProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.phase("upstream_response");
-        if let Some(i) = ctx.backend {
-            if upstream_response.status.as_u16() < 500 {
-                self.pool.answered(ctx.state.members()[i].addr);
+        let status = upstream_response.status.as_u16();
+        // A 1xx (100 Continue) is not the answer yet.
+        if let (Some(i), false, true) = (ctx.backend, ctx.judged, status >= 200) {
+            ctx.judged = true;
+            if outlier::status_fails_backend(status) {
+                self.pool.failed(&ctx.state, i, status_text(status));
+            } else if status < 500 {
+                // A 500/501 is about the request: it neither counts against the backend nor
+                // shows that it serves.
+                self.pool.answered(&ctx.state, i);
             }
         }
         if ctx.state.settings.route.wps_affinity
@@ -464,7 +494,15 @@ impl ProxyHttp for WpsProxy {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // A connection that broke before the backend answered (reset, closed): the other
+        // outcomes were reported when they happened.
+        if let (Some(e), Some(i), false) = (e, ctx.backend, ctx.judged) {
+            if e.esource() == &pingora::ErrorSource::Upstream && outlier::fails_backend(e.etype()) {
+                ctx.judged = true;
+                self.pool.failed(&ctx.state, i, e.etype().as_str());
+            }
+        }
         // 0 when nothing was sent (the client went away first).
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         // A job named by a body whose end the filter did not see (its state, if any, was not

@@ -7,17 +7,23 @@
 //! one config version from start to end.
 //!
 //! Health is not part of the version: every state's ring is a view on the pool's one
-//! `HealthRegistry`, so a backend keeps its health across reloads and an older snapshot still
-//! sees current health.
+//! `HealthRegistry`, and every member holds the pool's passive-health record of its address
+//! (`policy::outlier`), so a backend keeps its health across reloads and an older snapshot
+//! still sees current health. Likewise panic mode (routing that ignores health because too
+//! few backends are usable) is one flag of the pool, read by every version:
+//! [`ServiceState::usable`] is the one place where health, panic mode and (later) operator
+//! states combine into "may take a request".
 
 use crate::config::Affinity;
 use crate::config::{
     BackendState, HashAlgorithm, HealthCheckConfig, Limits, ServiceConfig, Timeouts, WhenDown,
 };
 use crate::policy::nginx_hash::{self, NginxHash};
+use crate::policy::outlier::{self, Outlier};
 use crate::policy::route::{Move, Pick, Reason, Recorded, Route, RoutePolicy};
 use crate::policy::select::{Decision, RingWalk, Role, RoundRobin};
 use crate::policy::sticky::{Identity, StickyTable};
+use crate::service::health::Checker;
 use crate::service::operator::{Operated, Operator};
 use crate::telemetry::metrics::{self, Metrics};
 use futures::FutureExt;
@@ -29,6 +35,7 @@ use pingora_ketama::DEFAULT_POINT_MULTIPLE;
 use prometheus::IntCounter;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,6 +46,8 @@ pub struct Settings {
     pub trust_forwarded_headers: bool,
     pub affinity: Affinity,
     pub health_check: Option<HealthCheckConfig>,
+    /// Panic mode threshold in percent of usable backends (`None`: never).
+    pub panic_threshold: Option<u8>,
     pub limits: Limits,
     pub timeouts: Timeouts,
 }
@@ -56,6 +65,8 @@ pub struct Member {
     pub weight: u32,
     /// Its operator state and activity, shared with every version that has this backend.
     pub operated: Arc<Operated>,
+    /// Passive health from real traffic, shared with every version that has this address.
+    pub outlier: Arc<Outlier>,
     /// `roost_requests_total` by status class, resolved once so that counting a request needs
     /// no label lookup or formatting.
     counters: [IntCounter; 5],
@@ -89,20 +100,27 @@ pub struct ServiceState {
     moves: [IntCounter; Move::ALL.len()],
     /// The operator states of the service's backends (shared by every version).
     operator: Arc<Operator>,
+    /// Panic mode, shared by every version of the service (set by the pool).
+    panic: Arc<AtomicBool>,
 }
 
-/// What every version of a service shares (the pool owns it): health, the rotation, the
-/// sticky table (`None` when this version has it off), the operator states.
+/// What every version of a service shares, owned by its pool.
 pub struct Shared<'a> {
     pub registry: &'a Arc<HealthRegistry>,
     pub rotation: &'a Arc<RoundRobin>,
+    /// The sticky table, `None` when the config has it off.
     pub table: Option<&'a Arc<StickyTable>>,
+    /// The operator states (ready, drain, maint).
     pub operator: &'a Arc<Operator>,
+    /// Holds each address's passive-health record.
+    pub checker: &'a Checker,
+    pub panic: &'a Arc<AtomicBool>,
 }
 
 impl ServiceState {
-    /// Build the state for `config` as version `version`, its ring a view on the shared
-    /// health registry, with the table and operator states every version shares.
+    /// Build the state for `config` as version `version`, on what the pool keeps across
+    /// versions (`shared`: its ring a view on the registry, the sticky table, the operator
+    /// states, ...).
     pub fn build(
         config: &ServiceConfig,
         version: u64,
@@ -114,6 +132,8 @@ impl ServiceState {
             rotation,
             table,
             operator,
+            checker,
+            panic,
         } = shared;
         let mut members = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
@@ -127,6 +147,7 @@ impl ServiceState {
                 operated: operator.entry(&identity, b.state),
                 identity,
                 weight: b.weight,
+                outlier: checker.outlier(b.addr),
                 counters: class_counters(metrics, &config.name, &b.addr.to_string()),
             });
         }
@@ -172,6 +193,7 @@ impl ServiceState {
                 trust_forwarded_headers: config.trust_forwarded_headers,
                 affinity: config.affinity,
                 health_check: config.health_check.clone(),
+                panic_threshold: config.panic_threshold,
                 limits: config.limits,
                 timeouts: config.timeouts,
             },
@@ -186,6 +208,7 @@ impl ServiceState {
             by_identity,
             moves,
             operator: Arc::clone(operator),
+            panic: Arc::clone(panic),
         })
     }
 
@@ -198,8 +221,14 @@ impl ServiceState {
         &self.members
     }
 
-    /// Whether member `i` is up (its health now, whatever version built it).
+    /// Whether member `i` is up (its health now, whatever version built it): its probes
+    /// have it up and real traffic has not taken it out.
     pub fn ready(&self, i: usize) -> bool {
+        self.probed_up(i) && !self.members[i].outlier.ejected()
+    }
+
+    /// Whether member `i`'s probes have it up (the registry's verdict alone).
+    pub fn probed_up(&self, i: usize) -> bool {
         self.ring.backends().ready(&self.members[i].backend)
     }
 
@@ -212,6 +241,39 @@ impl ServiceState {
     /// the service is draining or in maintenance).
     fn open(&self, i: usize) -> bool {
         !self.operator.any_closed() || self.operator_state(i).takes_new_work()
+    }
+
+    /// Whether routing ignores health now (panic mode): too few backends are usable, so
+    /// requests go by table and ring as if all were up instead of all getting a 503.
+    pub fn ignores_health(&self) -> bool {
+        self.panic.load(Ordering::Relaxed)
+    }
+
+    /// Whether member `i` may take a request: not in maintenance, and up or the service in
+    /// panic mode. The one place routing asks (ring walk, table, rotation, `wps_affinity`).
+    pub fn usable(&self, i: usize) -> bool {
+        self.usable_given(i, self.probed_up(i))
+    }
+
+    /// [`usable`](Self::usable) when the caller has the probes' verdict at hand (the ring
+    /// walk gets it with each candidate). Maintenance is the operator's choice: it holds in
+    /// panic mode too.
+    fn usable_given(&self, i: usize, probed_up: bool) -> bool {
+        self.operator_state(i).takes_traffic()
+            && (self.ignores_health() || (probed_up && !self.members[i].outlier.ejected()))
+    }
+
+    /// Whether the service should be in panic mode by its members' health now
+    /// (`panic_threshold`); the pool turns this into [`ignores_health`](Self::ignores_health).
+    /// Returns it with the number of members up. A backend in maintenance counts in neither
+    /// number: it is out by choice, not by health.
+    pub fn should_panic(&self) -> (bool, usize) {
+        let counted: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.operator_state(i).takes_traffic())
+            .collect();
+        let up = counted.iter().filter(|&&i| self.ready(i)).count();
+        let panics = outlier::panics(up, counted.len(), self.settings.panic_threshold);
+        (panics, up)
     }
 
     /// The member at `addr` when it is usable and not `exclude` (for `wps_affinity`: the
@@ -293,7 +355,7 @@ impl ServiceState {
     /// its keys are not refused under `when_down: reject`: their owner is alive, and the
     /// keys are new to this service (the sticky table would hold them otherwise).
     fn by_nginx_hash(&self, table: &NginxHash, key: &[u8], avoid: &[usize]) -> Decision<usize> {
-        let usable = |i: usize| !avoid.contains(&i) && self.ready(i) && self.open(i);
+        let usable = |i: usize| !avoid.contains(&i) && self.usable(i) && self.open(i);
         let forward = |backend, role| Decision::Forward { backend, role };
         let mut when_down = self.settings.route.when_down;
         if when_down == WhenDown::Reject && self.operator.any_closed() {
@@ -340,8 +402,11 @@ impl Pick for ServiceState {
         let walk = RingWalk::new(self.settings.route.when_down, &skip[..n]);
         let closed = self.operator.any_closed();
         let steps = walk.max_steps(self.ring_points, closed);
-        let picked = self.ring.select_with(key, steps, |b, healthy| {
-            walk.accept(b, healthy, !closed || self.open(Self::index_of(b)))
+        let picked = self.ring.select_with(key, steps, |b, probed_up| {
+            let i = Self::index_of(b);
+            // Health as `usable` says (outlier records, panic mode, maintenance), not the
+            // probes alone; a backend closed to new keys is passed over.
+            walk.accept(b, self.usable_given(i, probed_up), !closed || self.open(i))
         });
         match walk.finish(picked) {
             Decision::Forward { backend, role } => Decision::Forward {
@@ -361,7 +426,7 @@ impl Pick for ServiceState {
     }
 
     fn usable(&self, i: usize) -> bool {
-        self.ready(i) && self.operator_state(i).takes_traffic()
+        ServiceState::usable(self, i)
     }
 
     fn in_maintenance(&self, i: usize) -> bool {
@@ -372,7 +437,7 @@ impl Pick for ServiceState {
         let picked = self.rotation.pick_with(
             self.members.len(),
             |i| self.members[i].weight,
-            |i| Some(i) != exclude && self.ready(i) && self.open(i),
+            |i| Some(i) != exclude && self.usable(i) && self.open(i),
         );
         match picked {
             Some(backend) => Decision::Forward {

@@ -67,6 +67,7 @@ fn service(backends: &[(u8, u32)], when_down: WhenDown) -> ServiceConfig {
             .collect(),
         health_check: None,
         when_down,
+        panic_threshold: Some(0),
         trust_forwarded_headers: false,
         limits: Default::default(),
         timeouts: Default::default(),
@@ -374,5 +375,119 @@ fn drain_takes_the_backend_off_the_ring_for_new_keys_only() {
 
         pool.set_state("127.0.0.12:8093", BackendState::Ready);
         assert_eq!(mapping(&state), NGINX_EQUAL);
+    }
+}
+
+/// A pool whose backends real traffic can take out.
+fn pool_with(backends: &[(u8, u32)], panic_threshold: Option<u8>) -> Pool {
+    let mut config = service(backends, WhenDown::Failover);
+    config.panic_threshold = panic_threshold;
+    Pool::new(&config, Arc::new(Metrics::new())).unwrap()
+}
+
+/// `fall` (3 without a check) failed real requests in a row to member `i`.
+fn eject(pool: &Pool, octet_: u8) {
+    let state = pool.state();
+    let i = (0..state.members.len())
+        .find(|&i| octet(&state, i) == octet_)
+        .unwrap();
+    for _ in 0..crate::config::DEFAULT_HC_FALL {
+        pool.failed(&state, i, "ConnectRefused");
+    }
+    assert!(!state.ready(i), "{octet_} not taken out");
+}
+
+/// Real traffic takes a backend out like a down health check does: exactly its keys move,
+/// the same way NGINX moves a `down` server's keys; a good answer in the middle of a streak
+/// keeps it in.
+#[test]
+fn ejected_backend_fails_over_like_a_down_one() {
+    let pool = pool_with(&[(11, 1), (12, 1), (13, 1)], Some(0));
+    let state = pool.state();
+    for _ in 0..5 {
+        pool.failed(&state, 1, "ConnectRefused");
+        pool.failed(&state, 1, "ConnectRefused");
+        pool.answered(&state, 1);
+    }
+    assert!(state.ready(1));
+    assert_eq!(mapping(&state), NGINX_EQUAL);
+    eject(&pool, 12);
+    assert_eq!(mapping(&state), NGINX_WITHOUT_12);
+    assert!(pool.status()[1].ejected && !pool.status()[1].healthy);
+    assert!(!pool.in_panic());
+    // A newer version of the service sees the same record.
+    let config = service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover);
+    pool.apply(&config).unwrap();
+    assert_eq!(mapping(&pool.state()), NGINX_WITHOUT_12);
+}
+
+/// Panic mode: with every backend out (threshold 0), keys go to their owners as if all were
+/// up, and keyless requests rotate over all; off, they get no backend.
+#[test]
+fn panic_mode_routes_by_the_ring_ignoring_health() {
+    let pool = pool_with(&[(11, 1), (12, 1), (13, 1)], Some(0));
+    eject(&pool, 11);
+    eject(&pool, 12);
+    assert!(!pool.in_panic(), "one backend is still up");
+    eject(&pool, 13);
+    assert!(pool.in_panic());
+    let state = pool.state();
+    assert!(state.ignores_health());
+    assert_eq!(mapping(&state), NGINX_EQUAL);
+    assert!(matches!(state.round_robin(None), Decision::Forward { .. }));
+    // The retry after a refused connection still avoids the refusing backend.
+    assert!(state.by_key(b"abc", &[0]).ne(&Decision::Forward {
+        backend: 0,
+        role: Role::Owner
+    }));
+
+    let off = pool_with(&[(11, 1), (12, 1), (13, 1)], None);
+    for o in [11, 12, 13] {
+        eject(&off, o);
+    }
+    assert!(!off.in_panic());
+    assert_eq!(off.state().by_key(b"abc", &[]), Decision::NoneHealthy);
+    assert_eq!(off.state().round_robin(None), Decision::NoneHealthy);
+}
+
+/// A threshold above 0: panic once the usable share is at or below it, and out of panic by
+/// a reload that lowers it.
+#[test]
+fn panic_threshold_is_a_share_of_the_backends() {
+    let pool = pool_with(&[(11, 1), (12, 1), (13, 1), (14, 1)], Some(50));
+    eject(&pool, 11);
+    assert!(!pool.in_panic(), "3 of 4 usable");
+    eject(&pool, 12);
+    assert!(pool.in_panic(), "2 of 4 usable is 50 %");
+    let state = pool.state();
+    assert!((0..4).all(|i| state.usable(i)));
+    let mut config = service(&[(11, 1), (12, 1), (13, 1), (14, 1)], WhenDown::Failover);
+    config.panic_threshold = Some(25);
+    pool.apply(&config).unwrap();
+    assert!(!pool.in_panic());
+    assert!(!pool.state().usable(0) && pool.state().usable(2));
+}
+
+/// Maintenance is the operator's choice: a backend in it is not counted for panic mode and
+/// stays excluded while the service ignores health.
+#[test]
+fn panic_mode_keeps_a_backend_in_maintenance_out() {
+    let pool = pool_with(&[(11, 1), (12, 1), (13, 1)], Some(0));
+    pool.set_state("127.0.0.13:8093", BackendState::Maint);
+    eject(&pool, 11);
+    assert!(!pool.in_panic(), "12 is still usable");
+    eject(&pool, 12);
+    assert!(
+        pool.in_panic(),
+        "none of the two counted backends is usable"
+    );
+    let state = pool.state();
+    assert!(state.usable(0) && state.usable(1));
+    assert!(!state.usable(2), "maintenance holds in panic mode");
+    for key in KEYS {
+        match state.by_key(key.as_bytes(), &[]) {
+            Decision::Forward { backend, .. } => assert_ne!(octet(&state, backend), 13, "{key}"),
+            other => panic!("{key}: {other:?}"),
+        }
     }
 }

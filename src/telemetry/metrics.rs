@@ -7,8 +7,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub const REQUESTS: &str = "roost_requests_total";
@@ -29,6 +29,9 @@ pub const WPS_RUNNING_JOBS: &str = "roost_wps_running_jobs";
 pub const PROBES_EXCUSED: &str = "roost_health_probes_excused_total";
 pub const BACKEND_STATE: &str = "roost_backend_state";
 pub const BACKEND_STATE_CHANGES: &str = "roost_backend_state_changes_total";
+pub const OUTLIER_EJECTIONS: &str = "roost_outlier_ejections_total";
+pub const PANIC_MODE: &str = "roost_panic_mode";
+pub const PANIC_SECONDS: &str = "roost_panic_seconds_total";
 
 /// The label value for "no backend" (requests Roost answered itself).
 pub const NO_BACKEND: &str = "none";
@@ -80,6 +83,12 @@ pub struct Metrics {
     pub backend_state: IntGaugeVec,
     /// service, to (`ready` | `drain` | `maint`): operator state changes through the API.
     pub backend_state_changes: IntCounterVec,
+    /// service, backend: backends taken out by a streak of failed real requests.
+    pub outlier_ejections: IntCounterVec,
+    /// service: 1 while the service is in panic mode (routing ignores health).
+    pub panic_mode: IntGaugeVec,
+    /// service: time spent in panic mode.
+    pub panic_seconds: CounterVec,
 }
 
 impl Metrics {
@@ -120,7 +129,8 @@ impl Metrics {
         );
         let health_transitions = counter(
             HEALTH_TRANSITIONS,
-            "Backend health changes seen by the active health checks.",
+            "Backend health changes: by the active health checks, and `down` by outlier \
+             detection on real traffic (see roost_outlier_ejections_total).",
             &["service", "backend", "to"],
         );
         let connections_refused = counter(
@@ -157,6 +167,25 @@ impl Metrics {
             BACKEND_STATE_CHANGES,
             "Operator state changes of a backend through the admin API, by the state it went to.",
             &["service", "to"],
+        );
+        let outlier_ejections = counter(
+            OUTLIER_EJECTIONS,
+            "Backends taken out by `fall` failed real requests in a row (refused or reset \
+             connections, 502/503/504 answers): outlier detection. Also counted in \
+             roost_health_transitions_total{to=\"down\"}.",
+            &["service", "backend"],
+        );
+        let panic_seconds = register(
+            &registry,
+            CounterVec::new(
+                Opts::new(
+                    PANIC_SECONDS,
+                    "Seconds a service spent in panic mode (routing by table and ring, health \
+                     ignored, because too few backends were usable).",
+                ),
+                &["service"],
+            )
+            .expect("valid metric"),
         );
         let reloads = counter(
             RELOADS,
@@ -207,6 +236,12 @@ impl Metrics {
              accepted/started/paused (wps_affinity).",
             &["service", "backend"],
         );
+        let panic_mode = gauge(
+            PANIC_MODE,
+            "1 while the service is in panic mode (usable backends at or below \
+             panic_threshold: routing ignores health), else 0.",
+            &["service"],
+        );
         Self {
             registry,
             requests,
@@ -227,6 +262,9 @@ impl Metrics {
             probes_excused,
             backend_state,
             backend_state_changes,
+            outlier_ejections,
+            panic_mode,
+            panic_seconds,
         }
     }
 

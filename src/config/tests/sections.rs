@@ -107,6 +107,30 @@ fn wps_affinity_is_off_unless_asked_for() {
 }
 
 #[test]
+fn panic_threshold_defaults_to_all_down_and_may_be_off() {
+    let threshold =
+        |yaml: &str| load(&format!("{MINIMAL}{yaml}")).unwrap().services[0].panic_threshold;
+    assert_eq!(threshold(""), Some(DEFAULT_PANIC_THRESHOLD));
+    assert_eq!(DEFAULT_PANIC_THRESHOLD, 0);
+    assert_eq!(threshold("    panic_threshold: 50\n"), Some(50));
+    assert_eq!(threshold("    panic_threshold: \"25%\"\n"), Some(25));
+    assert_eq!(threshold("    panic_threshold: 100\n"), Some(100));
+    assert_eq!(threshold("    panic_threshold: off\n"), None);
+    assert_eq!(threshold("    panic_threshold: false\n"), None);
+    for bad in ["101", "-1", "half"] {
+        let e = errors(&format!("{MINIMAL}    panic_threshold: {bad}\n"));
+        assert!(
+            e.has(
+                "services[0].panic_threshold",
+                "percentage from 0 to 100 or `off`"
+            ),
+            "{e}"
+        );
+        assert_eq!(e.0[0].line, Some(5), "{e}");
+    }
+}
+
+#[test]
 fn affinity_defaults_and_errors() {
     let a = load(MINIMAL).unwrap().services[0].affinity;
     assert_eq!(a, Affinity::default());

@@ -116,8 +116,10 @@ fn server_line(d: &Directive, s: &mut Service, t: &mut Translation) {
         t.report.ignore(
             d,
             &format!(
-                "{}: Roost counts no passive failures; it retries a refused connection on the \
-                 next backend as NGINX does, and takes a backend out by its health_check",
+                "{}: not translated; Roost retries a refused connection on the next backend as \
+                 NGINX does, and takes a backend out after health_check.fall (default 3) failed \
+                 real requests in a row, until its health_check (or, without one, a trial \
+                 request after 5-30 s) brings it back",
                 notes.join(" ")
             ),
         );

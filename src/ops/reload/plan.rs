@@ -112,7 +112,10 @@ fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
     if old.health_check != new.health_check {
         changes.push(match (&old.health_check, &new.health_check) {
             (None, Some(_)) => "health_check added".to_string(),
-            (Some(_), None) => "health_check removed (every backend counts as up)".to_string(),
+            (Some(_), None) => {
+                "health_check removed (no probes: a backend is up unless real traffic takes it out)"
+                    .to_string()
+            }
             _ => "health_check changed".to_string(),
         });
     }
@@ -120,6 +123,14 @@ fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
         changes.push(format!(
             "when_down {:?} -> {:?}",
             old.when_down, new.when_down
+        ));
+    }
+    if old.panic_threshold != new.panic_threshold {
+        let show = |t: Option<u8>| t.map_or_else(|| "off".to_string(), |p| format!("{p}%"));
+        changes.push(format!(
+            "panic_threshold {} -> {}",
+            show(old.panic_threshold),
+            show(new.panic_threshold)
         ));
     }
     if old.hash.algorithm != new.hash.algorithm {
@@ -362,5 +373,24 @@ services:
         assert_eq!(p.apply.len(), 1);
         assert_eq!(p.apply[0].0.name, "emu");
         assert_eq!(p.apply[0].1, ["wps_affinity -> true"]);
+    }
+
+    #[test]
+    fn panic_threshold_is_applied_in_place() {
+        let new = config(&BASE.replace(
+            "[10.0.0.1:8094]",
+            "[10.0.0.1:8094]\n    panic_threshold: off",
+        ));
+        let p = plan(&config(BASE), &new);
+        assert!(p.needs_upgrade.is_empty(), "{p:?}");
+        assert_eq!(p.apply[0].1, ["panic_threshold 0% -> off"]);
+        let p = plan(
+            &new,
+            &config(&BASE.replace(
+                "[10.0.0.1:8094]",
+                "[10.0.0.1:8094]\n    panic_threshold: 50",
+            )),
+        );
+        assert_eq!(p.apply[0].1, ["panic_threshold off -> 50%"]);
     }
 }
