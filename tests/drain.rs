@@ -223,3 +223,89 @@ fn the_file_sets_states_and_the_api_state_survives_a_restart() {
         roost.log_text()
     );
 }
+
+/// 100 sessions with a running WPS job each; one of the 3 backends drains while they poll:
+/// every poll of its jobs (with the key, and keyless through `wps_affinity`) keeps reaching
+/// it, new keys never do, it is "drained" only after its last job ended and `drain_idle`
+/// passed, and `maint` then moves its keys.
+#[test]
+fn a_draining_backend_keeps_its_running_jobs_until_the_last_one_ends() {
+    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let b2 = backends[1].addr;
+    let (listen, admin) = (listen_addr(), listen_addr());
+    let extra = "    wps_affinity: true\n    affinity: { drain_idle: 1s }\n";
+    let roost = Roost::start(&yaml(listen, admin, &addrs, extra), &[listen, admin]);
+
+    let sessions: Vec<(String, String, String)> = (0..100)
+        .map(|i| {
+            let (key, job) = (
+                format!("job-key-{i}"),
+                format!("5e4f3a2b-1c0d-4f6a-8c2d-{i:012x}"),
+            );
+            let r = get(listen, &format!("/job/{job}"), &[("machineid", &key)]).unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            (key, job, r.backend().to_string())
+        })
+        .collect();
+    let on_b2: Vec<&(String, String, String)> =
+        sessions.iter().filter(|(_, _, b)| b == "b2").collect();
+    assert!(on_b2.len() > 15, "b2 runs only {} jobs", on_b2.len());
+    assert_eq!(
+        backend_status(admin, b2)["running_jobs"],
+        on_b2.len() as u64
+    );
+
+    let (code, out, err) = backend_cmd(&roost, "drain", b2);
+    assert_eq!(code, 0, "{out}{err}");
+    for _round in 0..2 {
+        for (key, job, owner) in &sessions {
+            let doc = format!("/outputs/{job}.xml");
+            let keyed = get(listen, &doc, &[("machineid", key)]).unwrap();
+            assert_eq!(keyed.backend(), owner, "{key}");
+            assert!(keyed.text().contains("ProcessStarted"), "{}", keyed.text());
+            assert_eq!(
+                get(listen, &doc, &[]).unwrap().backend(),
+                owner,
+                "{job} keyless"
+            );
+        }
+        let fresh = mapping(listen, &keys("while-draining", 100));
+        assert!(fresh.values().all(|b| b != "b2"), "a new key reached b2");
+        let b = backend_status(admin, b2);
+        assert_eq!(b["drained"], false, "jobs run there: {b}");
+    }
+
+    // The jobs end one after the other; b2 is safe to stop only after the last.
+    for (_, job, owner) in &sessions {
+        let at = &backends[owner[1..].parse::<usize>().unwrap() - 1];
+        get(at.addr, &format!("/finish/{job}"), &[]).unwrap();
+    }
+    for (key, job, owner) in &sessions {
+        let done = get(
+            listen,
+            &format!("/outputs/{job}.xml"),
+            &[("machineid", key)],
+        )
+        .unwrap();
+        assert_eq!(done.backend(), owner);
+        assert!(done.text().contains("ProcessSucceeded"), "{}", done.text());
+    }
+    assert_eq!(backend_status(admin, b2)["running_jobs"], 0);
+    wait_until(Duration::from_secs(15), "b2 drained", || {
+        backend_status(admin, b2)["drained"] == true
+    });
+
+    let (code, out, err) = backend_cmd(&roost, "maint", b2);
+    assert_eq!(code, 0, "{out}{err}");
+    for (key, _, _) in &on_b2 {
+        assert_ne!(get_key(listen, key).unwrap().backend(), "b2", "{key}");
+    }
+    assert_eq!(
+        metric(
+            admin,
+            "roost_affinity_moves_total{reason=\"drained\",service=\"fp\"}"
+        ),
+        on_b2.len() as u64
+    );
+}
