@@ -118,6 +118,8 @@ enum State {
     Up,
     /// `down` in NGINX; down by its health check in Roost (it refuses connections).
     MarkedDown,
+    /// `down` in NGINX; `state: maint` in Roost (what `roost import-nginx` writes for it).
+    Maint,
     /// Refuses connections; neither proxy is told.
     Refusing,
 }
@@ -149,6 +151,16 @@ fn nginx_hash_matches_plain_nginx_hash() {
             ],
         ),
         (
+            // The same as Roost's operator state: no health check needed.
+            "marked_maint",
+            vec![
+                up(0, 2),
+                ("dead".into(), dead, 1, State::Maint),
+                up(1, 1),
+                up(2, 1),
+            ],
+        ),
+        (
             // NGINX finds out by its failed connection (then max_fails=1 keeps it out for
             // fail_timeout) and retries along its rehash sequence; Roost, with no health
             // check, retries the refused connection the same way.
@@ -172,7 +184,7 @@ fn nginx_hash_matches_plain_nginx_hash() {
             let lines: String = members
                 .iter()
                 .map(|(_, a, w, state)| {
-                    let down = if *state == State::MarkedDown {
+                    let down = if matches!(*state, State::MarkedDown | State::Maint) {
                         " down"
                     } else {
                         ""
@@ -192,7 +204,10 @@ fn nginx_hash_matches_plain_nginx_hash() {
         .map(|((name, members), l)| {
             let list: String = members
                 .iter()
-                .map(|(_, a, w, _)| format!("      - {{ address: {a}, weight: {w} }}\n"))
+                .map(|(_, a, w, state)| {
+                    let maint = if *state == State::Maint { ", state: maint" } else { "" };
+                    format!("      - {{ address: {a}, weight: {w}{maint} }}\n")
+                })
                 .collect();
             let check = if members.iter().any(|m| m.3 == State::MarkedDown) {
                 "    health_check: { type: tcp, interval: 500ms, timeout: 500ms, rise: 1, fall: 1 }\n"

@@ -3,7 +3,7 @@
 use super::parse::parse_str;
 use super::translate::translate;
 use super::*;
-use crate::config::{Config, HashAlgorithm, MissingKey};
+use crate::config::{BackendState, Config, HashAlgorithm, MissingKey};
 use std::time::Duration;
 
 fn import(text: &str) -> (String, translate::Report) {
@@ -125,7 +125,6 @@ fn routing_differences_are_listed() {
         "`ip_hash`: Roost hashes the client address only for requests without the key header",
         "first three octets",
         "`server 10.0.0.2:80 backup`: backup",
-        "`server 10.0.0.3:80 down`: down: kept in the list",
         "`return 403`: changes routing",
         "`upstream b`: no hash: NGINX balances every request round robin",
         "`least_conn`: a balancing method Roost does not have",
@@ -136,9 +135,15 @@ fn routing_differences_are_listed() {
     let c = load(&yaml, &[]);
     let a = &c.services[0];
     assert_eq!(a.hash.missing, MissingKey::ClientIp);
-    // The backup is left out; the down server stays so that its weight counts.
+    // The backup is left out; the down server stays (its weight counts), in maintenance.
     let addrs: Vec<&str> = a.backends.iter().map(|b| b.address.as_str()).collect();
     assert_eq!(addrs, ["10.0.0.1:80", "10.0.0.3:80"]);
+    let states: Vec<BackendState> = a.backends.iter().map(|b| b.state).collect();
+    assert_eq!(states, [BackendState::Ready, BackendState::Maint]);
+    assert!(
+        !all.contains("10.0.0.3:80 down"),
+        "down is exact now:\n{all}"
+    );
     assert_eq!(c.services.len(), 3);
     assert!(yaml.contains("#   - nginx.conf:2: `ip_hash`"), "{yaml}");
 }

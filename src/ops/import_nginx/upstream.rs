@@ -1,5 +1,5 @@
 //! One `upstream` block: its `server` lines become backends (weights kept, `backup` left out,
-//! `down` kept so that its weight still counts) and its balancing method becomes `hash:`
+//! `down` kept as `state: maint`, so that its weight still counts) and its balancing method becomes `hash:`
 //! (`hash $http_NAME` -> nginx_hash, `... consistent` -> ketama, `ip_hash` -> client_ip).
 
 use super::parse::Directive;
@@ -87,6 +87,7 @@ fn server_line(d: &Directive, s: &mut Service, t: &mut Translation) {
         }
     };
     let mut weight = "1".to_string();
+    let mut state = "";
     let mut notes = Vec::new();
     for param in &d.args[1..] {
         let (k, v) = param.split_once('=').unwrap_or((param, ""));
@@ -101,12 +102,10 @@ fn server_line(d: &Directive, s: &mut Service, t: &mut Translation) {
                 );
                 return;
             }
-            "down" => t.report.approximate(
-                d,
-                "down: kept in the list, so its weight still counts as in NGINX and no other \
-                 key moves, but Roost sends it requests while its health check passes \
-                 (there is no per-backend down flag yet)",
-            ),
+            // Exact: kept in the list (its weight counts, as in NGINX) and never sent a
+            // request; its keys go where NGINX sends them (the next server on the ring, or
+            // NGINX's rehash under `nginx_hash`).
+            "down" => state = ", state: maint",
             _ => t
                 .report
                 .approximate(d, &format!("`{param}`: not translated")),
@@ -126,7 +125,7 @@ fn server_line(d: &Directive, s: &mut Service, t: &mut Translation) {
     }
     s.backends.push(value(
         format!(
-            "{{ address: {}, weight: {weight} }}",
+            "{{ address: {}, weight: {weight}{state} }}",
             values::quote(&address)
         ),
         d,
