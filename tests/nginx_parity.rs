@@ -305,3 +305,88 @@ fn nginx_hash_matches_plain_nginx_hash() {
     drop(roost);
     drop(nginx);
 }
+
+/// The lossless switch from the seed's plain `hash` to Ketama (doc/migrating-from-nginx.md):
+/// Roost with `nginx_hash` sends 300 active keys exactly where NGINX does (and its sticky
+/// table learns them); a reload to `ketama` moves none of them, and keys Roost has not seen
+/// follow the Ketama ring (those of an NGINX `hash ... consistent` upstream), many of them
+/// elsewhere than the plain hash would put them.
+#[test]
+fn the_switch_from_nginx_hash_to_ketama_moves_no_active_key() {
+    let backends: Vec<Backend> = (1..=4)
+        .map(|i| Backend::start_on(&format!("b{i}"), &format!("127.0.0.{}:0", 40 + i)))
+        .collect();
+    let servers: String = backends
+        .iter()
+        .map(|b| format!("    server {};\n", b.addr))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, consistent) = (listen_addr(), listen_addr());
+    let nginx = nginx_with(
+        dir.path(),
+        &[
+            (
+                plain,
+                "plain",
+                format!("    hash $http_machineid;\n{servers}"),
+            ),
+            (
+                consistent,
+                "consistent",
+                format!("    hash $http_machineid consistent;\n{servers}"),
+            ),
+        ],
+    );
+    let listen = listen_addr();
+    let list: String = backends
+        .iter()
+        .map(|b| format!("      - {}\n", b.addr))
+        .collect();
+    let yaml = |algorithm: &str| {
+        config_yaml(&format!(
+            "  - name: wps\n    listen: {listen}\n    hash: {{ algorithm: {algorithm} }}\n    backends:\n{list}"
+        ))
+    };
+    let roost = Roost::start(&yaml("nginx_hash"), &[listen]);
+
+    // Step 1: Roost in NGINX's place, key for key.
+    let active = || (0..300).map(|i| format!("active-{i}"));
+    compare("nginx_hash, before the switch", plain, listen, active());
+
+    // Step 2: the switch, by reload.
+    std::fs::write(
+        &roost.config,
+        yaml("ketama").replace("{dir}", &roost.dir.path().display().to_string()),
+    )
+    .unwrap();
+    roost.proc.signal("HUP");
+    wait_until(Duration::from_secs(10), "the reload to ketama", || {
+        roost
+            .log_text()
+            .contains("hash.algorithm nginx_hash -> ketama (keys the sticky table holds stay")
+    });
+    compare("active keys after the switch", plain, listen, active());
+
+    // New keys: Ketama, as NGINX's consistent hash places them.
+    let fresh: Vec<String> = (0..300).map(|i| format!("fresh-{i}")).collect();
+    compare(
+        "new keys after the switch",
+        consistent,
+        listen,
+        fresh.iter().cloned(),
+    );
+    let mut elsewhere = 0;
+    let (mut via_plain, mut via_consistent) =
+        (Client::new(plain, true), Client::new(consistent, true));
+    for key in &fresh {
+        let p = via_plain.request("GET", "/", key, b"").unwrap();
+        let c = via_consistent.request("GET", "/", key, b"").unwrap();
+        elsewhere += usize::from(p.backend() != c.backend());
+    }
+    assert!(
+        elsewhere > 100,
+        "only {elsewhere} of 300 new keys differ between the two hashes: the test proves nothing"
+    );
+    drop(roost);
+    drop(nginx);
+}

@@ -134,8 +134,15 @@ fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
         ));
     }
     if old.hash.algorithm != new.hash.algorithm {
+        // With the sticky table on, the keys it holds stay where they are: only the others
+        // follow the new mapping (the lossless switch of doc/migrating-from-nginx.md).
+        let which = if new.affinity.enabled {
+            "keys the sticky table holds stay; new keys are mapped anew"
+        } else {
+            "keys are mapped anew"
+        };
         changes.push(format!(
-            "hash.algorithm {} -> {} (keys are mapped anew)",
+            "hash.algorithm {} -> {} ({which})",
             old.hash.algorithm.as_str(),
             new.hash.algorithm.as_str()
         ));
@@ -360,7 +367,7 @@ services:
         assert_eq!(p.apply[0].0.name, "emu");
         assert_eq!(
             p.apply[0].1,
-            ["hash.algorithm ketama -> nginx_hash (keys are mapped anew)"]
+            ["hash.algorithm ketama -> nginx_hash (keys the sticky table holds stay; new keys are mapped anew)"]
         );
     }
 
