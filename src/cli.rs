@@ -148,6 +148,9 @@ pub fn main() -> ExitCode {
             eprintln!("roost: {}: {e}", config.source);
             return ExitCode::FAILURE;
         }
+        for warning in crate::config::advice::warnings(&config) {
+            eprintln!("roost: {}: warning: {warning}", config.source);
+        }
         let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
         println!(
             "roost: {}: OK ({} services, {} backends)",

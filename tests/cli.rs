@@ -46,6 +46,25 @@ fn t_on_a_good_file() {
     );
 }
 
+/// A file that loads but would cut slow requests off at a stop: `-t` says so on stderr and
+/// still accepts it.
+#[test]
+fn t_warns_when_a_stop_would_cut_a_slow_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        &dir,
+        "short.yaml",
+        "server: { grace_period_seconds: 30 }\nservices:\n  - {name: a, listen: 127.0.0.1:1, backends: [10.0.0.1:80]}\n",
+    );
+    let (code, out, err) = run_roost(&["-t", "-c", &file]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("OK (1 services, 1 backends)"), "{out}");
+    assert!(
+        err.contains("warning: services[0] (a): timeouts.upstream_read (300 s) is longer than"),
+        "{err}"
+    );
+}
+
 #[test]
 fn t_on_a_bad_file_prints_every_error_with_line_and_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -71,7 +71,8 @@ echo "$pub" | grep -q '0\.0\.0\.0\|::' && fail "compose: published beyond loopba
 log=$(docker inspect "$cid" --format '{{.HostConfig.LogConfig.Type}} {{json .HostConfig.LogConfig.Config}}')
 echo "$log" | grep -q '"max-size":"50m"' && pass "compose: log limit: $log" || fail "compose: log config: $log"
 gp=$(docker inspect "$cid" --format '{{.Config.StopTimeout}}')
-[ "$gp" = 45 ] && pass "compose: stop_grace_period reaches the container (StopTimeout $gp s)" || fail "compose: StopTimeout '$gp'"
+want_gp=$(sed -n 's/^ *stop_grace_period: *\([0-9]*\)s.*/\1/p' "$REPO/docker-compose.yml")
+[ "$gp" = "$want_gp" ] && pass "compose: stop_grace_period reaches the container (StopTimeout $gp s)" || fail "compose: StopTimeout '$gp' (the file says $want_gp)"
 for v in ROOST_ADMIN_PORT ROOST_ACCESS_LOG_FORMAT WPS_HOST_3 MAX_BODY; do
     docker exec "$cid" sh -c "[ -n \"\${$v:-}\" ]" || fail "compose: $v not set in the container"
 done
@@ -99,7 +100,7 @@ ok=$(json_field "$WORK/load-compose.json" ok); failed=$(json_field "$WORK/load-c
 wait_for 10 sh -c "docker logs --since 15s $cid 2>&1 | grep -q -i reload" && pass "compose: 'kill -s HUP proxy' reloads" || fail "compose: HUP: no reload logged"
 t1=$(date +%s); "${DC[@]}" stop proxy >/dev/null 2>&1; dt=$(( $(date +%s) - t1 )); echo "compose-stop:$dt" >>"$WORK/timings"
 ec=$(docker inspect "$cid" --format '{{.State.ExitCode}}')
-[ "$ec" = 0 ] && pass "compose: 'stop proxy' exits 0 in $dt s (stop_grace_period 45s)" || fail "compose: stop: exit code $ec after $dt s"
+[ "$ec" = 0 ] && pass "compose: 'stop proxy' exits 0 in $dt s (stop_grace_period ${want_gp}s)" || fail "compose: stop: exit code $ec after $dt s"
 "${DC[@]}" down -t 5 >/dev/null 2>&1 && [ -z "$(docker ps -aq --filter label=com.docker.compose.project=$P)" ] \
     && pass "compose: down removes every container" || fail "compose: containers left after down"
 exit 0

@@ -6,6 +6,7 @@
 //! and each service is deserialized on its own; semantic checks (addresses, duplicates, ranges)
 //! run on everything that did deserialize.
 
+pub mod advice;
 mod backends;
 mod env;
 mod error;

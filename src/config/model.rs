@@ -13,7 +13,9 @@ use std::time::Duration;
 pub const DEFAULT_THREADS: usize = 1;
 pub const DEFAULT_PID_FILE: &str = "/tmp/roost.pid";
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/roost_upgrade.sock";
-pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 30;
+/// As long as the default `timeouts.upstream_read`: a stop or upgrade does not cut off a slow
+/// synchronous Execute, and costs nothing when nothing is in flight (`ops/stop.rs`).
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 300;
 pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 10;
 pub const DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE: usize = 128;
 pub const DEFAULT_HASH_HEADER: &str = "machineid";
