@@ -55,8 +55,14 @@ pub enum Command {
         key: String,
     },
     /// Hot-swap the running daemon (found through server.pid_file) for this binary with this
-    /// config: starts `roost -u -d`, sends SIGQUIT to the old process, waits until it is gone
-    Upgrade,
+    /// config: starts `roost -u -d`, sends SIGQUIT to the old process, waits until it is gone.
+    /// Says which listen addresses change, and refuses one that would close a listener
+    Upgrade {
+        /// Go ahead even though the new config drops a listen address the running process
+        /// serves (its clients lose the service)
+        #[arg(long = "allow-closing-listeners")]
+        allow_closing_listeners: bool,
+    },
     /// Validate the config, then tell the running daemon (server.pid_file) to re-read it
     /// (SIGHUP): backends, weights, health checks and when_down change without a restart
     Reload,
@@ -133,7 +139,15 @@ pub fn main() -> ExitCode {
 
     match &cli.command {
         Some(Command::Route { service, key }) => return route(&config, service, key),
-        Some(Command::Upgrade) => return crate::ops::upgrade::run(&config, &absolute(&cli.conf)),
+        Some(Command::Upgrade {
+            allow_closing_listeners,
+        }) => {
+            return crate::ops::upgrade::run(
+                &config,
+                &absolute(&cli.conf),
+                *allow_closing_listeners,
+            )
+        }
         Some(Command::Reload) => return crate::ops::upgrade::reload(&config),
         Some(Command::Backend {
             action,

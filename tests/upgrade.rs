@@ -299,3 +299,52 @@ fn stops_and_upgrades_end_when_nothing_is_in_flight() {
     );
     assert_eq!(get_key(listen, "k").unwrap().status, 200);
 }
+
+/// `roost upgrade` says which listen addresses change, and refuses a config that drops one
+/// the running process serves (its clients would lose the service) unless
+/// `--allow-closing-listeners` is given; then the new address serves and the old one is closed.
+#[test]
+fn an_upgrade_that_would_close_a_listener_is_refused_unless_allowed() {
+    let backend = Backend::start("b1");
+    let (listen, moved, admin) = (listen_addr(), listen_addr(), listen_addr());
+    let yaml = |l: SocketAddr| {
+        daemon_yaml(l, &[backend.addr], "").replace(
+            "services:\n",
+            &format!("admin: {{ listen: {admin} }}\nservices:\n"),
+        )
+    };
+    let mut daemon = Daemon::start(&yaml(listen), &[listen, admin]);
+    let before = daemon.pid();
+    std::fs::write(
+        &daemon.config,
+        yaml(moved).replace("{dir}", &daemon.dir.path().display().to_string()),
+    )
+    .unwrap();
+
+    let (code, out, err) = daemon.upgrade();
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "roost: upgrade: service fp: listen {listen} -> {moved}"
+        )),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!("does not listen on {listen}"))
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(daemon.pid(), before, "the running process must stay");
+    assert_eq!(get_key(listen, "k").unwrap().status, 200);
+
+    let conf = daemon.config.display().to_string();
+    let (code, out, err) = run_roost(&["upgrade", "-c", &conf, "--allow-closing-listeners"]);
+    assert_eq!(code, 0, "{out}{err}\n{}", daemon.log_text());
+    assert!(out.contains("upgrade done"), "{out}");
+    assert_ne!(daemon.pid(), before);
+    assert_eq!(get_key(moved, "k").unwrap().status, 200);
+    assert!(
+        std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(1)).is_err(),
+        "the dropped listener still accepts"
+    );
+}

@@ -3,6 +3,7 @@
 //! The top layer: it may use every other layer, and none uses it.
 
 pub(crate) mod admin;
+pub(crate) mod admin_client;
 pub(crate) mod backend_cmd;
 pub(crate) mod import_nginx;
 pub(crate) mod reload;

@@ -8,9 +8,17 @@
 //!    waits on `server.upgrade_sock` for the listening sockets.
 //! 4. Once that socket exists, the old process gets SIGQUIT: it hands the listeners over,
 //!    keeps serving what it has in flight, and exits.
-//! 5. Success when the new daemon runs (new pid in the pid file) and the old one is gone.
+//! 5. Success when the new daemon runs (new pid in the pid file), accepts connections on every
+//!    listener of the new config, and the old one is gone.
+//!
+//! Before step 3 it asks the running process (its admin `/status`, when the config has an
+//! admin listener) where it listens, and says which listen addresses change. One the new
+//! config no longer has would close with the old process, and its clients would lose the
+//! service: that is refused unless `--allow-closing-listeners` says it is meant.
 
 use crate::config::Config;
+use crate::ops::admin_client::{self, reachable};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::thread::sleep;
@@ -22,8 +30,8 @@ const PINGORA_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(50);
 
-pub fn run(config: &Config, conf_path: &Path) -> ExitCode {
-    match upgrade(config, conf_path) {
+pub fn run(config: &Config, conf_path: &Path, allow_closing: bool) -> ExitCode {
+    match upgrade(config, conf_path, allow_closing) {
         Ok((old, new)) => {
             println!("roost: upgrade done: pid {old} -> {new}");
             ExitCode::SUCCESS
@@ -57,7 +65,65 @@ pub fn reload(config: &Config) -> ExitCode {
     }
 }
 
-fn upgrade(config: &Config, conf_path: &Path) -> Result<(i32, i32), String> {
+/// How the listen addresses change from the running process (`running`: service name and
+/// listen address, from its `/status`) to `config`: a line per change, and the addresses
+/// that would close.
+pub fn listen_changes(
+    running: &[(String, SocketAddr)],
+    config: &Config,
+) -> (Vec<String>, Vec<SocketAddr>) {
+    let mut lines = Vec::new();
+    let mut closing = Vec::new();
+    let kept = |addr: &SocketAddr| config.services.iter().any(|s| s.listen == *addr);
+    for (name, addr) in running {
+        match config.service(name) {
+            Some(s) if s.listen == *addr => {}
+            Some(s) => lines.push(format!("service {name}: listen {addr} -> {}", s.listen)),
+            None => lines.push(format!(
+                "service {name} (listening on {addr}) is not in the new config"
+            )),
+        }
+        if !kept(addr) {
+            closing.push(*addr);
+        }
+    }
+    for s in &config.services {
+        if !running.iter().any(|(name, _)| *name == s.name) {
+            lines.push(format!(
+                "service {} is new: listens on {}",
+                s.name, s.listen
+            ));
+        }
+    }
+    (lines, closing)
+}
+
+/// Where the running process listens, from its admin `/status`; `None` when it cannot say.
+fn running_listeners(config: &Config) -> Option<Vec<(String, SocketAddr)>> {
+    let admin = config.admin.as_ref()?;
+    let (status, body) = admin_client::request(
+        reachable(admin.listen),
+        "GET",
+        "/status",
+        admin.token.as_deref(),
+    )
+    .ok()?;
+    if status != 200 {
+        return None;
+    }
+    body["services"]
+        .as_array()?
+        .iter()
+        .map(|s| {
+            Some((
+                s["name"].as_str()?.to_string(),
+                s["listen"].as_str()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn upgrade(config: &Config, conf_path: &Path, allow_closing: bool) -> Result<(i32, i32), String> {
     let server = &config.server;
     let old = read_pid(&server.pid_file).ok_or_else(|| {
         format!(
@@ -65,6 +131,27 @@ fn upgrade(config: &Config, conf_path: &Path) -> Result<(i32, i32), String> {
             server.pid_file.display()
         )
     })?;
+    match running_listeners(config) {
+        Some(running) => {
+            let (lines, closing) = listen_changes(&running, config);
+            for line in &lines {
+                println!("roost: upgrade: {line}");
+            }
+            if !closing.is_empty() && !allow_closing {
+                let list: Vec<String> = closing.iter().map(|a| a.to_string()).collect();
+                return Err(format!(
+                    "the new config does not listen on {} where pid {old} serves now: those \
+                     listeners would close and their clients lose the service; nothing was \
+                     changed (put them back, or pass --allow-closing-listeners)",
+                    list.join(", ")
+                ));
+            }
+        }
+        None => println!(
+            "roost: upgrade: the running process's listen addresses are unknown (no admin \
+             listener reachable with this config); not compared"
+        ),
+    }
     let sock = &server.upgrade_sock;
     // Only a new process listens there, and only during a swap; a leftover file from an
     // earlier swap would look like the new process being ready.
@@ -121,6 +208,19 @@ fn upgrade(config: &Config, conf_path: &Path) -> Result<(i32, i32), String> {
     }
     if !alive(new) {
         return Err(format!("the new daemon (pid {new}) exited; see its log"));
+    }
+    let deaf: Vec<String> = config
+        .services
+        .iter()
+        .map(|s| s.listen)
+        .filter(|&l| TcpStream::connect_timeout(&reachable(l), Duration::from_secs(2)).is_err())
+        .map(|l| l.to_string())
+        .collect();
+    if !deaf.is_empty() {
+        return Err(format!(
+            "pid {new} serves, but nothing accepts connections on {}; see its log",
+            deaf.join(", ")
+        ));
     }
     Ok((old, new))
 }
@@ -183,4 +283,41 @@ fn wait_child(
         let _ = child.wait();
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_changes_name_moved_removed_and_new_services() {
+        let config = Config::from_yaml(
+            "services:\n  - {name: fp, listen: 127.0.0.1:8095, backends: [10.0.0.1:80]}\n  - {name: emu, listen: 127.0.0.1:8094, backends: [10.0.0.1:81]}\n  - {name: raven, listen: 127.0.0.1:8096, backends: [10.0.0.1:82]}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let running = [
+            ("fp".to_string(), a("127.0.0.1:8093")),
+            ("emu".to_string(), a("127.0.0.1:8094")),
+            ("mf".to_string(), a("127.0.0.1:8091")),
+        ];
+        let (lines, closing) = listen_changes(&running, &config);
+        assert_eq!(
+            lines,
+            [
+                "service fp: listen 127.0.0.1:8093 -> 127.0.0.1:8095",
+                "service mf (listening on 127.0.0.1:8091) is not in the new config",
+                "service raven is new: listens on 127.0.0.1:8096",
+            ]
+        );
+        assert_eq!(closing, [a("127.0.0.1:8093"), a("127.0.0.1:8091")]);
+        // Same listeners: nothing to say, nothing closes.
+        let same = [
+            ("fp".to_string(), a("127.0.0.1:8095")),
+            ("emu".to_string(), a("127.0.0.1:8094")),
+            ("raven".to_string(), a("127.0.0.1:8096")),
+        ];
+        assert_eq!(listen_changes(&same, &config), (vec![], vec![]));
+    }
 }
