@@ -13,10 +13,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// Default log filter: Roost's own events at info. Pingora's load-balancing crate repeats
-/// every health transition Roost already logs, so it is kept to errors.
-const DEFAULT_LOG_FILTER: &str = "info,pingora_load_balancing=error";
-
 #[derive(Debug, Parser)]
 #[command(
     name = "roost",
@@ -111,8 +107,7 @@ impl From<Action> for BackendState {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(DEFAULT_LOG_FILTER))
-        .init();
+    crate::ops::logging::init();
     if let Some(Command::ImportNginx {
         path,
         output,

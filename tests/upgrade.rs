@@ -298,6 +298,9 @@ fn stops_and_upgrades_end_when_nothing_is_in_flight() {
         "an idle upgrade took {upgrade:?}"
     );
     assert_eq!(get_key(listen, "k").unwrap().status, 200);
+    // A normal upgrade logs no error (Pingora's wait for the sockets is logged as info).
+    let log = daemon.log_text();
+    assert!(!log.contains(" ERROR "), "{log}");
 }
 
 /// `roost upgrade` says which listen addresses change, and refuses a config that drops one

@@ -6,6 +6,7 @@ pub(crate) mod admin;
 pub(crate) mod admin_client;
 pub(crate) mod backend_cmd;
 pub(crate) mod import_nginx;
+pub(crate) mod logging;
 pub(crate) mod reload;
 pub mod server;
 pub(crate) mod state_file;
