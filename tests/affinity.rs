@@ -41,27 +41,147 @@ fn yaml(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr], extra: &
     )
 }
 
-#[test]
-fn adding_a_backend_moves_no_recorded_key_and_new_keys_spread() {
+/// `yaml` run as a daemon (`-d`, log in `{dir}/roost.log`) with its table in `{dir}/state`.
+fn daemon(yaml: &str) -> String {
+    yaml.replacen(
+        "server:\n",
+        "server:\n  error_log: {dir}/roost.log\n  state_dir: {dir}/state\n",
+        1,
+    )
+}
+
+/// The address `roost route -c FILE fp KEY` answers: the ring's owner when `FILE` has no
+/// `state_dir`.
+fn route_cli(file: &std::path::Path, key: &str) -> String {
+    let (code, out, err) = run_roost(&["route", "-c", &file.display().to_string(), "fp", key]);
+    assert_eq!(code, 0, "roost route {key}: {err}");
+    out.trim().to_string()
+}
+
+/// How the fourth backend joins a running Roost.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    /// `roost reload` (SIGHUP): the same process applies the new ring.
+    Reload,
+    /// `roost upgrade`, this many times in a row: each new process starts with the table its
+    /// predecessor handed over.
+    Upgrades(usize),
+}
+
+/// 300 keys under continuous load (6 clients x 50 keys), recorded while three backends
+/// serve; then a fourth joins by `change`. The ring alone would move many of the 300 (checked
+/// with `roost route` on a copy of the config without the table, so the test proves
+/// something); the table moves none, neither between requests of the load nor for a
+/// request sent afterwards. 1,000 new keys then spread over all four.
+fn a_fourth_backend_under_load(change: Change) {
     let backends: Vec<Backend> = (1..=4).map(|i| Backend::start(&format!("b{i}"))).collect();
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let name_of: HashMap<String, String> = backends
+        .iter()
+        .map(|b| (b.addr.to_string(), b.name.clone()))
+        .collect();
     let (listen, admin) = (listen_addr(), listen_addr());
-    let roost = Roost::start(&yaml(listen, admin, &addrs[..3], ""), &[listen, admin]);
-    let active = keys("active", 300);
+    let with = |n: usize| daemon(&yaml(listen, admin, &addrs[..n], ""));
+    let mut roost = Daemon::start(&with(3), &[listen, admin]);
+    let dir = roost.dir.path().display().to_string();
+
+    let load = Load::start(listen, 6, 50);
+    let active: Vec<String> = (0..6)
+        .flat_map(|c| (0..50).map(move |i| format!("load-{c}-{i}")))
+        .collect();
+    wait_until(
+        Duration::from_secs(30),
+        "the load's 300 keys recorded",
+        || metric(admin, "roost_affinity_keys{service=\"fp\"}") == 300,
+    );
     let before = mapping(listen, &active);
 
+    std::fs::write(&roost.config, with(4).replace("{dir}", &dir)).unwrap();
+    let mut late_keys = 0;
+    match change {
+        Change::Reload => {
+            let (code, out, err) =
+                run_roost(&["reload", "-c", &roost.config.display().to_string()]);
+            assert_eq!(code, 0, "{out}{err}");
+            wait_until(Duration::from_secs(10), "the reload", || {
+                roost
+                    .log_text()
+                    .contains(&format!("backend {} added", addrs[3]))
+            });
+            assert_eq!(mapping(listen, &active), before, "a recorded key moved");
+        }
+        Change::Upgrades(n) => {
+            // Keys first seen a moment before the first upgrade, and asked for all through
+            // it: no periodic save has written them yet, so only the hand-over can carry them.
+            let late = Load::with_prefix("late", listen, 2, 50);
+            wait_until(
+                Duration::from_secs(30),
+                "the 100 late keys recorded",
+                || metric(admin, "roost_affinity_keys{service=\"fp\"}") == 400,
+            );
+            for i in 1..=n {
+                let old = roost.pid();
+                let (code, out, err) = roost.upgrade();
+                assert_eq!(code, 0, "upgrade {i}: {out}{err}\n{}", roost.log_text());
+                assert_ne!(roost.pid(), old, "upgrade {i}: the same pid serves");
+                let now = mapping(listen, &active);
+                let moved: Vec<_> = active.iter().filter(|k| now[*k] != before[*k]).collect();
+                assert!(
+                    moved.is_empty(),
+                    "upgrade {i}: {} of 300 keys moved: {moved:?}\n{out}{err}",
+                    moved.len(),
+                );
+            }
+            let report = late.stop();
+            assert!(report.failures.is_empty(), "{}", report.failures.join("\n"));
+            assert_eq!(report.backends.len(), 100);
+            let moved: Vec<_> = report
+                .backends
+                .iter()
+                .filter(|(_, seen)| seen.iter().any(|b| *b != seen[0]))
+                .map(|(key, seen)| (key, seen.first(), seen.last()))
+                .collect();
+            assert!(
+                moved.is_empty(),
+                "{} of the 100 keys first seen just before the upgrades moved: {moved:?}",
+                moved.len()
+            );
+            late_keys = 100;
+        }
+    }
+
+    let report = load.stop();
+    assert!(
+        report.failures.is_empty(),
+        "{} of {} requests failed:\n{}",
+        report.failures.len(),
+        report.ok + report.failures.len(),
+        report.failures.join("\n")
+    );
+    assert_eq!(report.backends.len(), 300, "the load used its 300 keys");
+    for (key, seen) in &report.backends {
+        assert!(
+            seen.iter().all(|b| *b == before[key]),
+            "{key} moved under load: {seen:?}"
+        );
+    }
+
+    // Counted after the change, so that it happens right after the keys were first seen (a
+    // table that reaches the next process only through a periodic save would lose them).
+    let ring_only = roost.dir.path().join("ring.yaml");
     std::fs::write(
-        &roost.config,
-        yaml(listen, admin, &addrs, "").replace("{dir}", &roost.dir.path().display().to_string()),
+        &ring_only,
+        yaml(listen, admin, &addrs, "").replace("{dir}", &dir),
     )
     .unwrap();
-    roost.proc.signal("HUP");
-    wait_until(Duration::from_secs(10), "the reload", || {
-        roost
-            .log_text()
-            .contains(&format!("backend {} added", addrs[3]))
-    });
-    assert_eq!(mapping(listen, &active), before, "a recorded key moved");
+    let ring_moves = active
+        .iter()
+        .filter(|k| name_of[&route_cli(&ring_only, k)] != before[*k])
+        .count();
+    assert!(
+        ring_moves >= 30,
+        "the new ring moves only {ring_moves} of 300 keys: the test would prove nothing"
+    );
 
     // New keys follow the new ring: each backend gets a fair share.
     let fresh = keys("fresh", 1000);
@@ -77,23 +197,36 @@ fn adding_a_backend_moves_no_recorded_key_and_new_keys_spread() {
         );
     }
     // The table knows every key, and nothing moved.
-    assert_eq!(metric(admin, "roost_affinity_keys{service=\"fp\"}"), 1300);
     assert_eq!(
-        metric(
-            admin,
-            "roost_affinity_moves_total{reason=\"owner_down\",service=\"fp\"}"
-        ) + metric(
-            admin,
-            "roost_affinity_moves_total{reason=\"removed\",service=\"fp\"}"
-        ),
-        0
+        metric(admin, "roost_affinity_keys{service=\"fp\"}") as usize,
+        1300 + late_keys
     );
+    for reason in ["owner_down", "drained", "removed"] {
+        let series = format!("roost_affinity_moves_total{{reason=\"{reason}\",service=\"fp\"}}");
+        assert_eq!(metric(admin, &series), 0, "{series}");
+    }
     // /route says where a recorded key is and why.
     let route = get(admin, &format!("/route?service=fp&key={}", active[0]), &[])
         .unwrap()
         .text();
     assert!(route.contains("\"in_table\": true"), "{route}");
     assert!(route.contains("\"reason\": \"table\""), "{route}");
+    eprintln!(
+        "{change:?}: {} requests under load, 0 of 300 keys moved (the ring alone would move {ring_moves})",
+        report.ok
+    );
+}
+
+#[test]
+fn a_backend_added_by_reload_under_load_moves_none_of_300_keys_and_new_keys_spread() {
+    a_fourth_backend_under_load(Change::Reload);
+}
+
+/// The table is handed from process to process: three `roost upgrade`s in a row, the first
+/// of them with the fourth backend in the config, move none of the 300 keys.
+#[test]
+fn three_upgrades_under_load_with_a_fourth_backend_move_none_of_300_keys() {
+    a_fourth_backend_under_load(Change::Upgrades(3));
 }
 
 #[test]
