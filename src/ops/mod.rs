@@ -6,5 +6,5 @@ pub(crate) mod admin;
 pub(crate) mod import_nginx;
 pub(crate) mod reload;
 pub mod server;
-pub(crate) mod state_file;
+pub mod state_file;
 pub(crate) mod upgrade;

@@ -139,11 +139,22 @@ fn apply(file: &StateFile, pools: &[Arc<Pool>], now: Instant) -> usize {
     added
 }
 
+/// A state file's bytes merged into `pools` as a start merges them: how many entries were
+/// added, or why the file is ignored. (The entry point of `fuzz/fuzz_targets/state_file.rs`.)
+pub fn merge_bytes(bytes: &[u8], pools: &[Arc<Pool>]) -> Result<usize, String> {
+    merge(bytes, pools, Instant::now())
+}
+
+/// The tables of `pools` as a periodic save writes them.
+pub fn to_bytes(pools: &[Arc<Pool>]) -> Vec<u8> {
+    encode(pools, Instant::now(), false)
+}
+
 /// Merge `dir/state.json` into `pools` without writing anything (`roost route` answers for
 /// the keys the running process saved, too). `Ok(None)`: there is no file.
 pub fn read_into(dir: &Path, pools: &[Arc<Pool>]) -> Result<Option<usize>, String> {
     match std::fs::read(dir.join(FILE_NAME)) {
-        Ok(bytes) => merge(&bytes, pools, Instant::now()).map(Some),
+        Ok(bytes) => merge_bytes(&bytes, pools).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.to_string()),
     }
