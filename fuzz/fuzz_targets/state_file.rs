@@ -52,7 +52,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(pool.table().len() <= MAX_KEYS);
         let state = pool.state();
         for (_, backend, _, _) in pool.table().export(Instant::now()) {
-            assert!(state.identity(&backend).is_some(), "{backend} is not in {}", pool.name);
+            assert!(
+                state.identity(&backend).is_some(),
+                "{backend} is not in {}",
+                pool.name
+            );
         }
     }
     let again = pools();
