@@ -29,7 +29,8 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends tini curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin roost \
-    && mkdir -p /etc/roost /run/roost && chown roost:roost /run/roost
+    && mkdir -p /etc/roost /run/roost /var/lib/roost \
+    && chown roost:roost /run/roost /var/lib/roost
 COPY --from=build /src/target/release/roost /usr/local/bin/roost
 COPY deploy/docker-entrypoint.sh /usr/local/bin/roost-entrypoint
 COPY conf/roost.yaml /etc/roost/roost.yaml
@@ -38,6 +39,7 @@ USER roost
 ENV ROOST_CONFIG=/etc/roost/roost.yaml \
     ROOST_PID_FILE=/run/roost/roost.pid \
     ROOST_UPGRADE_SOCK=/run/roost/upgrade.sock \
+    ROOST_STATE_DIR=/var/lib/roost \
     ROOST_ERROR_LOG=/proc/1/fd/1 \
     ROOST_ACCESS_LOG=/proc/1/fd/1 \
     RUST_LOG=info

@@ -6,13 +6,18 @@ header and nothing else, the framework's floor) and Roost, each with one worker,
 same three NGINX backends on loopback. NGINX `consistent`, HAProxy and Roost do the same job:
 they also add X-Forwarded-For/-Proto/-Host, as Roost always does. Access logs are off for all
 of them; one more row, "Roost (access log)", is Roost as shipped, writing its access log to a
-file (every request must have its line). wrk runs interleaved (A B C D E F, A B C D E F, ...)
-with ~1000 distinct machineids, at 50 connections and at 1. Prints a table (median over
-rounds) and Roost's ratios to each of the others, writes it to target/bench/results.md, and
-stops every process it started.
+file (every request must have its line). The sticky table (on by default) gets two rows of
+its own: "Roost (table off)" (`affinity: { enabled: false }`), and "Roost (table, N keys)",
+whose table is first filled with N distinct machineids (1,000,000; 20,000 in smoke mode) by
+requests, then measured on those keys (every request a hit in a full table); the RSS it grew
+by while filling gives the bytes per table entry. wrk runs interleaved (A B C D E F, A B C D E
+F, ...) with ~1000 distinct machineids (N for the filled row), at 50 connections and at 1.
+Prints a table (median over rounds) and Roost's ratios to each of the others, writes it to
+target/bench/results.md, and stops every process it started.
 
     python3 bench/run.py                 # full run (3 rounds x 10 s per cell)
     python3 bench/run.py --smoke         # CI: 1 round x 2 s, checks the machinery and errors
+    python3 bench/run.py --table-keys 200000   # a smaller filled table
 """
 
 import argparse
@@ -38,6 +43,20 @@ local n = 0
 request = function()
   n = n + 1
   return wrk.format("GET", "/", {["machineid"] = ids[(n % 1000) + 1]})
+end
+"""
+
+# N distinct machineids, walked in order from an offset (wrk's first argument after `--`): to
+# fill a table (each request a new key) and then to measure it (each request a hit).
+LUA_MANY = r"""
+local count = %d
+local n = 0
+init = function(args)
+  n = tonumber(args[1] or "0")
+end
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/", {["machineid"] = string.format("machine-%%07d", n %% count)})
 end
 """
 
@@ -139,6 +158,33 @@ def parse_ms(text):
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
+def metric(port, series):
+    """One value from Roost's /metrics on its admin port (0 when absent)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def fill_table(wrk, port, admin, script, keys, limit=600):
+    """Send requests with new keys until Roost's table holds `keys` of them; returns the
+    seconds it took."""
+    start = time.time()
+    series = 'roost_affinity_keys{service="wps"}'
+    while (have := int(metric(admin, series))) < keys:
+        if time.time() - start > limit:
+            sys.exit(f"bench: the table holds only {have} of {keys} keys after {limit} s")
+        # Every request a key not seen yet: continue from what the table holds.
+        subprocess.run([wrk, "-t1", "-c50", "-d5s", "-s", script, f"http://127.0.0.1:{port}/",
+                        "--", str(have)], capture_output=True, check=True)
+    return time.time() - start
+
+
 def run_wrk(wrk, url, conns, seconds, script):
     out = subprocess.run(
         [wrk, "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", script, url],
@@ -168,10 +214,13 @@ def main():
     ap.add_argument("--bare", default=os.path.join(ROOT, "target/release/examples/bare_pingora"))
     ap.add_argument("--roost-server", default="work_stealing: false",
                     help="extra keys for Roost's server section (levers)")
+    ap.add_argument("--table-keys", type=int, default=1_000_000,
+                    help="distinct keys in the filled-table row (20,000 in smoke mode)")
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/results.md"))
     args = ap.parse_args()
     if args.smoke:
         args.rounds, args.seconds = 1, 2
+        args.table_keys = min(args.table_keys, 20_000)
     nginx = binary("nginx", ["/usr/sbin/nginx", "nginx"])
     haproxy = binary("haproxy", ["/usr/sbin/haproxy", "haproxy"])
     wrk = binary("wrk", ["wrk"])
@@ -183,6 +232,11 @@ def main():
     script = os.path.join(tmp, "keys.lua")
     with open(script, "w") as f:
         f.write(LUA)
+    many = os.path.join(tmp, "many.lua")
+    with open(many, "w") as f:
+        f.write(LUA_MANY % args.table_keys)
+    filled = f"Roost (table, {args.table_keys:,} keys)"
+    scripts = {filled: many}
     try:
         backends = []
         for i in range(1, 4):
@@ -242,10 +296,17 @@ backend wps
         access_log_path = os.path.join(tmp, "roost-access.log")
         # Roost as compared (access log off, like the others), and Roost as shipped: its
         # access log on, written to a file by its background thread.
-        for name, tag, access_log in (
-                ("Roost", "roost", "{ enabled: false }"),
-                ("Roost (access log)", "roost-log", f"{{ path: {access_log_path} }}")):
-            port = free_port()
+        # Roost as compared (access log off, like the others; its sticky table on, as by
+        # default), Roost as shipped (its access log written to a file by its background
+        # thread), and the sticky table's cost: off, and filled with many keys.
+        off = "\n    affinity: { enabled: false }"
+        admins = {}
+        for name, tag, access_log, service in (
+                ("Roost", "roost", "{ enabled: false }", ""),
+                ("Roost (access log)", "roost-log", f"{{ path: {access_log_path} }}", ""),
+                ("Roost (table off)", "roost-off", "{ enabled: false }", off),
+                (filled, "roost-filled", "{ enabled: false }", "")):
+            port, admin = free_port(), free_port()
             roost_conf = os.path.join(tmp, f"{tag}.yaml")
             with open(roost_conf, "w") as f:
                 f.write(f"""server:
@@ -253,28 +314,41 @@ backend wps
   pid_file: {tmp}/{tag}.pid
   upgrade_sock: {tmp}/{tag}.sock
 {extra}access_log: {access_log}
+{f"admin: {{ listen: 127.0.0.1:{admin} }}" if name == filled else ""}
 services:
   - name: wps
     listen: 127.0.0.1:{port}
-    backends: [{", ".join(backends)}]
+    backends: [{", ".join(backends)}]{service}
 """)
             proxies[name] = (port, start([args.roost, "-c", roost_conf],
                                          env={**os.environ, "RUST_LOG": "error"}))
+            admins[name] = admin
         for name, (port, p) in proxies.items():
             wait_port(port, p, name)
+        wait_port(admins[filled], proxies[filled][1], f"{filled} admin")
+
+        # The filled row: its RSS before and after the keys, and so the bytes per entry.
+        port, p = proxies[filled]
+        rss_before = rss_mb(p.pid)
+        fill_s = fill_table(wrk, port, admins[filled], many, args.table_keys)
+        table = {"keys": int(metric(admins[filled], 'roost_affinity_keys{service="wps"}')),
+                 "rss_before": rss_before, "rss_after": rss_mb(p.pid), "fill_s": fill_s}
+        print(f"bench: {filled}: filled in {fill_s:.0f} s, RSS {rss_before:.1f} -> "
+              f"{table['rss_after']:.1f} MB", flush=True)
 
         results = {}  # (name, conns) -> list of runs
         for r in range(args.rounds):
             for conns in (50, 1):
                 for name, (port, p) in proxies.items():
                     before = cpu_ticks(p.pid)
-                    run = run_wrk(wrk, f"http://127.0.0.1:{port}/", conns, args.seconds, script)
+                    run = run_wrk(wrk, f"http://127.0.0.1:{port}/", conns, args.seconds,
+                                  scripts.get(name, script))
                     run["cpu_us"] = (cpu_ticks(p.pid) - before) / CLK_TCK * 1e6 / max(run["requests"], 1)
                     run["rss"] = rss_mb(p.pid)
                     if name == "Roost (access log)":
                         run["errors"] += check_access_log(access_log_path, run["requests"])
                     results.setdefault((name, conns), []).append(run)
-                    print(f"bench: round {r + 1} {name:16} c={conns:<2} {run['rps']:9.0f} req/s "
+                    print(f"bench: round {r + 1} {name:28} c={conns:<2} {run['rps']:9.0f} req/s "
                           f"p99 {run['p99']:.2f} ms errors {run['errors']}", flush=True)
     finally:
         stop_all()
@@ -298,6 +372,16 @@ services:
         lines.append(f"- Roost/{other}: req/s x{med('Roost', 50, 'rps') / med(other, 50, 'rps'):.2f} "
                      f"at 50 conns; p99 x{med('Roost', 1, 'p99') / med(other, 1, 'p99'):.2f} at 1 conn; "
                      f"CPU/req x{med('Roost', 50, 'cpu_us') / med(other, 50, 'cpu_us'):.2f}")
+    for other in ("Roost", filled):
+        lines.append(f"- {other}/Roost (table off): req/s "
+                     f"x{med(other, 50, 'rps') / med('Roost (table off)', 50, 'rps'):.2f} at 50 "
+                     f"conns; CPU/req {med(other, 50, 'cpu_us') - med('Roost (table off)', 50, 'cpu_us'):+.1f} µs "
+                     f"(x{med(other, 50, 'cpu_us') / med('Roost (table off)', 50, 'cpu_us'):.2f})")
+    per_key = (table["rss_after"] - table["rss_before"]) * 1024 * 1024 / max(table["keys"], 1)
+    lines.append(f"- sticky table: {table['keys']:,} keys filled by requests in "
+                 f"{table['fill_s']:.0f} s, RSS {table['rss_before']:.1f} -> "
+                 f"{table['rss_after']:.1f} MB: {per_key:.0f} bytes per key, "
+                 f"{per_key * 1e6 / 1024 / 1024:.0f} MB per million keys")
     errors = sum(r["errors"] for runs in results.values() for r in runs)
     lines.append(f"- errors (non-2xx + socket) over all runs: {errors}")
     text = "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz"
     cargo install cargo-fuzz --locked
 fi
-for target in config key head framing; do
+for target in config key head framing state_file; do
     mkdir -p "corpus/$target"  # grows with what libFuzzer finds; seeds/ stays as committed
     echo "fuzz: $target for ${SECONDS_PER_TARGET}s"
     cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \

@@ -34,6 +34,14 @@ fn compose_file_replaces_the_seed_proxy() {
     }
     let volumes = format!("{:?}", proxy["volumes"]);
     assert!(volumes.contains(":/etc/roost/roost.yaml"), "{volumes}");
+    // The sticky tables outlive the container: the config's default state_dir is a named
+    // volume, and the image makes that directory the roost user's.
+    assert!(volumes.contains("roost-state:/var/lib/roost"), "{volumes}");
+    assert!(compose["volumes"]
+        .as_mapping()
+        .is_some_and(|v| v.contains_key(serde_yaml::Value::from("roost-state"))));
+    assert!(read("conf/roost.yaml").contains("state_dir: ${ROOST_STATE_DIR:-/var/lib/roost}"));
+    assert!(read("Dockerfile").contains("ROOST_STATE_DIR=/var/lib/roost"));
     assert!(std::path::Path::new(ROOT).join("conf/roost.yaml").exists());
     // Every variable the shipped config reads can be set through the compose environment.
     let env = proxy["environment"].as_mapping().unwrap();
@@ -48,6 +56,7 @@ fn compose_file_replaces_the_seed_proxy() {
             "ROOST_UPGRADE_SOCK",
             "ROOST_ERROR_LOG",
             "ROOST_ACCESS_LOG",
+            "ROOST_STATE_DIR",
         ]
         .contains(&var)
         {
@@ -133,6 +142,8 @@ fn systemd_unit_is_forking_with_a_hot_swap_reload_and_a_sandbox() {
     assert_eq!(value("User"), ["roost"]);
     assert_eq!(value("NoNewPrivileges"), ["yes"]);
     assert_eq!(value("ProtectSystem"), ["strict"]);
+    // /var/lib/roost, the shipped config's state_dir, is writable under ProtectSystem=strict.
+    assert_eq!(value("StateDirectory"), ["roost"]);
     assert_eq!(value("Restart"), ["on-failure"]);
     for section in ["[Unit]", "[Service]", "[Install]"] {
         assert!(unit.contains(section), "{section}");

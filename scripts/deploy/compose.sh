@@ -19,7 +19,7 @@ OVR="$WORK/compose.check.yml"
 DC=(docker-compose -p "$P" --project-directory "$REPO" -f "$REPO/docker-compose.yml" -f "$OVR")
 pids=()
 cleanup() {
-    "${DC[@]}" down -t 5 >/dev/null 2>&1
+    "${DC[@]}" down -v -t 5 >/dev/null 2>&1
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 }
 trap cleanup EXIT
@@ -101,6 +101,6 @@ wait_for 10 sh -c "docker logs --since 15s $cid 2>&1 | grep -q -i reload" && pas
 t1=$(date +%s); "${DC[@]}" stop proxy >/dev/null 2>&1; dt=$(( $(date +%s) - t1 )); echo "compose-stop:$dt" >>"$WORK/timings"
 ec=$(docker inspect "$cid" --format '{{.State.ExitCode}}')
 [ "$ec" = 0 ] && pass "compose: 'stop proxy' exits 0 in $dt s (stop_grace_period ${want_gp}s)" || fail "compose: stop: exit code $ec after $dt s"
-"${DC[@]}" down -t 5 >/dev/null 2>&1 && [ -z "$(docker ps -aq --filter label=com.docker.compose.project=$P)" ] \
+"${DC[@]}" down -v -t 5 >/dev/null 2>&1 && [ -z "$(docker ps -aq --filter label=com.docker.compose.project=$P)" ] \
     && pass "compose: down removes every container" || fail "compose: containers left after down"
 exit 0

@@ -9,6 +9,6 @@ pub(crate) mod import_nginx;
 pub(crate) mod logging;
 pub(crate) mod reload;
 pub mod server;
-pub(crate) mod state_file;
+pub mod state_file;
 pub(crate) mod stop;
 pub(crate) mod upgrade;

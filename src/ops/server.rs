@@ -6,7 +6,7 @@
 use crate::config::{Config, ServerSettings};
 use crate::ops::admin::{Admin, AdminService};
 use crate::ops::reload::ReloadService;
-use crate::ops::state_file::StateKeeper;
+use crate::ops::state_file::{Handover, KeeperTask, StateKeeper};
 use crate::ops::stop::{Outstanding, StopWatch};
 use crate::service::guard::{Guard, GuardLimits};
 use crate::service::pool::{HealthService, Pool};
@@ -73,6 +73,12 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Serv
     };
     let mut server =
         Server::new_with_opt_and_conf(opt, server_conf(&config.server, options.daemon));
+    // Taken before the old process is told to hand over (below, once `bootstrap` opens the
+    // upgrade socket), so that its hand-over file is recognised as the newer one.
+    let handover = match (&config.server.state_dir, options.upgrade) {
+        (Some(dir), true) => Some(Handover::before(dir)),
+        _ => None,
+    };
     // With `-u`, this receives the listening sockets from the running instance.
     server.bootstrap();
 
@@ -130,9 +136,14 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Serv
     }
     outstanding.access_log = access_log.as_ref().map(|log| log.progress());
     if let Some(dir) = &config.server.state_dir {
-        let keeper = StateKeeper::start(dir, pools.clone());
-        outstanding.state_saved = Some(keeper.saved_at_stop());
-        server.add_service(background_service("state", keeper));
+        let keeper = Arc::new(StateKeeper::start(
+            dir,
+            pools.clone(),
+            server.watch_execution_phase(),
+            handover,
+        ));
+        outstanding.state = Some(Arc::clone(&keeper));
+        server.add_service(background_service("state", KeeperTask(keeper)));
     }
     server.add_service(background_service(
         "reload",

@@ -5,11 +5,13 @@
 //!   flag), so keep-alive clients reconnect, to the new process during an upgrade;
 //! - Pingora then closes the listeners and sleeps the whole `grace_period_seconds` before it
 //!   exits, however little is left to do. Roost ends the process as soon as nothing is left:
-//!   every listener closed and cleaned up with no connection open (so no request in flight),
-//!   the access log written out, the state file saved. The grace period still bounds the
+//!   every listener closed and cleaned up with no connection open (so no request in flight)
+//!   and the access log written out; then the state file is saved one last time (it then has
+//!   every key the process recorded) and the process exits. The grace period still bounds the
 //!   wait for slow requests; an idle process stops in well under a second after the
 //!   listeners close.
 
+use crate::ops::state_file::StateKeeper;
 use crate::service::guard::Connections;
 use crate::telemetry::access_log::Progress;
 use async_trait::async_trait;
@@ -28,18 +30,15 @@ const POLL: Duration = Duration::from_millis(20);
 pub struct Outstanding {
     pub connections: Vec<Connections>,
     pub access_log: Option<Arc<Progress>>,
-    /// The state keeper's save at stop (when `server.state_dir` is set).
-    pub state_saved: Option<Arc<AtomicBool>>,
+    /// Saves the sticky tables last (when `server.state_dir` is set).
+    pub state: Option<Arc<StateKeeper>>,
 }
 
 impl Outstanding {
+    /// Nothing in flight, every log line written.
     pub fn done(&self) -> bool {
         self.connections.iter().all(Connections::finished)
             && self.access_log.as_ref().is_none_or(|p| p.complete())
-            && self
-                .state_saved
-                .as_ref()
-                .is_none_or(|s| s.load(Ordering::Acquire))
     }
 }
 
@@ -89,6 +88,9 @@ fn exit_when_done(outstanding: &Outstanding) {
     while !outstanding.done() {
         std::thread::sleep(POLL);
     }
+    if let Some(keeper) = &outstanding.state {
+        keeper.save_at_exit();
+    }
     log::info!(
         "stopped: no request in flight {} ms into the grace period; exiting",
         start.elapsed().as_millis()
@@ -101,16 +103,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn done_waits_for_the_log_and_the_state_file() {
-        let saved = Arc::new(AtomicBool::new(false));
-        let outstanding = Outstanding {
-            connections: Vec::new(),
-            access_log: Some(Arc::new(Progress::default())),
-            state_saved: Some(Arc::clone(&saved)),
+    fn done_waits_for_the_access_log() {
+        let waiting = Outstanding {
+            access_log: Some(Arc::new(Progress::queued(2))),
+            ..Default::default()
         };
-        assert!(!outstanding.done(), "the state file is not saved yet");
-        saved.store(true, Ordering::Release);
-        assert!(outstanding.done());
+        assert!(!waiting.done(), "two lines not written yet");
+        let written = Outstanding {
+            access_log: Some(Arc::new(Progress::default())),
+            ..Default::default()
+        };
+        assert!(written.done());
         assert!(Outstanding::default().done());
     }
 }

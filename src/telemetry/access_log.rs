@@ -72,6 +72,15 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// `n` lines queued, none written yet (tests of what waits for the log).
+    #[cfg(test)]
+    pub(crate) fn queued(n: u64) -> Self {
+        Self {
+            queued: AtomicU64::new(n),
+            done: AtomicU64::new(0),
+        }
+    }
+
     /// Whether every line queued so far has been written and flushed.
     pub fn complete(&self) -> bool {
         self.done.load(Ordering::Acquire) >= self.queued.load(Ordering::Acquire)

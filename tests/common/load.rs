@@ -93,7 +93,18 @@ pub struct Load {
 }
 
 impl Load {
+    /// Clients `0..clients`, client `c` cycling through keys `load-{c}-0..keys_per_client`.
     pub fn start(addr: SocketAddr, clients: usize, keys_per_client: usize) -> Load {
+        Self::with_prefix("load", addr, clients, keys_per_client)
+    }
+
+    /// As [`Load::start`] with keys `{prefix}-{c}-{i}`: a second load on keys of its own.
+    pub fn with_prefix(
+        prefix: &'static str,
+        addr: SocketAddr,
+        clients: usize,
+        keys_per_client: usize,
+    ) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = (0..clients)
             .map(|c| {
@@ -104,7 +115,7 @@ impl Load {
                     let body = vec![b'x'; 16 * 1024 + c];
                     let mut i = 0usize;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let key = format!("load-{c}-{}", i % keys_per_client);
+                        let key = format!("{prefix}-{c}-{}", i % keys_per_client);
                         let post = i % 2 == 1;
                         let (method, sent) = if post {
                             ("POST", &body[..])
