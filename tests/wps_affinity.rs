@@ -350,3 +350,63 @@ fn a_draining_backend_is_drained_only_once_its_last_job_has_ended() {
         jobs.backend_status(owner_addr)["drained"] == true
     });
 }
+
+/// A restart with `server.state_dir` keeps the job table: the new process sends a keyless
+/// poll of a job it never saw to the backend that runs it, knows the job still runs (and so
+/// pins its key), and counts the poll as routed by job.
+#[test]
+fn a_restart_keeps_the_job_table() {
+    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let (listen, admin) = (listen_addr(), listen_addr());
+    let yaml = config_yaml(&service_yaml("fp", listen, &addrs, AFFINITY))
+        .replace(
+            "services:\n",
+            &format!("admin: {{ listen: {admin}, token: {TOKEN} }}\nservices:\n"),
+        )
+        .replace("server:\n", "server:\n  state_dir: \"{dir}/state\"\n");
+    let mut roost = Roost::start(&yaml, &[listen, admin]);
+    let job = "0a7d3c52-9b1e-4f6a-8c2d-5e4f3a2b1c0d";
+    let started = get(listen, &format!("/job/{job}"), &[("machineid", "job-key")]).unwrap();
+    let owner = started.backend().to_string();
+    let doc = format!("/outputs/{job}.xml");
+    let poll = get(listen, &doc, &[("machineid", "job-key")]).unwrap();
+    assert!(poll.text().contains("ProcessStarted"), "{}", poll.text());
+
+    roost.proc.signal("TERM");
+    assert_eq!(roost.proc.wait_exit(Duration::from_secs(20)), Some(0));
+    let log = roost.log.clone();
+    roost.proc = spawn_roost(&roost.config, &log, &[]);
+    roost.wait_listening(listen);
+    roost.wait_listening(admin);
+    assert!(
+        roost.log_text().contains("1 WPS job(s) carried over"),
+        "{}",
+        roost.log_text()
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let status: Value = serde_json::from_str(
+        &get(admin, "/status", &[("Authorization", &auth)])
+            .unwrap()
+            .text(),
+    )
+    .unwrap();
+    let running: u64 = status["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["running_jobs"].as_u64().unwrap())
+        .sum();
+    assert_eq!(running, 1, "{status}");
+    for _ in 0..5 {
+        let r = get(listen, &doc, &[]).unwrap();
+        assert_eq!(r.backend(), owner, "a keyless poll after the restart");
+    }
+    let metrics = get(admin, "/metrics", &[("Authorization", &auth)])
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("roost_wps_affinity_total{event=\"routed\",service=\"fp\"} 5"),
+        "{metrics}"
+    );
+}

@@ -20,13 +20,16 @@
 //! Format (version [`FORMAT_VERSION`]): JSON, `{"version": 1, "written_unix": SECONDS,
 //! "handover": BOOL, "services": {"NAME": [{"key": K, "backend": ADDRESS, "idle_ms": N,
 //! "age_ms": N}]}, "backend_states": {"NAME": [{"backend": ADDRESS, "state": "drain",
-//! "file_state": "ready"}]}}` (`handover` may be missing: false). Times are relative to
+//! "file_state": "ready"}]}, "jobs": {"NAME": [{"id": UUID, "backend": IP:PORT, "key": K,
+//! "running": BOOL, "idle_ms": N}]}}` (`handover` may be missing: false; `backend_states` and
+//! `jobs` too: empty). Times are relative to
 //! `written_unix`, so a file read later counts the time it lay unused as idle.
 //! `backend_states` (optional) holds the operator states set through the admin API that
 //! differ from the config's; one applies again unless the config's `state` for that backend
 //! changed since (`file_state`: what the config said when it was saved).
 
 use crate::config::BackendState;
+use crate::policy::wps::{self, SavedJob};
 use crate::service::operator::SavedState;
 use crate::service::pool::Pool;
 use async_trait::async_trait;
@@ -35,6 +38,7 @@ use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,6 +63,20 @@ struct StateFile {
     services: BTreeMap<String, Vec<Saved>>,
     #[serde(default)]
     backend_states: BTreeMap<String, Vec<SavedBackendState>>,
+    #[serde(default)]
+    jobs: BTreeMap<String, Vec<SavedJobEntry>>,
+}
+
+/// A WPS job (`wps_affinity`): the backend that has its files, whether it still runs (then
+/// it pins its key), the key of the requests about it.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedJobEntry {
+    id: String,
+    backend: String,
+    #[serde(default)]
+    key: Option<String>,
+    running: bool,
+    idle_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -118,12 +136,32 @@ fn encode(pools: &[Arc<Pool>], now: Instant, handover: bool) -> Vec<u8> {
         })
         .filter(|(_, saved)| !saved.is_empty())
         .collect();
+    let jobs = pools
+        .iter()
+        .map(|pool| {
+            let saved = pool
+                .jobs()
+                .export(now)
+                .into_iter()
+                .map(|j| SavedJobEntry {
+                    id: wps::format_uuid(j.id),
+                    backend: j.backend.to_string(),
+                    key: j.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
+                    running: j.running,
+                    idle_ms: j.idle.as_millis() as u64,
+                })
+                .collect::<Vec<_>>();
+            (pool.name.clone(), saved)
+        })
+        .filter(|(_, saved)| !saved.is_empty())
+        .collect();
     let file = StateFile {
         version: FORMAT_VERSION,
         written_unix: unix_now(),
         handover,
         services,
         backend_states,
+        jobs,
     };
     serde_json::to_vec(&file).expect("state serializes")
 }
@@ -172,11 +210,8 @@ fn apply(file: &StateFile, pools: &[Arc<Pool>], now: Instant) -> usize {
                 );
             }
         }
-        let Some(saved) = file.services.get(&pool.name) else {
-            continue;
-        };
         let state = pool.state();
-        for s in saved {
+        for s in file.services.get(&pool.name).into_iter().flatten() {
             // Only backends still in the config; a key of a removed one follows the ring.
             let Some(identity) = state.identity(&s.backend) else {
                 continue;
@@ -188,6 +223,38 @@ fn apply(file: &StateFile, pools: &[Arc<Pool>], now: Instant) -> usize {
                 .import(s.key.as_bytes(), identity, idle, age, now)
             {
                 added += 1;
+            }
+        }
+        // After the keys: a running job pins its key, which must be in the table by then.
+        let jobs: Vec<SavedJob> = file
+            .jobs
+            .get(&pool.name)
+            .into_iter()
+            .flatten()
+            .filter_map(|j| {
+                let backend: SocketAddr = j.backend.parse().ok()?;
+                // Only backends still in the config.
+                state
+                    .members()
+                    .iter()
+                    .any(|m| m.addr == backend)
+                    .then_some(())?;
+                Some(SavedJob {
+                    id: wps::parse_uuid(j.id.as_bytes())?,
+                    backend,
+                    key: j.key.as_ref().map(|k| k.as_bytes().to_vec()),
+                    running: j.running,
+                    idle: Duration::from_millis(j.idle_ms) + lay_unused,
+                })
+            })
+            .collect();
+        if !jobs.is_empty() {
+            let taken = pool.jobs().import(&jobs, now);
+            if taken > 0 {
+                info!(
+                    "state: service {}: {taken} WPS job(s) carried over",
+                    pool.name
+                );
             }
         }
     }
@@ -461,6 +528,43 @@ mod tests {
         assert!(new[0].state().table_entry(b"on-3").is_none());
         // Merging again adds nothing: the keys are known now.
         assert_eq!(merge(&bytes, &new, Instant::now()), Ok(0));
+    }
+
+    /// WPS jobs come back where their backend is still in the config; a running one pins its
+    /// key again.
+    #[test]
+    fn jobs_come_back_and_running_ones_pin_their_keys() {
+        use crate::policy::wps::JobState;
+        let old = pools("10.0.0.1:80, 10.0.0.2:80");
+        record(&old[0], "k1", 0);
+        let (a, b) = (
+            0x5e4f3a2b_1c0d_4f6a_8c2d_000000000001u128,
+            0x5e4f3a2b_1c0d_4f6a_8c2d_000000000002u128,
+        );
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let now = Instant::now();
+        old[0].jobs().observe(
+            a,
+            at("10.0.0.1:80"),
+            Some(b"k1"),
+            Some(JobState::Running),
+            now,
+        );
+        old[0]
+            .jobs()
+            .observe(b, at("10.0.0.2:80"), None, Some(JobState::Ended), now);
+        let bytes = encode(&old, now, false);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains(r#""id":"5e4f3a2b-1c0d-4f6a-8c2d-000000000001","backend":"10.0.0.1:80","key":"k1","running":true"#), "{text}");
+
+        // The new config dropped 10.0.0.2: its job is not carried over.
+        let new = pools("10.0.0.1:80");
+        merge(&bytes, &new, Instant::now()).unwrap();
+        let jobs = new[0].jobs();
+        assert_eq!(jobs.backend_of(a, Instant::now()), Some(at("10.0.0.1:80")));
+        assert_eq!(jobs.backend_of(b, Instant::now()), None);
+        assert_eq!(jobs.running_on(at("10.0.0.1:80")), 1);
+        assert_eq!(new[0].table().pinned(), 1, "the running job pins k1 again");
     }
 
     #[test]

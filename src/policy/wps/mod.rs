@@ -22,7 +22,7 @@ mod scan;
 mod table;
 
 pub use scan::{JobScanner, Sighting};
-pub use table::JobTable;
+pub use table::{JobTable, SavedJob};
 
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::HeaderMap;

@@ -18,6 +18,17 @@ use std::time::{Duration, Instant};
 /// An affinity key as the job table keeps it.
 type Key = Arc<[u8]>;
 
+/// A job as the state file carries it ([`JobTable::export`], [`JobTable::import`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedJob {
+    pub id: JobId,
+    pub backend: SocketAddr,
+    pub key: Option<Vec<u8>>,
+    pub running: bool,
+    /// How long it had not been seen when it was saved.
+    pub idle: Duration,
+}
+
 #[derive(Debug, Clone)]
 struct Job {
     backend: SocketAddr,
@@ -201,6 +212,50 @@ impl JobTable {
         if let (true, Some(pins), Some(key)) = (job.pinned, &self.pins, &job.key) {
             pins.unpin(key, now);
         }
+    }
+
+    /// Every job, for the state file: (id, backend, key, running, not seen for).
+    pub fn export(&self, now: Instant) -> Vec<SavedJob> {
+        let inner = self.lock();
+        inner
+            .order
+            .values()
+            .filter_map(|id| {
+                let job = inner.jobs.get(id)?;
+                Some(SavedJob {
+                    id: *id,
+                    backend: job.backend,
+                    key: job.key.as_ref().map(|k| k.to_vec()),
+                    running: job.running,
+                    idle: now.saturating_duration_since(job.seen),
+                })
+            })
+            .collect()
+    }
+
+    /// Take over jobs saved by another process (a restart, the old process of an upgrade),
+    /// oldest first, unless this process knows the job already (what it saw itself is newer)
+    /// or it is past the age limit. A running one pins its key again. Returns how many.
+    pub fn import(&self, saved: &[SavedJob], now: Instant) -> usize {
+        let mut added = 0;
+        let mut oldest_first: Vec<&SavedJob> = saved.iter().collect();
+        oldest_first.sort_by(|a, b| b.idle.cmp(&a.idle));
+        for job in oldest_first {
+            let Some(seen) = now.checked_sub(job.idle) else {
+                continue;
+            };
+            if job.idle >= self.max_age || self.lock().jobs.contains_key(&job.id) {
+                continue;
+            }
+            let state = if job.running {
+                JobState::Running
+            } else {
+                JobState::Ended
+            };
+            self.observe(job.id, job.backend, job.key.as_deref(), Some(state), seen);
+            added += 1;
+        }
+        added
     }
 
     /// Forget the jobs not seen for the age limit (releasing their pins); returns how many.
@@ -399,5 +454,43 @@ mod tests {
         // Jobs not seen for the age limit go with their pins.
         assert_eq!(jobs.expire(t0 + MAX_AGE + Duration::from_secs(1)), 3);
         assert_eq!((sticky.pinned(), jobs.running_on(addr(1))), (0, 0));
+    }
+
+    /// A saved table comes back in another process's table: running jobs pin their keys
+    /// again, ended ones route their downloads, and what the new process saw itself wins.
+    #[test]
+    fn export_and_import_carry_jobs_and_their_pins() {
+        let t0 = Instant::now();
+        let sticky = Arc::new(StickyTable::new(Duration::from_secs(3600), 100));
+        let old = JobTable::default().with_pins(Arc::clone(&sticky));
+        old.observe(id(A), addr(1), Some(b"k1"), RUNNING, t0);
+        old.observe(id(B), addr(2), Some(b"k2"), ENDED, t0);
+        let saved = old.export(t0 + Duration::from_secs(5));
+        assert_eq!(saved.len(), 2);
+        assert!(saved.iter().all(|j| j.idle == Duration::from_secs(5)));
+
+        let pins = Arc::new(StickyTable::new(Duration::from_secs(3600), 100));
+        pins.record(b"k1", &"127.0.0.1:1".into(), t0);
+        let new = JobTable::default().with_pins(Arc::clone(&pins));
+        let now = t0 + Duration::from_secs(10);
+        new.observe(id(B), addr(3), None, None, now);
+        assert_eq!(new.import(&saved, now), 1, "B is known here already");
+        assert_eq!(new.backend_of(id(A), now), Some(addr(1)));
+        assert_eq!(
+            new.backend_of(id(B), now),
+            Some(addr(3)),
+            "its own sighting wins"
+        );
+        assert_eq!(new.running_on(addr(1)), 1);
+        assert_eq!(pins.pinned(), 1, "the running job pins its key again");
+        // Past the age limit: not taken.
+        let stale: Vec<SavedJob> = saved
+            .iter()
+            .map(|j| SavedJob {
+                idle: MAX_AGE,
+                ..j.clone()
+            })
+            .collect();
+        assert_eq!(JobTable::default().import(&stale, now), 0);
     }
 }
