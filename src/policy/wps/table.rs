@@ -239,7 +239,7 @@ impl JobTable {
     pub fn import(&self, saved: &[SavedJob], now: Instant) -> usize {
         let mut added = 0;
         let mut oldest_first: Vec<&SavedJob> = saved.iter().collect();
-        oldest_first.sort_by(|a, b| b.idle.cmp(&a.idle));
+        oldest_first.sort_by_key(|j| std::cmp::Reverse(j.idle));
         for job in oldest_first {
             let Some(seen) = now.checked_sub(job.idle) else {
                 continue;
