@@ -43,21 +43,26 @@ impl Log for Corrected {
         if !is_expected_wait(record) {
             return self.0.log(record);
         }
-        let args = format_args!(
-            "{} (the old process has not sent its listeners yet: expected during an upgrade)",
-            record.args()
-        );
-        let info = Record::builder()
+        let metadata = Metadata::builder()
             .level(Level::Info)
             .target(record.target())
-            .module_path(record.module_path())
-            .file(record.file())
-            .line(record.line())
-            .args(args)
             .build();
-        if self.0.enabled(info.metadata()) {
-            self.0.log(&info);
+        if !self.0.enabled(&metadata) {
+            return;
         }
+        // One expression: the arguments of `format_args!` live only as long as it does.
+        self.0.log(
+            &Record::builder()
+                .metadata(metadata)
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .args(format_args!(
+                    "{} (the old process has not sent its listeners yet: expected during an upgrade)",
+                    record.args()
+                ))
+                .build(),
+        );
     }
 
     fn flush(&self) {
