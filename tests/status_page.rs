@@ -100,6 +100,12 @@ fn status_page_lists_every_backend_in_a_browser() {
         assert!(row.contains(state), "{addr} should show {state}: {row}");
     }
     assert!(dom.contains("flyingpigeon"), "{dom}");
+    // The stopped backend's transition is in the recent events, with the probe's reason.
+    let event = dom
+        .split("<li ")
+        .find(|li| li.starts_with("data-kind=\"down\"") && li.contains(&down.to_string()))
+        .unwrap_or_else(|| panic!("no down event for {down} in\n{dom}"));
+    assert!(event.contains("failed checks; last: "), "{event}");
     // The drain says what it still waits for.
     assert!(dom.contains(" running jobs · "), "{dom}");
     // No token entered: no operator buttons.

@@ -326,10 +326,14 @@ impl ServiceState {
             && route.reason == Reason::Table
             && self.settings.affinity.return_after_recovery
         {
-            // Kept for its backend, which gets it back on recovery.
-            table
-                .stand_in(key, chosen)
-                .then(|| "its recorded backend (a stand-in until it recovers)".to_string())
+            // Kept for its backend, which gets it back on recovery (looked up again for the
+            // event: a move is rare, a second short lock is fine).
+            table.stand_in(key, chosen).then(|| {
+                table.backend_of(key, now).map_or_else(
+                    || "its recorded backend".to_string(),
+                    |b| format!("{b} (a stand-in until it recovers)"),
+                )
+            })
         } else {
             table.record(key, chosen, now).map(|from| from.to_string())
         };

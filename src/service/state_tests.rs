@@ -372,6 +372,29 @@ fn drain_takes_the_backend_off_the_ring_for_new_keys_only() {
         assert_ne!(octet(&state, route.backend), 12);
         assert_eq!(route.moved, Some(Move::Drained), "{when_down:?}");
         assert!(!state.usable(1));
+        // The move, once recorded, is in the recent events with its reason, after the state
+        // changes that caused it (newest first).
+        assert_eq!(
+            state.record(held.as_bytes(), &route, Instant::now()),
+            Some(Move::Drained)
+        );
+        let to = state.members()[route.backend].address.clone();
+        // `return_after_recovery` (the default) keeps the key for its backend.
+        let stand_in = if state.settings.affinity.return_after_recovery {
+            " (a stand-in until it recovers)"
+        } else {
+            ""
+        };
+        let details: Vec<String> = pool.events().into_iter().map(|e| e.detail).collect();
+        assert_eq!(
+            details,
+            [
+                format!("key {held} moved from 127.0.0.12:8093{stand_in} to {to} (drained)"),
+                "drain -> maint (operator)".to_string(),
+                "ready -> drain (operator)".to_string(),
+            ],
+            "{when_down:?}"
+        );
 
         pool.set_state("127.0.0.12:8093", BackendState::Ready);
         assert_eq!(mapping(&state), NGINX_EQUAL);
