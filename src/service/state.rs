@@ -329,22 +329,26 @@ impl ServiceState {
             // Kept for its backend, which gets it back on recovery (looked up again for the
             // event: a move is rare, a second short lock is fine).
             table.stand_in(key, chosen).then(|| {
-                table.backend_of(key, now).map_or_else(
-                    || "its recorded backend".to_string(),
-                    |b| format!("{b} (a stand-in until it recovers)"),
+                let from = table.backend_of(key, now);
+                let from = from.as_deref().unwrap_or("its recorded backend");
+                (
+                    from.to_string(),
+                    format!("; a stand-in until {from} recovers"),
                 )
             })
         } else {
-            table.record(key, chosen, now).map(|from| from.to_string())
+            table
+                .record(key, chosen, now)
+                .map(|from| (from.to_string(), String::new()))
         };
-        let from = moved?;
+        let (from, stand_in) = moved?;
         let why = route.moved.unwrap_or(Move::OwnerDown);
         self.moves[why as usize].inc();
         self.events.push(
             Kind::Moved,
             chosen.to_string(),
             format!(
-                "key {} moved from {from} to {chosen} ({})",
+                "key {} moved from {from} to {chosen} ({}{stand_in})",
                 String::from_utf8_lossy(key),
                 why.as_str()
             ),

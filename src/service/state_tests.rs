@@ -381,7 +381,7 @@ fn drain_takes_the_backend_off_the_ring_for_new_keys_only() {
         let to = state.members()[route.backend].address.clone();
         // `return_after_recovery` (the default) keeps the key for its backend.
         let stand_in = if state.settings.affinity.return_after_recovery {
-            " (a stand-in until it recovers)"
+            "; a stand-in until 127.0.0.12:8093 recovers"
         } else {
             ""
         };
@@ -389,7 +389,7 @@ fn drain_takes_the_backend_off_the_ring_for_new_keys_only() {
         assert_eq!(
             details,
             [
-                format!("key {held} moved from 127.0.0.12:8093{stand_in} to {to} (drained)"),
+                format!("key {held} moved from 127.0.0.12:8093 to {to} (drained{stand_in})"),
                 "drain -> maint (operator)".to_string(),
                 "ready -> drain (operator)".to_string(),
             ],
