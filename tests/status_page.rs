@@ -55,32 +55,50 @@ fn status_page_lists_every_backend_in_a_browser() {
     let addrs: Vec<SocketAddr> = backends.iter().flatten().map(|b| b.addr).collect();
     let admin = listen_addr();
     let listen = listen_addr();
-    let yaml = config_yaml(&service_yaml(
-        "flyingpigeon",
-        listen,
-        &addrs,
-        "    health_check: { path: /health, interval: 200ms, timeout: 150ms, rise: 1, fall: 1 }\n",
-    ))
-    .replace(
-        "services:\n",
-        &format!("admin: {{ listen: {admin} }}\nservices:\n"),
-    )
-    // The second backend is draining: the page says so.
-    .replace(
-        &format!("      - {}\n", addrs[1]),
-        &format!("      - {{ address: \"{}\", state: drain }}\n", addrs[1]),
-    );
-    let roost = Roost::start(&yaml, &[listen, admin]);
+    let panicky = listen_addr();
+    let check =
+        "    health_check: { path: /health, interval: 200ms, timeout: 150ms, rise: 1, fall: 1 }\n";
+    // A second service on the first and third backends, in panic mode once the third is
+    // down (1 of 2 usable is 50 %).
+    let services = service_yaml("flyingpigeon", listen, &addrs, check)
+        + &service_yaml(
+            "panicky",
+            panicky,
+            &[addrs[0], addrs[2]],
+            &format!("{check}    panic_threshold: 60\n"),
+        );
+    let yaml = config_yaml(&services)
+        .replace(
+            "services:\n",
+            &format!("admin: {{ listen: {admin} }}\nservices:\n"),
+        )
+        // The second backend is draining: the page says so.
+        .replace(
+            &format!("      - {}\n", addrs[1]),
+            &format!("      - {{ address: \"{}\", state: drain }}\n", addrs[1]),
+        );
+    let roost = Roost::start(&yaml, &[listen, admin, panicky]);
     for i in 0..30 {
         get_key(listen, &format!("page-{i}")).unwrap();
     }
     let down = backends[2].take().unwrap().stop();
-    wait_until(Duration::from_secs(10), "backend down", || {
-        get(admin, "/status", &[])
-            .unwrap()
-            .text()
-            .contains("\"healthy\": false")
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "backend down, panicky in panic",
+        || {
+            let status: serde_json::Value =
+                serde_json::from_str(&get(admin, "/status", &[]).unwrap().text()).unwrap();
+            let services = status["services"].as_array().unwrap();
+            services[1]["panic"] == true
+                && services.iter().all(|s| {
+                    s["backends"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|b| b["healthy"] == false)
+                })
+        },
+    );
 
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{admin}/");
@@ -100,6 +118,19 @@ fn status_page_lists_every_backend_in_a_browser() {
         assert!(row.contains(state), "{addr} should show {state}: {row}");
     }
     assert!(dom.contains("flyingpigeon"), "{dom}");
+    // Panic mode is per service: its heading says so and its backends show `panic`, up or
+    // down; the same backends in the other service do not.
+    let panic_section = dom
+        .split("<section ")
+        .find(|s| s.starts_with("class=\"panel service\" data-service=\"panicky\""))
+        .unwrap_or_else(|| panic!("no section for panicky in\n{dom}"));
+    assert!(panic_section.contains("PANIC MODE"), "{panic_section}");
+    assert_eq!(
+        panic_section.matches("data-state=\"panic\"").count(),
+        2,
+        "{panic_section}"
+    );
+    assert!(panic_section.contains("health: down"), "{panic_section}");
     // The stopped backend's transition is in the recent events, with the probe's reason.
     let event = dom
         .split("<li ")

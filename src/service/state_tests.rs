@@ -489,6 +489,29 @@ fn panic_threshold_is_a_share_of_the_backends() {
     pool.apply(&config).unwrap();
     assert!(!pool.in_panic());
     assert!(!pool.state().usable(0) && pool.state().usable(2));
+    // The recent events tell the story, newest first: two ejections by real traffic, panic
+    // mode entered, then left by the reload.
+    let events = pool.events();
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.backend.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("panic", ""),
+            ("panic", ""),
+            ("down", "127.0.0.12:8093"),
+            ("down", "127.0.0.11:8093")
+        ]
+    );
+    assert!(events[0].detail.starts_with("leaving panic mode after "));
+    assert!(events[1]
+        .detail
+        .starts_with("entering panic mode: 2 of 4 backends usable (panic_threshold 50%)"));
+    assert!(events[2]
+        .detail
+        .contains("failed real requests in a row, real traffic; last: ConnectRefused"));
 }
 
 /// Maintenance is the operator's choice: a backend in it is not counted for panic mode and
