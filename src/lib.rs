@@ -14,7 +14,7 @@
 //! |---|---|
 //! | [`config`] | the YAML file: env expansion, validation with file:line:key errors, typed model |
 //! | [`policy`] | pure rules: key, screening, selection, forwarding headers, WPS job ids |
-//! | [`telemetry`] | every exported metric, and the access log |
+//! | [`telemetry`] | every exported metric, the access log, the status page's history and recent events |
 //! | [`service`] | one service at run time: pool and health, the proxy, the connection guard |
 //! | [`ops`] | the process: server assembly, SIGHUP reload, upgrade/reload commands, admin listener |
 //! | [`cli`] | command-line parsing and dispatch |

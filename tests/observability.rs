@@ -184,7 +184,13 @@ fn admin_refuses_other_methods_and_unknown_paths() {
     assert_eq!(get(o.admin, "/route?service=fp", &[]).unwrap().status, 400);
     let page = get(o.admin, "/", &[]).unwrap();
     assert_eq!(page.status, 200);
-    assert!(page.text().contains("<table"), "{}", page.text());
+    let html = page.text();
+    assert!(html.contains("<title>Roost status</title>"), "{html}");
+    assert!(html.contains("id=\"route-form\""), "{html}");
+    // One embedded file: nothing loaded from elsewhere.
+    for external in ["src=\"http", "href=\"http", "@import", "<link "] {
+        assert!(!html.contains(external), "{external} in the page");
+    }
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The admin listener (`admin.listen`): `GET /metrics` (Prometheus text), `GET /status`
-//! (JSON), `GET /route?service=S&key=K` (JSON: where K goes now), `GET /healthz` (is this
-//! process serving: for container health checks and load balancers), `GET /`, a status page
-//! (one HTML file embedded in the binary) that polls /status, and the one kind of write,
+//! (JSON, with each service's recent events), `GET /route?service=S&key=K` (JSON: where K
+//! goes now), `GET /history` (JSON: requests and p99 latency per backend over the last 15
+//! minutes), `GET /healthz` (is this process serving: for container health checks and load
+//! balancers), `GET /`, a status page (one HTML file embedded in the binary, no external
+//! assets) that polls /status and /history, and the one kind of write,
 //! `POST /backends/drain|ready|maint?service=S&backend=ADDR` (operator states; only with an
 //! `admin.token`).
 //!
@@ -11,6 +13,7 @@
 use crate::config::{BackendState, MissingKey, WhenDown};
 use crate::policy::route::{self, Unroutable};
 use crate::service::pool::Pool;
+use crate::telemetry::history::{Sample, KEPT, SAMPLE_EVERY};
 use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -20,7 +23,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 const STATUS_PAGE: &str = include_str!("status.html");
 /// The admin endpoints take no body; beyond this much of one the connection is closed.
@@ -120,10 +123,10 @@ impl Admin {
                 headers: Vec::new(),
             };
         }
-        if !["/metrics", "/status", "/route"].contains(&path) {
+        if !["/metrics", "/status", "/route", "/history"].contains(&path) {
             return Reply::error(
                 404,
-                "unknown path; try /, /healthz, /status, /metrics, /route or POST /backends/drain|ready|maint",
+                "unknown path; try /, /healthz, /status, /metrics, /route, /history or POST /backends/drain|ready|maint",
             );
         }
         if !self.authorized(authorization) {
@@ -142,6 +145,7 @@ impl Admin {
                 }
             }
             "/status" => Reply::json(200, &self.status()),
+            "/history" => self.history(query.unwrap_or("")),
             _ => self.route(query.unwrap_or("")),
         }
     }
@@ -329,6 +333,7 @@ impl Admin {
                     "panic": s.pool.in_panic(),
                     "requests": requests,
                     "backends": backends,
+                    "events": events_json(&s.pool),
                 })
             })
             .collect();
@@ -337,6 +342,66 @@ impl Admin {
             "uptime_seconds": self.started.elapsed().as_secs(),
             "services": services,
         })
+    }
+
+    /// `GET /history[?service=S]`: per backend of each service (as the current config has
+    /// them), one point per [`SAMPLE_EVERY`] over the last 15 minutes, oldest first; the last
+    /// point is the interval still running (`"partial": true`).
+    fn history(&self, query: &str) -> Reply {
+        let wanted = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "service")
+            .map(|(_, v)| v.into_owned());
+        if let Some(name) = &wanted {
+            if !self.services.iter().any(|s| s.pool.name == *name) {
+                return Reply::error(404, &format!("no service named '{name}'"));
+            }
+        }
+        let services: Vec<Value> = self
+            .services
+            .iter()
+            .filter(|s| wanted.as_ref().is_none_or(|w| *w == s.pool.name))
+            .map(|s| {
+                let (samples, current) = s.pool.history();
+                let all: Vec<(&Sample, bool)> = samples
+                    .iter()
+                    .map(|x| (x, false))
+                    .chain(current.iter().map(|x| (x, true)))
+                    .collect();
+                let backends: Vec<Value> = s
+                    .pool
+                    .state()
+                    .members()
+                    .iter()
+                    .map(|m| {
+                        let addr = m.addr.to_string();
+                        let points: Vec<Value> = all
+                            .iter()
+                            .filter_map(|(sample, partial)| {
+                                let p = sample.backends.iter().find(|p| p.backend == addr)?;
+                                Some(json!({
+                                    "time": unix_seconds(sample.at),
+                                    "seconds": round3(sample.seconds),
+                                    "requests": p.requests,
+                                    "rps": round3(p.rate(sample.seconds)),
+                                    "p99_ms": p.p99.map(|d| round3(d.as_secs_f64() * 1000.0)),
+                                    "partial": partial,
+                                }))
+                            })
+                            .collect();
+                        json!({ "address": m.address, "addr": addr, "points": points })
+                    })
+                    .collect();
+                json!({ "name": s.pool.name, "backends": backends })
+            })
+            .collect();
+        Reply::json(
+            200,
+            &json!({
+                "interval_seconds": SAMPLE_EVERY.as_secs(),
+                "kept": KEPT,
+                "services": services,
+            }),
+        )
     }
 
     fn route(&self, query: &str) -> Reply {
@@ -392,6 +457,34 @@ impl Admin {
             }),
         )
     }
+}
+
+/// A service's recent events, newest first.
+fn events_json(pool: &Pool) -> Vec<Value> {
+    let now = SystemTime::now();
+    pool.events()
+        .into_iter()
+        .map(|e| {
+            json!({
+                "seq": e.seq,
+                "time": humantime::format_rfc3339_seconds(e.at).to_string(),
+                "age_seconds": now.duration_since(e.at).unwrap_or_default().as_secs(),
+                "kind": e.kind.as_str(),
+                "backend": e.backend,
+                "detail": e.detail,
+            })
+        })
+        .collect()
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// Compare without an early exit, so the time taken does not tell how much of a guessed
@@ -561,6 +654,38 @@ mod tests {
         assert!(String::from_utf8_lossy(&right.body).contains("roost_backend_up"));
     }
 
+    #[test]
+    fn history_has_a_point_per_sample_and_the_running_interval() {
+        let a = admin(None);
+        let pool = &a.services[0].pool;
+        // Before the first sample: no interval yet.
+        let v = json_of(&get(&a, "/history", None));
+        assert_eq!(v["interval_seconds"], 10);
+        assert_eq!(v["services"][0]["backends"][0]["points"], json!([]));
+        pool.sample_history();
+        let state = pool.state();
+        for _ in 0..50 {
+            state.count(Some(1), 200, std::time::Duration::from_millis(3));
+        }
+        pool.sample_history();
+        state.count(Some(1), 200, std::time::Duration::from_millis(3));
+        let v = json_of(&get(&a, "/history", Some("service=fp")));
+        let b = &v["services"][0]["backends"][1];
+        assert_eq!(b["addr"], "127.0.0.12:8093");
+        let points = b["points"].as_array().unwrap();
+        assert_eq!(points.len(), 2, "{points:?}");
+        assert_eq!(points[0]["requests"], 50);
+        assert_eq!(points[0]["partial"], false);
+        let p99 = points[0]["p99_ms"].as_f64().unwrap();
+        assert!(p99 > 2.0 && p99 <= 3.0, "{p99}");
+        assert_eq!(points[1]["requests"], 1);
+        assert_eq!(points[1]["partial"], true);
+        let idle = &v["services"][0]["backends"][0]["points"][0];
+        assert_eq!(idle["requests"], 0);
+        assert_eq!(idle["p99_ms"], Value::Null);
+        assert_eq!(get(&a, "/history", Some("service=nope")).status, 404);
+    }
+
     fn post(a: &Admin, path: &str, query: &str, token: Option<&[u8]>) -> Reply {
         a.handle(&Method::POST, path, Some(query), token)
     }
@@ -629,6 +754,19 @@ mod tests {
         assert_ne!(json_of(&r)["backend"], "127.0.0.12:8093");
         let r = post(&a, "/backends/ready", q, Some(token));
         assert_eq!(json_of(&r)["previous"], "drain");
+        // Both changes are in the service's recent events, newest first, with their reason.
+        let status = json_of(&a.handle(&Method::GET, "/status", None, Some(token)));
+        let events = status["services"][0]["events"].as_array().unwrap();
+        let details: Vec<&str> = events
+            .iter()
+            .map(|e| e["detail"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            details,
+            ["drain -> ready (operator)", "ready -> drain (operator)"]
+        );
+        assert_eq!(events[0]["kind"], "state");
+        assert_eq!(events[0]["backend"], "127.0.0.12:8093");
         let metrics = a.handle(&Method::GET, "/metrics", None, Some(token));
         let text = String::from_utf8_lossy(&metrics.body);
         assert!(

@@ -9,7 +9,7 @@ use crate::ops::reload::ReloadService;
 use crate::ops::state_file::{Handover, KeeperTask, StateKeeper};
 use crate::ops::stop::{Outstanding, StopWatch};
 use crate::service::guard::{Guard, GuardLimits};
-use crate::service::pool::{HealthService, Pool};
+use crate::service::pool::{HealthService, HistoryService, Pool};
 use crate::service::proxy::WpsProxy;
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::Metrics;
@@ -132,6 +132,13 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Serv
         );
         service.add_tcp(&admin.listen.to_string());
         server.add_service(service);
+        // Only the admin listener reads the history: without one, nothing samples it.
+        server.add_service(background_service(
+            "history",
+            HistoryService {
+                pools: pools.clone(),
+            },
+        ));
         log::info!("admin listening on {}", admin.listen);
     }
     outstanding.access_log = access_log.as_ref().map(|log| log.progress());

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 /// In debug builds, every response carries the config version each phase of its request used
 /// (`filter=N peer=N ...`), so tests can prove that a request never mixes two configs.
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 pub const DEBUG_VERSION_HEADER: &str = "x-roost-debug-config";
 
 /// Per-request state.

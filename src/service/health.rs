@@ -3,7 +3,8 @@
 //! passive health from real traffic (`policy::outlier`): each backend's [`Outlier`] record,
 //! shared by every config version, which excuses slow probes of a backend that serves (busy is
 //! not dead) and takes a backend out after `fall` failed real requests in a row. Every up/down
-//! transition, by probes or by real traffic, is reported here (log line and metric). The
+//! transition, by probes or by real traffic, is reported here (log line, metric and the
+//! service's recent events). The
 //! periodic loop that drives the probes lives in `pool`.
 //!
 //! A backend taken out by real traffic is held out by its `Outlier` record, not by the
@@ -13,6 +14,7 @@
 
 use crate::config::{CheckKind, HealthCheckConfig, DEFAULT_HC_FALL, DEFAULT_HC_INTERVAL};
 use crate::policy::outlier::{Failed, Outlier, Probed};
+use crate::telemetry::events::{Events, Kind};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -44,6 +46,8 @@ struct Shared {
     /// The time base of every `Outlier` record.
     epoch: Instant,
     metrics: Arc<Metrics>,
+    /// Every transition also goes here, for the status page.
+    events: Arc<Events>,
     /// The last failure per backend, so the "down" log line can say why.
     last_error: Mutex<HashMap<String, String>>,
 }
@@ -58,7 +62,12 @@ pub struct Probe {
 }
 
 impl Checker {
-    pub fn new(service: &str, probe: Option<Probe>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        service: &str,
+        probe: Option<Probe>,
+        metrics: Arc<Metrics>,
+        events: Arc<Events>,
+    ) -> Self {
         let checker = Self {
             shared: Arc::new(Shared {
                 service: service.to_string(),
@@ -66,6 +75,7 @@ impl Checker {
                 outliers: Mutex::new(HashMap::new()),
                 epoch: Instant::now(),
                 metrics,
+                events,
                 last_error: Mutex::new(HashMap::new()),
             }),
         };
@@ -143,10 +153,14 @@ impl Checker {
         } else {
             "no health check: a trial request after a pause"
         };
+        let detail = format!(
+            "down (after {n} failed real requests in a row, real traffic; last: {why}; {back})"
+        );
         warn!(
-            "health: service={} backend={backend} state=down (after {n} failed real requests in a row, real traffic; last: {why}; {back})",
+            "health: service={} backend={backend} state={detail}",
             shared.service,
         );
+        shared.events.push(Kind::Down, backend, detail);
         true
     }
 
@@ -175,6 +189,7 @@ impl Checker {
             "health: service={} backend={backend} state=up ({how})",
             shared.service
         );
+        shared.events.push(Kind::Up, backend, format!("up ({how})"));
     }
 
     fn remember_error(&self, target: &Backend, e: &Error) {
@@ -323,12 +338,12 @@ impl HealthCheck for Checker {
                 .health_transitions
                 .with_label_values(&[shared.service.as_str(), &backend, "up"])
                 .inc();
+            let detail = format!("up (after {} good checks)", self.health_threshold(true));
             info!(
-                "health: service={} backend={} state=up (after {} good checks)",
-                shared.service,
-                backend,
-                self.health_threshold(true)
+                "health: service={} backend={backend} state={detail}",
+                shared.service
             );
+            shared.events.push(Kind::Up, backend, detail);
         } else {
             shared
                 .metrics
@@ -342,13 +357,15 @@ impl HealthCheck for Checker {
                 .get(&backend)
                 .cloned()
                 .unwrap_or_default();
-            warn!(
-                "health: service={} backend={} state=down (after {} failed checks; last: {})",
-                shared.service,
-                backend,
-                self.health_threshold(false),
-                reason
+            let detail = format!(
+                "down (after {} failed checks; last: {reason})",
+                self.health_threshold(false)
             );
+            warn!(
+                "health: service={} backend={backend} state={detail}",
+                shared.service
+            );
+            shared.events.push(Kind::Down, backend, detail);
         }
     }
 

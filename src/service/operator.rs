@@ -1,6 +1,6 @@
 //! What the operator set for each backend of a service (`ready`, `drain`, `maint`: from
 //! `backends[].state` or `POST /backends/...`) and what a drain needs to know about it
-//! (requests in flight, when it last served). Shared by every config version of the service,
+//! (requests in flight, when it last served, how long its requests took). Shared by every config version of the service,
 //! like health: a reload keeps a backend's state unless the file changes that backend's
 //! `state`, and the newest word wins (the file edited, or the API called after it).
 //!
@@ -11,6 +11,7 @@
 
 use crate::config::{BackendState, ServiceConfig};
 use crate::policy::sticky::Identity;
+use crate::telemetry::history::Latency;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +30,9 @@ pub struct Operated {
     last_active: AtomicU64,
     changed: AtomicU64,
     epoch: Instant,
+    /// How long its requests took (the status page's p99 chart); kept across versions like
+    /// the rest.
+    pub latency: Latency,
 }
 
 fn code(s: BackendState) -> u8 {
@@ -141,6 +145,7 @@ impl Operator {
                 last_active: AtomicU64::new(0),
                 changed: AtomicU64::new(0),
                 epoch: self.epoch,
+                latency: Latency::default(),
             })
         });
         let entry = Arc::clone(entry);

@@ -12,6 +12,8 @@ use crate::service::guard::GuardLimits;
 use crate::service::health::{Checker, Probe};
 use crate::service::operator::Operator;
 use crate::service::state::{ServiceState, Shared};
+use crate::telemetry::events::{Event, Events, Kind};
+use crate::telemetry::history::{History, Reading, Sample, SAMPLE_EVERY};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -24,7 +26,7 @@ use prometheus::{Counter, IntGauge};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A backend as the pool reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,11 @@ pub struct Pool {
     jobs: JobTable,
     /// One reload at a time, so versions are built and stored in order.
     reload: Mutex<()>,
+    /// Recent health transitions, state changes, panic mode and key moves (status page).
+    events: Arc<Events>,
+    /// Requests and p99 latency per backend over the last 15 minutes (status page); taken by
+    /// [`HistoryService`], read by the admin listener.
+    history: Mutex<History>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -95,7 +102,13 @@ impl Pool {
     pub fn new(config: &ServiceConfig, metrics: Arc<Metrics>) -> Result<Self> {
         let probe = config.health_check.as_ref().map(Probe::new).transpose()?;
         let registry = Arc::new(HealthRegistry::with_equivalence(health_identity));
-        let checker = Checker::new(&config.name, probe, Arc::clone(&metrics));
+        let events = Arc::new(Events::default());
+        let checker = Checker::new(
+            &config.name,
+            probe,
+            Arc::clone(&metrics),
+            Arc::clone(&events),
+        );
         registry.set_health_check(Box::new(checker.clone()));
         let rotation = Arc::new(RoundRobin::default());
         let affinity = &config.affinity;
@@ -115,6 +128,7 @@ impl Pool {
             operator: &operator,
             checker: &checker,
             panic: &panic.on,
+            events: &events,
         };
         let state = ServiceState::build(config, 1, shared, &metrics)?;
         Ok(Self {
@@ -128,6 +142,8 @@ impl Pool {
             table,
             operator,
             reload: Mutex::new(()),
+            events,
+            history: Mutex::default(),
             metrics,
         })
     }
@@ -148,6 +164,7 @@ impl Pool {
             operator: &self.operator,
             checker: &self.checker,
             panic: &self.panic.on,
+            events: &self.events,
         };
         let state = ServiceState::build(config, version, shared, &self.metrics)?;
         self.table.configure(affinity.ttl, affinity.max_keys);
@@ -158,6 +175,11 @@ impl Pool {
                 "service {}: backend {backend} is now '{}' (the file's state changed)",
                 self.name,
                 state.as_str()
+            );
+            self.events.push(
+                Kind::State,
+                backend.to_string(),
+                format!("{} (the file's state changed)", state.as_str()),
             );
         }
         self.checker
@@ -187,6 +209,11 @@ impl Pool {
                 .backend_state_changes
                 .with_label_values(&[self.name.as_str(), state.as_str()])
                 .inc();
+            self.events.push(
+                Kind::State,
+                address,
+                format!("{} -> {} (operator)", old.as_str(), state.as_str()),
+            );
             // A backend in maintenance leaves the panic count.
             self.refresh_panic();
         }
@@ -230,21 +257,21 @@ impl Pool {
                 *since = Some((now, now));
                 panic.on.store(true, Ordering::Relaxed);
                 panic.gauge.set(1);
-                warn!(
-                    "panic: service={} entering panic mode: {up} of {total} backends usable (panic_threshold {threshold}%); routing by table and ring, ignoring health",
-                    self.name
-                );
+                let detail = format!("entering panic mode: {up} of {total} backends usable (panic_threshold {threshold}%); routing by table and ring, ignoring health");
+                warn!("panic: service={} {detail}", self.name);
+                self.events.push(Kind::Panic, "", detail);
             }
             (Some((entered, counted)), false) => {
                 *since = None;
                 panic.seconds.inc_by((now - counted).as_secs_f64());
                 panic.on.store(false, Ordering::Relaxed);
                 panic.gauge.set(0);
-                warn!(
-                    "panic: service={} leaving panic mode after {:.1}s: {up} of {total} backends usable",
-                    self.name,
+                let detail = format!(
+                    "leaving panic mode after {:.1}s: {up} of {total} backends usable",
                     (now - entered).as_secs_f64()
                 );
+                warn!("panic: service={} {detail}", self.name);
+                self.events.push(Kind::Panic, "", detail);
             }
             (Some((entered, counted)), true) => {
                 panic.seconds.inc_by((now - counted).as_secs_f64());
@@ -252,6 +279,44 @@ impl Pool {
             }
             (None, false) => {}
         }
+    }
+
+    /// The recent events, newest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.recent()
+    }
+
+    /// Each backend's cumulative counters now (requests answered, latency sketch).
+    fn readings(&self) -> Vec<Reading> {
+        let state = self.state.load();
+        state
+            .members()
+            .iter()
+            .zip(state.request_counts())
+            .map(|(m, requests)| Reading {
+                backend: m.addr.to_string(),
+                requests,
+                latency: m.operated.latency.snapshot(),
+            })
+            .collect()
+    }
+
+    /// Take one history sample (every [`SAMPLE_EVERY`], by [`HistoryService`]).
+    pub fn sample_history(&self) {
+        let readings = self.readings();
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).take(
+            Instant::now(),
+            SystemTime::now(),
+            &readings,
+        );
+    }
+
+    /// The kept samples, oldest first, and the interval still running (its newest point).
+    pub fn history(&self) -> (Vec<Sample>, Option<Sample>) {
+        let readings = self.readings();
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let current = history.current(Instant::now(), SystemTime::now(), &readings);
+        (history.samples().cloned().collect(), current)
     }
 
     /// The sticky table (kept whether or not the config has it on).
@@ -363,6 +428,31 @@ impl GuardLimits for Pool {
             .connections_refused
             .with_label_values(&[self.name.as_str(), reason])
             .inc();
+    }
+}
+
+/// The background task that takes every pool's history sample every [`SAMPLE_EVERY`] (the
+/// first at start, the baseline of the first interval).
+pub struct HistoryService {
+    pub pools: Vec<Arc<Pool>>,
+}
+
+#[async_trait]
+impl BackgroundService for HistoryService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        // After a stall (a suspended VM), carry on from now instead of a burst of samples.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    for pool in &self.pools {
+                        pool.sample_history();
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 }
 

@@ -512,7 +512,7 @@ impl ProxyHttp for WpsProxy {
         }
         let elapsed = ctx.start.elapsed();
         self.duration.observe(elapsed.as_secs_f64());
-        ctx.state.count(ctx.backend, status);
+        ctx.state.count(ctx.backend, status, elapsed);
         if let Some(log) = &self.access_log {
             let req = session.req_header();
             log.log(Entry {

@@ -25,6 +25,7 @@ use crate::policy::select::{Decision, RingWalk, Role, RoundRobin};
 use crate::policy::sticky::{Identity, StickyTable};
 use crate::service::health::Checker;
 use crate::service::operator::{Operated, Operator};
+use crate::telemetry::events::{Events, Kind};
 use crate::telemetry::metrics::{self, Metrics};
 use futures::FutureExt;
 use pingora::lb::discovery;
@@ -37,7 +38,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The settings of one service that requests read.
 #[derive(Debug)]
@@ -102,6 +103,8 @@ pub struct ServiceState {
     operator: Arc<Operator>,
     /// Panic mode, shared by every version of the service (set by the pool).
     panic: Arc<AtomicBool>,
+    /// The service's recent events (key moves go in here), shared by every version.
+    events: Arc<Events>,
 }
 
 /// What every version of a service shares, owned by its pool.
@@ -115,6 +118,8 @@ pub struct Shared<'a> {
     /// Holds each address's passive-health record.
     pub checker: &'a Checker,
     pub panic: &'a Arc<AtomicBool>,
+    /// Recent events, for the status page.
+    pub events: &'a Arc<Events>,
 }
 
 impl ServiceState {
@@ -134,6 +139,7 @@ impl ServiceState {
             operator,
             checker,
             panic,
+            events,
         } = shared;
         let mut members = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
@@ -209,6 +215,7 @@ impl ServiceState {
             moves,
             operator: Arc::clone(operator),
             panic: Arc::clone(panic),
+            events: Arc::clone(events),
         })
     }
 
@@ -283,11 +290,16 @@ impl ServiceState {
         (Some(i) != exclude && self.usable(i)).then_some(i)
     }
 
-    /// Count one answered request: by member `i`, or answered by Roost itself (`None`).
-    pub fn count(&self, member: Option<usize>, status: u16) {
+    /// Count one answered request that took `elapsed`: by member `i` (also into its latency
+    /// sketch, for the status page's p99), or answered by Roost itself (`None`).
+    pub fn count(&self, member: Option<usize>, status: u16, elapsed: Duration) {
         let class = metrics::class_index(status);
         match member {
-            Some(i) => self.members[i].counters[class].inc(),
+            Some(i) => {
+                let m = &self.members[i];
+                m.counters[class].inc();
+                m.operated.latency.observe(elapsed);
+            }
             None => self.refused[class].inc(),
         }
     }
@@ -309,20 +321,38 @@ impl ServiceState {
             return None;
         }
         let chosen = &self.members[route.backend].identity;
+        // The backend it moved from, when the table says.
         let moved = if route.role == Role::Failover
             && route.reason == Reason::Table
             && self.settings.affinity.return_after_recovery
         {
-            // Kept for its backend, which gets it back on recovery.
-            table.stand_in(key, chosen)
+            // Kept for its backend, which gets it back on recovery (looked up again for the
+            // event: a move is rare, a second short lock is fine).
+            table.stand_in(key, chosen).then(|| {
+                let from = table.backend_of(key, now);
+                let from = from.as_deref().unwrap_or("its recorded backend");
+                (
+                    from.to_string(),
+                    format!("; a stand-in until {from} recovers"),
+                )
+            })
         } else {
-            table.record(key, chosen, now).is_some()
+            table
+                .record(key, chosen, now)
+                .map(|from| (from.to_string(), String::new()))
         };
-        if !moved {
-            return None;
-        }
+        let (from, stand_in) = moved?;
         let why = route.moved.unwrap_or(Move::OwnerDown);
         self.moves[why as usize].inc();
+        self.events.push(
+            Kind::Moved,
+            chosen.to_string(),
+            format!(
+                "key {} moved from {from} to {chosen} ({}{stand_in})",
+                String::from_utf8_lossy(key),
+                why.as_str()
+            ),
+        );
         log::debug!(
             "affinity: service={} key moved to {} ({})",
             self.name(),

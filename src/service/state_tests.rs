@@ -372,6 +372,29 @@ fn drain_takes_the_backend_off_the_ring_for_new_keys_only() {
         assert_ne!(octet(&state, route.backend), 12);
         assert_eq!(route.moved, Some(Move::Drained), "{when_down:?}");
         assert!(!state.usable(1));
+        // The move, once recorded, is in the recent events with its reason, after the state
+        // changes that caused it (newest first).
+        assert_eq!(
+            state.record(held.as_bytes(), &route, Instant::now()),
+            Some(Move::Drained)
+        );
+        let to = state.members()[route.backend].address.clone();
+        // `return_after_recovery` (the default) keeps the key for its backend.
+        let stand_in = if state.settings.affinity.return_after_recovery {
+            "; a stand-in until 127.0.0.12:8093 recovers"
+        } else {
+            ""
+        };
+        let details: Vec<String> = pool.events().into_iter().map(|e| e.detail).collect();
+        assert_eq!(
+            details,
+            [
+                format!("key {held} moved from 127.0.0.12:8093 to {to} (drained{stand_in})"),
+                "drain -> maint (operator)".to_string(),
+                "ready -> drain (operator)".to_string(),
+            ],
+            "{when_down:?}"
+        );
 
         pool.set_state("127.0.0.12:8093", BackendState::Ready);
         assert_eq!(mapping(&state), NGINX_EQUAL);
@@ -466,6 +489,29 @@ fn panic_threshold_is_a_share_of_the_backends() {
     pool.apply(&config).unwrap();
     assert!(!pool.in_panic());
     assert!(!pool.state().usable(0) && pool.state().usable(2));
+    // The recent events tell the story, newest first: two ejections by real traffic, panic
+    // mode entered, then left by the reload.
+    let events = pool.events();
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.backend.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("panic", ""),
+            ("panic", ""),
+            ("down", "127.0.0.12:8093"),
+            ("down", "127.0.0.11:8093")
+        ]
+    );
+    assert!(events[0].detail.starts_with("leaving panic mode after "));
+    assert!(events[1]
+        .detail
+        .starts_with("entering panic mode: 2 of 4 backends usable (panic_threshold 50%)"));
+    assert!(events[2]
+        .detail
+        .contains("failed real requests in a row, real traffic; last: ConnectRefused"));
 }
 
 /// Maintenance is the operator's choice: a backend in it is not counted for panic mode and
