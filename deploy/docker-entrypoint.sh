@@ -6,8 +6,12 @@
 set -eu
 CONFIG="${ROOST_CONFIG:-/etc/roost/roost.yaml}"
 PID_FILE="${ROOST_PID_FILE:-/run/roost/roost.pid}"
+# Roost refuses to start when its config writes another pid file than the one followed here.
+export ROOST_UNIT_PID_FILE="$PID_FILE"
 
-roost -c "$CONFIG" -t
+# No `roost -t` first: it is strict about backend hosts that do not resolve (a stopped WPS
+# container), which the server itself runs without. `-d` still refuses an invalid file, with
+# every error, before it forks.
 roost -c "$CONFIG" -d
 
 stopping=0

@@ -132,6 +132,33 @@ pub fn main() -> ExitCode {
         }
     };
 
+    // `-t` is strict: every host must resolve. Everything else runs without the backends
+    // whose host does not resolve (yet): a stopped WPS container must not stop the proxy of
+    // the others, nor an operator's `roost reload`.
+    let unresolved = config.unresolved();
+    if cli.test && !unresolved.is_empty() {
+        for e in &unresolved {
+            eprintln!("{e}");
+        }
+        eprintln!(
+            "roost: {}: {} backend host{} did not resolve. `roost -t` resolves every host; a \
+             starting or reloading Roost would leave {} out as down and retry the lookup every \
+             {} s",
+            config.source,
+            unresolved.len(),
+            if unresolved.len() == 1 { "" } else { "s" },
+            if unresolved.len() == 1 { "it" } else { "them" },
+            crate::ops::reload::RESOLVE_RETRY.as_secs()
+        );
+        return ExitCode::FAILURE;
+    }
+    for e in &unresolved {
+        log::warn!(
+            "{e}; left out (down) and looked up again every {} s",
+            crate::ops::reload::RESOLVE_RETRY.as_secs()
+        );
+    }
+
     match &cli.command {
         Some(Command::Route { service, key }) => return route(&config, service, key),
         Some(Command::Upgrade {

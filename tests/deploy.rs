@@ -138,7 +138,10 @@ fn systemd_unit_is_forking_with_a_hot_swap_reload_and_a_sandbox() {
     assert!(value("Environment").contains(&"ROOST_PID_FILE=/run/roost/roost.pid".to_string()));
     assert!(value("ExecReload")[0].contains("roost upgrade -c /etc/roost/roost.yaml"));
     assert!(value("ExecStart")[0].ends_with("-d"));
-    assert!(value("ExecStartPre")[0].ends_with("-t"));
+    // No `roost -t` before the start: it is strict about backend hosts that do not resolve,
+    // which the server starts without. The pid file check it did is done by the start itself.
+    assert!(value("ExecStartPre").is_empty());
+    assert!(value("Environment").contains(&"ROOST_UNIT_PID_FILE=/run/roost/roost.pid".to_string()));
     assert_eq!(value("User"), ["roost"]);
     assert_eq!(value("NoNewPrivileges"), ["yes"]);
     assert_eq!(value("ProtectSystem"), ["strict"]);

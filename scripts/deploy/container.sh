@@ -16,7 +16,7 @@ P_FP=18193 P_MF=18191 P_EMU=18194 P_ADMIN=19990
 B1=18201 B2=18202 B3=18203
 pids=()
 cleanup() {
-    docker rm -f "$C" "$C-health" >/dev/null 2>&1
+    docker rm -f "$C" "$C-health" "$C-unresolved" >/dev/null 2>&1
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 }
 trap cleanup EXIT
@@ -92,6 +92,18 @@ done
 runargs=(--network host -v "$WORK/test-roost.yaml:/etc/roost/roost.yaml:ro"
     -e FLYINGPIGEON_PORT=$P_FP -e MALLEEFOWL_PORT=$P_MF -e EMU_PORT=$P_EMU -e ROOST_ADMIN_PORT=$P_ADMIN
     -e DEMO_PORT_1=$B1 -e DEMO_PORT_2=$B2 -e DEMO_PORT_3=$B3)
+# A WPS host that does not resolve (a stopped container) is a down backend, not a refusal to
+# start: the entrypoint no longer runs `roost -t` (which stays strict).
+docker run -d --name "$C-unresolved" "${runargs[@]}" -e DEMO_HOST_3=wps-stopped.invalid "$TAG" >/dev/null \
+    || { fail "container: docker run (unresolvable host)"; exit 1; }
+if wait_for 30 curl -fs -o /dev/null -H 'machineid: abc' "http://127.0.0.1:$P_FP/" \
+    && [[ "$(curl -fs "http://127.0.0.1:$P_ADMIN/status")" == *'"address":"wps-stopped.invalid:'* ]]; then
+    pass "container: a backend host that does not resolve: starts, serves, /status lists it unresolved"
+else
+    fail "container: with an unresolvable backend host: $(docker logs "$C-unresolved" 2>&1 | tail -5)"
+fi
+docker rm -f "$C-unresolved" >/dev/null 2>&1
+wait_for 15 sh -c "! curl -s -o /dev/null http://127.0.0.1:$P_FP/" || { fail "container: the first container still listens"; exit 1; }
 docker run -d --name "$C" "${runargs[@]}" "$TAG" >/dev/null || { fail "container: docker run"; exit 1; }
 h0=$(docker inspect "$C" --format '{{.State.Health.Status}}')
 wait_for 30 curl -fs -o /dev/null -H 'machineid: abc' "http://127.0.0.1:$P_FP/" \

@@ -66,7 +66,7 @@ json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[s
 # (DEMO_PORT_1..3); everything else as shipped.
 test_config() {
     sed -e 's/"0\.0\.0\.0:/"127.0.0.1:/' \
-        -e 's/\${WPS_HOST_\([123]\):-[0-9.]*}:\${[A-Z]*_BACKEND_PORT:-[0-9]*}/127.0.0.1:${DEMO_PORT_\1}/' \
+        -e 's/\${WPS_HOST_\([123]\):-[0-9.]*}:\${[A-Z]*_BACKEND_PORT:-[0-9]*}/${DEMO_HOST_\1:-127.0.0.1}:${DEMO_PORT_\1}/' \
         "$REPO/conf/roost.yaml" >"$1"
     chmod 0644 "$1"
 }

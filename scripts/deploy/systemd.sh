@@ -144,4 +144,32 @@ left=$(X ps -u roost -o pid= | wc -l); res=$(X systemctl show -p Result --value 
 [ $rc -eq 0 ] && [ "$left" = 0 ] && [ "$res" = success ] && [ "$(cat "$WORK/sd-slow.code")" = 200 ] \
     && pass "systemd: 'systemctl stop' in $dt s, Result=$res, no roost process left, the request in flight answered 200" \
     || fail "systemd: stop rc $rc in $dt s, Result=$res, $left processes left, request in flight: $(cat "$WORK/sd-slow.code")"
+
+# A WPS host that does not resolve: the unit starts (no `roost -t` before it), serves, and
+# /status lists the host as unresolved.
+X sh -c "printf '[Service]\nEnvironment=DEMO_HOST_3=wps-stopped.invalid\n' >/etc/systemd/system/roost.service.d/unresolved.conf"
+X systemctl daemon-reload
+if X systemctl start roost && wait_for 20 curl -fs -o /dev/null -H 'machineid: abc' "http://127.0.0.1:$P_FP/" \
+    && [[ "$(curl -fs "http://127.0.0.1:$P_ADMIN/status")" == *'"address":"wps-stopped.invalid:'* ]]; then
+    pass "systemd: a backend host that does not resolve: the unit starts and serves, /status lists it unresolved"
+else
+    fail "systemd: with an unresolvable backend host: $(X journalctl -u roost --no-pager -n 10)"
+fi
+X systemctl stop roost
+X rm -f /etc/systemd/system/roost.service.d/unresolved.conf
+
+# A config whose pid file is not the unit's PIDFile=: the start fails at once, saying why,
+# instead of systemd waiting TimeoutStartSec for a file nobody writes.
+X sh -c "printf '[Service]\nEnvironment=ROOST_PID_FILE=/run/roost/elsewhere.pid\n' >/etc/systemd/system/roost.service.d/pidfile.conf"
+X systemctl daemon-reload
+t0=$(date +%s); X systemctl start roost; rc=$?; dt=$(( $(date +%s) - t0 ))
+X systemctl stop roost >/dev/null 2>&1
+if [ $rc -ne 0 ] && [ "$dt" -lt 30 ] && [[ "$(X journalctl -u roost --no-pager -n 30)" == *'the service manager follows /run/roost/roost.pid'* ]]; then
+    pass "systemd: a config pid_file other than the unit's PIDFile=: the start fails in $dt s, naming both files"
+else
+    fail "systemd: pid file mismatch: start rc $rc in $dt s: $(X journalctl -u roost --no-pager -n 10)"
+fi
+X rm -f /etc/systemd/system/roost.service.d/pidfile.conf
+X systemctl daemon-reload
+X systemctl reset-failed roost >/dev/null 2>&1
 exit 0

@@ -146,6 +146,7 @@ impl<'a> Loader<'a> {
                 Vec::new()
             }
         };
+        self.unit_pid_file(&server, env);
         Some(Config {
             source: self.source.to_string(),
             server,
@@ -153,6 +154,27 @@ impl<'a> Loader<'a> {
             access_log,
             services,
         })
+    }
+
+    /// Under the systemd unit (which sets `ROOST_UNIT_PID_FILE` next to its `PIDFile=`) or the
+    /// container's entrypoint, `server.pid_file` must be that file: they find the started
+    /// daemon, and follow a hot upgrade, through it alone (systemd would wait its whole start
+    /// timeout, the entrypoint would exit).
+    fn unit_pid_file(&mut self, server: &ServerSettings, env: &dyn Fn(&str) -> Option<String>) {
+        let Some(unit) = env("ROOST_UNIT_PID_FILE").filter(|u| !u.is_empty()) else {
+            return;
+        };
+        if server.pid_file != std::path::Path::new(&unit) {
+            self.error(
+                "server.pid_file",
+                format!(
+                    "is {} but the service manager follows {unit} (ROOST_UNIT_PID_FILE, set \
+                     by the systemd unit to its PIDFile= and by the container's entrypoint): \
+                     make them the same file",
+                    server.pid_file.display()
+                ),
+            );
+        }
     }
 
     /// Expand `${VAR}` in every string scalar, reporting each failure at its key.

@@ -17,6 +17,7 @@ mod model;
 mod sections;
 mod service;
 
+pub use backends::lookup;
 pub use env::{expand, EnvError};
 pub use error::{ConfigError, ConfigErrors};
 pub use loader::parse_size;

@@ -59,6 +59,22 @@ impl Config {
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
         self.services.iter().find(|s| s.name == name)
     }
+
+    /// Every backend left out because its host did not resolve, as the error `roost -t`
+    /// reports (file, line, key, why) and the warning a starting server logs.
+    pub fn unresolved(&self) -> Vec<super::ConfigError> {
+        self.services
+            .iter()
+            .flat_map(|s| {
+                s.unresolved.iter().map(|u| super::ConfigError {
+                    file: self.source.clone(),
+                    line: u.line,
+                    key: Some(u.key.clone()),
+                    message: format!("service {}: {}", s.name, u.reason),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Process-wide settings handed to Pingora's `ServerConf`.
@@ -129,6 +145,9 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     pub hash: HashPolicy,
     pub backends: Vec<BackendConfig>,
+    /// Backends whose host did not resolve when the file was loaded: left out of `backends`
+    /// (so of the ring), reported as down, and retried (`ops::reload`). `roost -t` refuses them.
+    pub unresolved: Vec<UnresolvedBackend>,
     pub health_check: Option<HealthCheckConfig>,
     pub when_down: WhenDown,
     /// Panic mode: when the share of usable backends (in percent) is at or below this, routing
@@ -286,6 +305,32 @@ pub struct BackendConfig {
     pub weight: u32,
     /// The operator state the file gives it.
     pub state: BackendState,
+}
+
+/// A backend whose `host:port` did not resolve: everything the file says of it, so that it
+/// becomes a [`BackendConfig`] as soon as a lookup succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnresolvedBackend {
+    pub address: String,
+    pub weight: u32,
+    pub state: BackendState,
+    /// Why the last lookup failed.
+    pub reason: String,
+    /// Where the file lists it (`services[0].backends[2]`, its line), for `roost -t`.
+    pub key: String,
+    pub line: Option<usize>,
+}
+
+impl UnresolvedBackend {
+    /// The backend it becomes once its host resolves to `addr`.
+    pub fn resolved(&self, addr: SocketAddr) -> BackendConfig {
+        BackendConfig {
+            address: self.address.clone(),
+            addr,
+            weight: self.weight,
+            state: self.state,
+        }
+    }
 }
 
 /// What an operator lets a backend take (`backends[].state`, `POST /backends/...`).

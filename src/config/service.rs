@@ -50,11 +50,13 @@ impl Loader<'_> {
             }
         };
         let panic_threshold = self.panic_threshold(f.panic_threshold, &key("panic_threshold"));
+        let backends = backends?;
         Some(ServiceConfig {
             name: name?,
             listen: listen?,
             hash: hash?,
-            backends: backends?,
+            backends: backends.0,
+            unresolved: backends.1,
             health_check,
             when_down: when_down?,
             panic_threshold: panic_threshold?,

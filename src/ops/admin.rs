@@ -250,6 +250,17 @@ impl Admin {
                     .with_label_values(&[s.pool.name.as_str()])
                     .set(keys as i64);
             }
+            let unresolved = s.pool.state().unresolved().to_vec();
+            self.metrics
+                .backends_unresolved
+                .with_label_values(&[s.pool.name.as_str()])
+                .set(unresolved.len() as i64);
+            for u in &unresolved {
+                self.metrics
+                    .backend_up
+                    .with_label_values(&[s.pool.name.as_str(), u.address.as_str()])
+                    .set(0);
+            }
             for b in s.pool.status() {
                 let addr = b.addr.to_string();
                 let labels = [s.pool.name.as_str(), addr.as_str()];
@@ -300,6 +311,18 @@ impl Admin {
                         })
                     })
                     .collect();
+                let unresolved: Vec<Value> = state
+                    .unresolved()
+                    .iter()
+                    .map(|u| {
+                        json!({
+                            "address": u.address,
+                            "weight": u.weight,
+                            "state": u.state.as_str(),
+                            "reason": u.reason,
+                        })
+                    })
+                    .collect();
                 let requests: u64 = state.request_counts().iter().sum();
                 let health_check = settings.health_check.as_ref().map(|hc| {
                     json!({
@@ -333,6 +356,7 @@ impl Admin {
                     "panic": s.pool.in_panic(),
                     "requests": requests,
                     "backends": backends,
+                    "unresolved": unresolved,
                     "events": events_json(&s.pool),
                 })
             })

@@ -16,7 +16,8 @@
 
 use crate::config::Affinity;
 use crate::config::{
-    BackendState, HashAlgorithm, HealthCheckConfig, Limits, ServiceConfig, Timeouts, WhenDown,
+    BackendState, HashAlgorithm, HealthCheckConfig, Limits, ServiceConfig, Timeouts,
+    UnresolvedBackend, WhenDown,
 };
 use crate::policy::nginx_hash::{self, NginxHash};
 use crate::policy::outlier::{self, Outlier};
@@ -83,6 +84,8 @@ pub struct ServiceState {
     pub version: u64,
     pub settings: Settings,
     members: Vec<Member>,
+    /// The backends of the config whose host did not resolve: on no ring, shown as down.
+    unresolved: Vec<UnresolvedBackend>,
     ring: LoadBalancer<KetamaHashing>,
     /// Points on the ring: a failover walk may need all of them.
     ring_points: usize,
@@ -204,6 +207,7 @@ impl ServiceState {
                 timeouts: config.timeouts,
             },
             members,
+            unresolved: config.unresolved.clone(),
             ring,
             ring_points,
             nginx_hash: (config.hash.algorithm == HashAlgorithm::NginxHash)
@@ -226,6 +230,11 @@ impl ServiceState {
     /// Every backend of this version, in config order.
     pub fn members(&self) -> &[Member] {
         &self.members
+    }
+
+    /// The backends left out because their host did not resolve (retried by the reloader).
+    pub fn unresolved(&self) -> &[UnresolvedBackend] {
+        &self.unresolved
     }
 
     /// Whether member `i` is up (its health now, whatever version built it): its probes
@@ -419,6 +428,10 @@ impl ServiceState {
 
 impl Pick for ServiceState {
     fn by_key(&self, key: &[u8], avoid: &[usize]) -> Decision<usize> {
+        if self.members.is_empty() {
+            // Every host of the service failed to resolve: nothing to hash onto yet.
+            return Decision::NoneHealthy;
+        }
         if let Some(table) = &self.nginx_hash {
             return self.by_nginx_hash(table, key, avoid);
         }

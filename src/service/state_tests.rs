@@ -65,6 +65,7 @@ fn service(backends: &[(u8, u32)], when_down: WhenDown) -> ServiceConfig {
                 }
             })
             .collect(),
+        unresolved: Vec::new(),
         health_check: None,
         when_down,
         panic_threshold: Some(0),
@@ -225,6 +226,22 @@ fn all_down() {
     pool.set_enabled(12, false);
     assert_eq!(pool.by_key(b"abc", &[]), Decision::NoneHealthy);
     assert_eq!(pool.round_robin(None), Decision::NoneHealthy);
+}
+
+/// Every host of the service unresolvable at start: the service runs with no backend and
+/// refuses as if all were down (in panic mode too), until one resolves.
+#[test]
+fn a_service_with_no_resolved_backend_refuses_like_all_down() {
+    let pool = build(&[], WhenDown::Failover);
+    assert!(pool.members().is_empty());
+    assert_eq!(pool.by_key(b"abc", &[]), Decision::NoneHealthy);
+    assert_eq!(pool.round_robin(None), Decision::NoneHealthy);
+    let panicking = pool_with(&[], Some(100));
+    panicking.refresh_panic();
+    let state = panicking.state();
+    assert_eq!(state.by_key(b"abc", &[]), Decision::NoneHealthy);
+    assert_eq!(state.round_robin(None), Decision::NoneHealthy);
+    assert!(panicking.status().is_empty());
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub const CONNECTIONS_REFUSED: &str = "roost_connections_refused_total";
 pub const WPS_AFFINITY: &str = "roost_wps_affinity_total";
 pub const AFFINITY_MOVES: &str = "roost_affinity_moves_total";
 pub const AFFINITY_KEYS: &str = "roost_affinity_keys";
+pub const BACKENDS_UNRESOLVED: &str = "roost_backends_unresolved";
 pub const WPS_JOB_MOVES: &str = "roost_wps_job_moves_total";
 pub const WPS_RUNNING_JOBS: &str = "roost_wps_running_jobs";
 pub const PROBES_EXCUSED: &str = "roost_health_probes_excused_total";
@@ -54,8 +55,11 @@ pub struct Metrics {
     pub connect_failures: IntCounterVec,
     /// service.
     pub retries: IntCounterVec,
-    /// service, backend; set from the pools' health at each scrape.
+    /// service, backend; set from the pools' health at each scrape (a backend whose host
+    /// does not resolve is 0, labelled with its name as written).
     pub backend_up: IntGaugeVec,
+    /// service: backends left out because their host does not resolve.
+    pub backends_unresolved: IntGaugeVec,
     /// service, backend, to (`up` | `down`).
     pub health_transitions: IntCounterVec,
     /// result (`applied` | `invalid` | `failed`).
@@ -225,6 +229,11 @@ impl Metrics {
             "Keys in the sticky table, by service.",
             &["service"],
         );
+        let backends_unresolved = gauge(
+            BACKENDS_UNRESOLVED,
+            "Backends left out because their host does not resolve (looked up again every 10 s), by service.",
+            &["service"],
+        );
         let backend_state = gauge(
             BACKEND_STATE,
             "1 for the operator state a backend is in (ready, drain, maint), by service and backend.",
@@ -250,6 +259,7 @@ impl Metrics {
             connect_failures,
             retries,
             backend_up,
+            backends_unresolved,
             health_transitions,
             reloads,
             access_log_dropped,

@@ -198,7 +198,6 @@ services:
         ("services[0].backends[0]", "has no port", 8),
         ("services[0].backends[1].weight", "at least 1", 9),
         ("services[0].backends[2]", "UNSET_VAR is not set", 10),
-        ("services[0].backends[3]", "cannot resolve `nowhere`", 11),
         ("services[0].backends[4]", "port 0", 12),
         ("services[0].backends[5]", "not a port number", 13),
         (
@@ -240,6 +239,120 @@ services:
     // Errors come in file order.
     let lines: Vec<_> = e.0.iter().map(|x| x.line.unwrap()).collect();
     assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
+}
+
+#[test]
+fn an_unresolvable_host_is_kept_aside_with_everything_the_file_says_of_it() {
+    let c = load(
+        "\
+services:
+  - name: fp
+    listen: 0.0.0.0:8093
+    backends:
+      - wps1:8093
+      - { address: nowhere:8093, weight: 3, state: drain }
+      - 10.0.0.3:8093
+",
+    )
+    .expect("an unresolvable host is not a load error");
+    let s = &c.services[0];
+    let resolved: Vec<&str> = s.backends.iter().map(|b| b.address.as_str()).collect();
+    assert_eq!(resolved, ["wps1:8093", "10.0.0.3:8093"]);
+    assert_eq!(s.unresolved.len(), 1);
+    let u = &s.unresolved[0];
+    assert_eq!(u.address, "nowhere:8093");
+    assert_eq!((u.weight, u.state), (3, BackendState::Drain));
+    assert_eq!(u.key, "services[0].backends[1].address");
+    assert_eq!(u.line, Some(6));
+    assert!(
+        u.reason.contains("cannot resolve `nowhere`"),
+        "{}",
+        u.reason
+    );
+    // Listed twice is still an error, resolvable or not.
+    let e = errors(
+        "services:\n  - name: fp\n    listen: 0.0.0.0:8093\n    backends: [nowhere:1, nowhere:1]\n",
+    );
+    assert!(e.has("services[0].backends[1]", "listed twice"), "{e}");
+}
+
+#[test]
+fn a_service_whose_every_host_is_unresolvable_loads_with_no_backend() {
+    let c =
+        load("services:\n  - name: fp\n    listen: 0.0.0.0:8093\n    backends: [gone:1, away:2]\n")
+            .unwrap();
+    assert!(c.services[0].backends.is_empty());
+    assert_eq!(c.services[0].unresolved.len(), 2);
+}
+
+#[test]
+fn a_retry_adds_what_resolves_now_and_keeps_the_rest_aside() {
+    let c = load(
+        "services:\n  - name: fp\n    listen: 0.0.0.0:8093\n    backends: [10.9.0.1:80, late:80, never:80, twin:80]\n",
+    )
+    .unwrap();
+    let s = &c.services[0];
+    assert_eq!(s.unresolved.len(), 3);
+    let nothing_yet =
+        |_: &str| -> std::io::Result<Vec<SocketAddr>> { Err(std::io::Error::other("still down")) };
+    assert!(s.retry_unresolved(&nothing_yet).is_none());
+    let now = |a: &str| -> std::io::Result<Vec<SocketAddr>> {
+        match a {
+            "late:80" => Ok(vec!["10.9.0.7:80".parse().unwrap()]),
+            // The address of a backend already listed: not a second copy of it.
+            "twin:80" => Ok(vec!["10.9.0.1:80".parse().unwrap()]),
+            _ => Err(std::io::Error::other("still down")),
+        }
+    };
+    let next = s.retry_unresolved(&now).expect("late resolves");
+    let addrs: Vec<String> = next
+        .backends
+        .iter()
+        .map(|b| format!("{}={}", b.address, b.addr))
+        .collect();
+    assert_eq!(addrs, ["10.9.0.1:80=10.9.0.1:80", "late:80=10.9.0.7:80"]);
+    let aside: Vec<(&str, &str)> = next
+        .unresolved
+        .iter()
+        .map(|u| (u.address.as_str(), u.reason.as_str()))
+        .collect();
+    assert_eq!(aside.len(), 2, "{aside:?}");
+    assert!(
+        aside[0].0 == "never:80" && aside[0].1.contains("still down"),
+        "{aside:?}"
+    );
+    assert!(
+        aside[1].0 == "twin:80" && aside[1].1.contains("another backend"),
+        "{aside:?}"
+    );
+}
+
+#[test]
+fn a_host_that_stops_resolving_keeps_the_address_it_runs_with() {
+    let running = load(
+        "services:\n  - name: fp\n    listen: 0.0.0.0:8093\n    backends: [wps1:80, wps2:80]\n",
+    )
+    .unwrap();
+    // The reload's lookup of wps2 fails (a DNS blip): wps2 keeps 10.9.0.2, its keys stay.
+    let blip = |a: &str| -> std::io::Result<Vec<SocketAddr>> {
+        match a {
+            "wps1:80" => Ok(vec!["10.9.0.1:80".parse().unwrap()]),
+            _ => Err(std::io::Error::other("timed out")),
+        }
+    };
+    let text = "services:\n  - name: fp\n    listen: 0.0.0.0:8093\n    backends: [wps1:80, { address: wps2:80, weight: 2 }, wps3:80]\n";
+    let mut new = Config::from_yaml_with(text, "test.yaml", &env, &blip).unwrap();
+    new.services[0].keep_resolved(&running.services[0]);
+    let s = &new.services[0];
+    let got: Vec<String> = s
+        .backends
+        .iter()
+        .map(|b| format!("{}={} w{}", b.address, b.addr, b.weight))
+        .collect();
+    assert_eq!(got, ["wps1:80=10.9.0.1:80 w1", "wps2:80=10.9.0.2:80 w2"]);
+    // wps3 never ran: it stays aside.
+    assert_eq!(s.unresolved.len(), 1);
+    assert_eq!(s.unresolved[0].address, "wps3:80");
 }
 
 #[test]

@@ -20,6 +20,31 @@ fn pid_file_and_upgrade_sock_must_differ() {
 }
 
 #[test]
+fn under_the_unit_the_pid_file_must_be_the_one_systemd_waits_for() {
+    let unit =
+        |name: &str| (name == "ROOST_UNIT_PID_FILE").then(|| "/run/roost/roost.pid".to_string());
+    let with = |server: &str| {
+        Config::from_yaml_with(&format!("{server}{MINIMAL}"), "test.yaml", &unit, &resolver)
+    };
+    let e = with("server:\n  pid_file: /run/other.pid\n").unwrap_err();
+    assert!(
+        e.has(
+            "server.pid_file",
+            "is /run/other.pid but the service manager follows /run/roost/roost.pid"
+        ),
+        "{e}"
+    );
+    assert_eq!(e.0[0].line, Some(2));
+    assert!(with("server:\n  pid_file: /run/roost/roost.pid\n").is_ok());
+    // Not written: the default (/tmp/roost.pid) is not the unit's either.
+    assert!(with("")
+        .unwrap_err()
+        .has("server.pid_file", "is /tmp/roost.pid"));
+    // Outside the unit nothing is checked.
+    assert!(load(&format!("server:\n  pid_file: /run/other.pid\n{MINIMAL}")).is_ok());
+}
+
+#[test]
 fn ipv6_backends_and_listeners() {
     let c = load("services:\n  - {name: a, listen: \"[::1]:8093\", backends: [\"[::1]:9000\"]}\n")
         .unwrap();

@@ -4,13 +4,15 @@
 //! into what this process can apply (backends, weights, health check, key policy of a service
 //! that keeps its listener) and what needs a new process (`roost -u`: listeners, services
 //! added or removed, server and admin settings). A service whose listener changed is left
-//! exactly as it was, so nothing is ever half-applied. [`ReloadService`] is the I/O around it.
+//! exactly as it was, so nothing is ever half-applied. [`ReloadService`] is the I/O around it;
+//! it also looks up, every [`RESOLVE_RETRY`], the backend hosts that did not resolve, and adds
+//! each one to its service as a reload would once it does.
 
 mod plan;
 
 use plan::plan;
 
-use crate::config::Config;
+use crate::config::{system_resolver, Config};
 use crate::service::pool::Pool;
 use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
@@ -19,7 +21,11 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
+
+/// How often a backend whose host did not resolve is looked up again.
+pub const RESOLVE_RETRY: Duration = Duration::from_secs(10);
 
 /// Waits for SIGHUP and reloads the config file into the running pools.
 pub struct ReloadService {
@@ -51,7 +57,7 @@ impl ReloadService {
     fn reload(&self) {
         let source = self.path.display();
         info!("reload: SIGHUP received, reading {source}");
-        let new = match Config::load(&self.path) {
+        let mut new = match Config::load(&self.path) {
             Ok(config) => config,
             Err(errors) => {
                 self.metrics.reloads.with_label_values(&["invalid"]).inc();
@@ -66,7 +72,48 @@ impl ReloadService {
             }
         };
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let mut plan = plan(&running, &new);
+        for service in &mut new.services {
+            if let Some(now) = running.service(&service.name) {
+                service.keep_resolved(now);
+            }
+        }
+        for e in new.unresolved() {
+            warn!(
+                "reload: {e}; left out (down) and looked up again every {} s",
+                RESOLVE_RETRY.as_secs()
+            );
+        }
+        let (applied, deferred) = self.apply(&mut running, &new);
+        self.metrics.reloads.with_label_values(&["applied"]).inc();
+        info!(
+            "reload: {source}: done ({applied} service(s) changed, {deferred} change(s) need -u)"
+        );
+    }
+
+    /// Look the backends whose host did not resolve up again; those that resolve now join
+    /// their service, as a reload would add them (the running file is not re-read: an edit
+    /// waits for its SIGHUP).
+    fn retry_unresolved(&self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new = running.clone();
+        let mut any = false;
+        for service in &mut new.services {
+            // Blocking lookups, on this background service's own thread.
+            if let Some(next) = service.retry_unresolved(&system_resolver) {
+                *service = next;
+                any = true;
+            }
+        }
+        if any {
+            info!("reload: a backend host resolves now");
+            self.apply(&mut running, &new);
+        }
+    }
+
+    /// Apply `new` to the pools (what the plan lets this process apply) and make it the running
+    /// config; returns the number of services changed and of changes that need `-u`.
+    fn apply(&self, running: &mut Config, new: &Config) -> (usize, usize) {
+        let mut plan = plan(running, new);
         for change in &plan.needs_upgrade {
             warn!("reload: {change}: needs -u (not applied)");
         }
@@ -92,13 +139,23 @@ impl ReloadService {
                 }
             }
         });
-        *running = plan.running_after(&running);
-        self.metrics.reloads.with_label_values(&["applied"]).inc();
-        info!(
-            "reload: {source}: done ({} service(s) changed, {} change(s) need -u)",
-            plan.apply.len(),
-            plan.needs_upgrade.len()
-        );
+        *running = plan.running_after(running);
+        (plan.apply.len(), plan.needs_upgrade.len())
+    }
+
+    /// Whether a service runs without a backend whose host did not resolve.
+    fn waits_for_hosts(&self) -> bool {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.services.iter().any(|s| !s.unresolved.is_empty())
+    }
+}
+
+/// A bug in building a service must cost one reload, never the reloader: every later SIGHUP
+/// would be silently ignored.
+fn guarded(metrics: &Metrics, what: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(what)).is_err() {
+        metrics.reloads.with_label_values(&["failed"]).inc();
+        error!("reload: failed unexpectedly; still running the previous config");
     }
 }
 
@@ -112,14 +169,14 @@ impl BackgroundService for ReloadService {
                 return;
             }
         };
+        let mut retry = tokio::time::interval(RESOLVE_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                Some(()) = hangup.recv() => {
-                    // A bug in building a service must cost this one reload, never the
-                    // reloader: every later SIGHUP would be silently ignored.
-                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload())).is_err() {
-                        self.metrics.reloads.with_label_values(&["failed"]).inc();
-                        error!("reload: failed unexpectedly; still running the previous config");
+                Some(()) = hangup.recv() => guarded(&self.metrics, || self.reload()),
+                _ = retry.tick() => {
+                    if self.waits_for_hosts() {
+                        guarded(&self.metrics, || self.retry_unresolved());
                     }
                 }
                 _ = shutdown.changed() => return,

@@ -109,6 +109,24 @@ fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
             changes.push(format!("backend {} removed", o.address));
         }
     }
+    // Backends left out because their host does not resolve: the state must list (and the
+    // reloader retry) exactly the new file's.
+    for u in &new.unresolved {
+        if !old.unresolved.iter().any(|o| o.address == u.address) {
+            changes.push(format!("backend {} left out ({})", u.address, u.reason));
+        }
+    }
+    for o in &old.unresolved {
+        let listed = |a: &str| a == o.address;
+        if !new.unresolved.iter().any(|u| listed(&u.address))
+            && !new.backends.iter().any(|b| listed(&b.address))
+        {
+            changes.push(format!(
+                "backend {} removed (its host never resolved)",
+                o.address
+            ));
+        }
+    }
     if old.health_check != new.health_check {
         changes.push(match (&old.health_check, &new.health_check) {
             (None, Some(_)) => "health_check added".to_string(),
@@ -247,6 +265,44 @@ services:
     listen: 127.0.0.1:8094
     backends: [10.0.0.1:8094]
 ";
+
+    #[test]
+    fn a_backend_left_out_for_its_host_is_applied_and_described() {
+        let dns = |a: &str| -> std::io::Result<Vec<std::net::SocketAddr>> {
+            match a {
+                "wps1:8093" => Ok(vec!["10.0.0.1:8093".parse().unwrap()]),
+                _ => Err(std::io::Error::other("no such host")),
+            }
+        };
+        let load = |backends: &str| {
+            let yaml = format!(
+                "services:\n  - name: fp\n    listen: 127.0.0.1:8093\n    backends: {backends}\n"
+            );
+            Config::from_yaml_with(&yaml, "test.yaml", &|_| None, &dns).unwrap()
+        };
+        let old = load("[wps1:8093]");
+        // Added to the file while its host does not resolve: the state must list it (and the
+        // reloader retry it) although no address changed.
+        let new = load("[wps1:8093, wps2:8093]");
+        let p = plan(&old, &new);
+        assert_eq!(p.apply.len(), 1, "{p:?}");
+        assert!(
+            p.apply[0].1[0].starts_with("backend wps2:8093 left out (cannot resolve `wps2`"),
+            "{p:?}"
+        );
+        // Then it resolves: added as any new backend.
+        let resolved = new.services[0]
+            .retry_unresolved(&|_| Ok(vec!["10.0.0.2:8093".parse().unwrap()]))
+            .unwrap();
+        let mut after = new.clone();
+        after.services[0] = resolved;
+        assert_eq!(plan(&new, &after).apply[0].1, ["backend wps2:8093 added"]);
+        // Or it leaves the file before it ever resolved.
+        assert_eq!(
+            plan(&new, &old).apply[0].1,
+            ["backend wps2:8093 removed (its host never resolved)"]
+        );
+    }
 
     #[test]
     fn identical_configs_change_nothing() {
