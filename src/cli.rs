@@ -118,7 +118,7 @@ pub fn main() -> ExitCode {
         return crate::ops::import_nginx::run(path, output.as_deref(), *allow_approximate);
     }
 
-    let config = match Config::load(&cli.conf) {
+    let mut config = match Config::load(&cli.conf) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
@@ -135,15 +135,16 @@ pub fn main() -> ExitCode {
     // `-t` is strict: every host must resolve. Everything else runs without the backends
     // whose host does not resolve (yet): a stopped WPS container must not stop the proxy of
     // the others, nor an operator's `roost reload`.
-    let unresolved = config.unresolved();
+    let mut unresolved = config.unresolved();
+    unresolved.extend(crate::ops::discovery::initial(&mut config));
     if cli.test && !unresolved.is_empty() {
         for e in &unresolved {
             eprintln!("{e}");
         }
         eprintln!(
-            "roost: {}: {} backend host{} did not resolve. `roost -t` resolves every host; a \
-             starting or reloading Roost would leave {} out as down and retry the lookup every \
-             {} s",
+            "roost: {}: {} backend lookup{} failed. `roost -t` resolves every host and DNS \
+             entry; a starting or reloading Roost would run without {} (a host: down, looked up \
+             again every {} s; a DNS entry: looked up again every `refresh`)",
             config.source,
             unresolved.len(),
             if unresolved.len() == 1 { "" } else { "s" },
@@ -153,10 +154,7 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     for e in &unresolved {
-        log::warn!(
-            "{e}; left out (down) and looked up again every {} s",
-            crate::ops::reload::RESOLVE_RETRY.as_secs()
-        );
+        log::warn!("{e}; left out for now, looked up again");
     }
 
     match &cli.command {

@@ -7,8 +7,9 @@ use super::lines::{join_index, join_key};
 use super::loader::Loader;
 use super::*;
 use file::FileBackend;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 impl Loader<'_> {
     pub(super) fn backends(
@@ -16,13 +17,14 @@ impl Loader<'_> {
         list: Option<Vec<FileBackend>>,
         path: &str,
         resolver: Resolver,
-    ) -> Option<(Vec<BackendConfig>, Vec<UnresolvedBackend>)> {
+    ) -> Option<Listed> {
         let Some(list) = list.filter(|l| !l.is_empty()) else {
             self.error(path, "at least one backend is required");
             return None;
         };
         let mut out = Vec::with_capacity(list.len());
         let mut unresolved = Vec::new();
+        let mut dns: Vec<DnsBackends> = Vec::new();
         let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut ok = true;
@@ -47,6 +49,20 @@ impl Loader<'_> {
                     unresolved.push(u);
                     continue;
                 }
+                Some(Entry::Dns(d)) => {
+                    if let Some(first) = dns
+                        .iter()
+                        .position(|o| o.name == d.name && o.port == d.port)
+                    {
+                        self.error(
+                            &item,
+                            format!("{} is listed twice (also {})", d.describe(), dns[first].key),
+                        );
+                        ok = false;
+                    }
+                    dns.push(d);
+                    continue;
+                }
                 Some(Entry::Resolved(backend)) => backend,
             };
             names.insert(backend.address.clone(), i);
@@ -62,7 +78,11 @@ impl Loader<'_> {
             }
             out.push(backend);
         }
-        ok.then_some((out, unresolved))
+        ok.then_some(Listed {
+            backends: out,
+            unresolved,
+            dns,
+        })
     }
 
     pub(super) fn backend(
@@ -94,6 +114,22 @@ impl Loader<'_> {
                 None
             }),
         };
+        if b.dns.is_some() || b.srv.is_some() {
+            let dns = self.dns_entry(b, item, weight, state?);
+            return (weight > 0).then_some(dns?).map(Entry::Dns);
+        }
+        for (key, given) in [
+            ("port", b.port.is_some()),
+            ("refresh", b.refresh.is_some()),
+            ("resolver", b.resolver.is_some()),
+        ] {
+            if given {
+                self.error(
+                    &join_key(item, key),
+                    "goes with `dns:` or `srv:` (an `address` has its port in it)",
+                );
+            }
+        }
         let address = self.required(&address_key, b.address)?.trim().to_string();
         let lookup = self.resolve(&address_key, &address, resolver)?;
         if weight == 0 {
@@ -106,6 +142,7 @@ impl Loader<'_> {
                 addr,
                 weight,
                 state,
+                dns: None,
             }),
             Err(reason) => Entry::Unresolved(UnresolvedBackend {
                 address,
@@ -156,10 +193,110 @@ impl Loader<'_> {
     }
 }
 
-/// One backend of the list: resolved, or kept aside until its host resolves.
+/// One backend of the list: resolved, kept aside until its host resolves, or a DNS name whose
+/// records are backends.
 pub(super) enum Entry {
     Resolved(BackendConfig),
     Unresolved(UnresolvedBackend),
+    Dns(DnsBackends),
+}
+
+/// A service's `backends` list, sorted.
+pub(super) struct Listed {
+    pub backends: Vec<BackendConfig>,
+    pub unresolved: Vec<UnresolvedBackend>,
+    pub dns: Vec<DnsBackends>,
+}
+
+impl Loader<'_> {
+    /// `{ dns: NAME, port: P }` or `{ srv: NAME }`, with `refresh` and `resolver`.
+    fn dns_entry(
+        &mut self,
+        b: FileBackend,
+        item: &str,
+        weight: u32,
+        state: BackendState,
+    ) -> Option<DnsBackends> {
+        let mut ok = true;
+        if b.address.is_some() {
+            self.error(
+                &join_key(item, "address"),
+                "a backend is an `address`, a `dns` name or an `srv` name, not several",
+            );
+            ok = false;
+        }
+        let (key, name, port) = match (b.dns, b.srv) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    item,
+                    "`dns` and `srv` are two entries: write each on its own",
+                );
+                return None;
+            }
+            (Some(name), None) => {
+                let port = self.required(&join_key(item, "port"), b.port);
+                if port == Some(0) {
+                    self.error(&join_key(item, "port"), "port 0 is not a backend port");
+                    ok = false;
+                }
+                (join_key(item, "dns"), name, Some(port?))
+            }
+            (None, Some(name)) => {
+                if b.port.is_some() {
+                    self.error(
+                        &join_key(item, "port"),
+                        "an SRV record gives each backend its port: leave `port` out",
+                    );
+                    ok = false;
+                }
+                (join_key(item, "srv"), name, None)
+            }
+            (None, None) => unreachable!("called for dns or srv entries"),
+        };
+        let name = name.trim().trim_end_matches('.').to_string();
+        if name.is_empty()
+            || name.len() > 253
+            || !name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            })
+        {
+            self.error(&key, format!("`{name}` is not a DNS name"));
+            ok = false;
+        }
+        let refresh = self.duration(&join_key(item, "refresh"), b.refresh, DEFAULT_DNS_REFRESH);
+        if refresh.is_some_and(|r| r < Duration::from_secs(1)) {
+            self.error(&join_key(item, "refresh"), "must be at least 1s");
+            ok = false;
+        }
+        let resolver = match b.resolver.as_deref().map(str::trim) {
+            None => Some(None),
+            Some(r) => match r.parse::<SocketAddr>() {
+                Ok(a) if a.port() != 0 => Some(Some(a)),
+                _ => {
+                    self.error(
+                        &join_key(item, "resolver"),
+                        format!("`{r}` is not the IP:port of a DNS server (e.g. 127.0.0.1:53)"),
+                    );
+                    None
+                }
+            },
+        };
+        let line = self.lines.line_of(&key);
+        let (refresh, resolver) = (refresh?, resolver?);
+        ok.then_some(DnsBackends {
+            name,
+            port,
+            refresh,
+            resolver,
+            weight,
+            state,
+            key,
+            line,
+        })
+    }
 }
 
 /// Look `host:port` up: the first address, or why there is none (the one wording for the
@@ -214,6 +351,72 @@ impl ServiceConfig {
                     self.backends.push(u.resolved(b.addr));
                 }
                 _ => self.unresolved.push(u),
+            }
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// This service with what `source`'s lookup `found` (address, weight) in place of what it
+    /// found before: `None` when that is the same set. An address another backend of the
+    /// service already has is not added twice (the file's own entries come first).
+    pub fn with_found(
+        &self,
+        source: &DnsBackends,
+        found: &[(SocketAddr, u32)],
+    ) -> Option<ServiceConfig> {
+        let mark = source.describe();
+        let before: BTreeSet<(SocketAddr, u32)> = self
+            .backends
+            .iter()
+            .filter(|b| b.dns.as_deref() == Some(mark.as_str()))
+            .map(|b| (b.addr, b.weight))
+            .collect();
+        let mut next = self.clone();
+        next.backends
+            .retain(|b| b.dns.as_deref() != Some(mark.as_str()));
+        let mut added = BTreeSet::new();
+        for &(addr, weight) in found.iter().collect::<BTreeSet<_>>() {
+            if next.backends.iter().any(|b| b.addr == addr) || !added.insert((addr, weight)) {
+                continue;
+            }
+            next.backends.push(BackendConfig {
+                address: addr.to_string(),
+                addr,
+                weight,
+                state: source.state,
+                dns: Some(mark.clone()),
+            });
+        }
+        (added != before).then_some(next)
+    }
+
+    /// After a reload, each DNS entry that was running before (same name, port and resolver)
+    /// starts with what it had found, until its next lookup.
+    pub fn keep_discovered(&mut self, running: &ServiceConfig) {
+        for source in &self.dns {
+            let same = running
+                .dns
+                .iter()
+                .any(|r| r.describe() == source.describe() && r.resolver == source.resolver);
+            if !same {
+                continue;
+            }
+            let mark = source.describe();
+            for b in &running.backends {
+                if b.dns.as_deref() == Some(mark.as_str())
+                    && !self.backends.iter().any(|n| n.addr == b.addr)
+                {
+                    self.backends.push(BackendConfig {
+                        weight: if source.port.is_some() {
+                            source.weight
+                        } else {
+                            b.weight
+                        },
+                        state: source.state,
+                        ..b.clone()
+                    });
+                }
             }
         }
     }

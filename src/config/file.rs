@@ -141,12 +141,18 @@ pub struct FileHash {
     pub algorithm: Option<String>,
 }
 
-/// A backend is written either as a bare `host:port` string or as a map with a weight.
-#[derive(Debug)]
+/// A backend is written either as a bare `host:port` string or as a map with a weight; the
+/// map may instead name a DNS name whose records are the backends (`dns:` + `port:`, `srv:`).
+#[derive(Debug, Default)]
 pub struct FileBackend {
     pub address: Option<String>,
     pub weight: Option<u32>,
     pub state: Option<String>,
+    pub dns: Option<String>,
+    pub srv: Option<String>,
+    pub port: Option<u16>,
+    pub refresh: Option<String>,
+    pub resolver: Option<String>,
     /// Written as a bare string (so errors point at the item, not at an `address` key).
     pub short_form: bool,
 }
@@ -160,6 +166,16 @@ struct FileBackendMap {
     weight: Option<u32>,
     #[serde(default, deserialize_with = "lenient")]
     state: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    dns: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    srv: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    port: Option<u16>,
+    #[serde(default, deserialize_with = "lenient")]
+    refresh: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    resolver: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for FileBackend {
@@ -168,14 +184,16 @@ impl<'de> Deserialize<'de> for FileBackend {
         impl<'de> Visitor<'de> for BackendVisitor {
             type Value = FileBackend;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("`host:port` or `{ address: host:port, weight: N, state: S }`")
+                f.write_str(
+                    "`host:port`, `{ address: host:port, weight: N, state: S }`, \
+                     `{ dns: NAME, port: P }` or `{ srv: NAME }`",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<FileBackend, E> {
                 Ok(FileBackend {
                     address: Some(v.to_string()),
-                    weight: None,
-                    state: None,
                     short_form: true,
+                    ..FileBackend::default()
                 })
             }
             fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<FileBackend, M::Error> {
@@ -185,6 +203,11 @@ impl<'de> Deserialize<'de> for FileBackend {
                     address: m.address,
                     weight: m.weight,
                     state: m.state,
+                    dns: m.dns,
+                    srv: m.srv,
+                    port: m.port,
+                    refresh: m.refresh,
+                    resolver: m.resolver,
                     short_form: false,
                 })
             }

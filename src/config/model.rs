@@ -148,6 +148,10 @@ pub struct ServiceConfig {
     /// Backends whose host did not resolve when the file was loaded: left out of `backends`
     /// (so of the ring), reported as down, and retried (`ops::reload`). `roost -t` refuses them.
     pub unresolved: Vec<UnresolvedBackend>,
+    /// DNS names whose records are backends (`{ dns: ... }`, `{ srv: ... }`), looked up again
+    /// every `refresh` (`ops::discovery`); what they found is in `backends`, marked with the
+    /// name.
+    pub dns: Vec<DnsBackends>,
     pub health_check: Option<HealthCheckConfig>,
     pub when_down: WhenDown,
     /// Panic mode: when the share of usable backends (in percent) is at or below this, routing
@@ -305,6 +309,39 @@ pub struct BackendConfig {
     pub weight: u32,
     /// The operator state the file gives it.
     pub state: BackendState,
+    /// The DNS entry that found it ([`DnsBackends::name`]); `None` for a backend of the file.
+    pub dns: Option<String>,
+}
+
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(10);
+
+/// `{ dns: NAME, port: P }` (every A/AAAA address is a backend on port P) or `{ srv: NAME }`
+/// (every SRV record is one: its target's address, its port and weight).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsBackends {
+    pub name: String,
+    /// `Some(port)` for A/AAAA; `None` for SRV (each record has its port).
+    pub port: Option<u16>,
+    /// How often the name is looked up again.
+    pub refresh: Duration,
+    /// A DNS server of its own (`resolver: IP:port`), else the system's (`/etc/resolv.conf`).
+    pub resolver: Option<SocketAddr>,
+    /// The weight of each address (A/AAAA); SRV records carry theirs.
+    pub weight: u32,
+    pub state: BackendState,
+    /// Where the file lists it, for errors and warnings.
+    pub key: String,
+    pub line: Option<usize>,
+}
+
+impl DnsBackends {
+    /// What the entry looks up, for logs: `tasks.fp:8093` or `srv _wps._tcp.fp`.
+    pub fn describe(&self) -> String {
+        match self.port {
+            Some(port) => format!("dns {}:{port}", self.name),
+            None => format!("srv {}", self.name),
+        }
+    }
 }
 
 /// A backend whose `host:port` did not resolve: everything the file says of it, so that it
@@ -329,6 +366,7 @@ impl UnresolvedBackend {
             addr,
             weight: self.weight,
             state: self.state,
+            dns: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 pub(crate) mod admin;
 pub(crate) mod admin_client;
 pub(crate) mod backend_cmd;
+pub mod discovery;
 pub(crate) mod import_nginx;
 pub(crate) mod logging;
 pub(crate) mod reload;

@@ -62,10 +62,12 @@ fn service(backends: &[(u8, u32)], when_down: WhenDown) -> ServiceConfig {
                     address,
                     weight: *weight,
                     state: Default::default(),
+                    dns: None,
                 }
             })
             .collect(),
         unresolved: Vec::new(),
+        dns: Vec::new(),
         health_check: None,
         when_down,
         panic_threshold: Some(0),

@@ -25,6 +25,7 @@ pub const WPS_AFFINITY: &str = "roost_wps_affinity_total";
 pub const AFFINITY_MOVES: &str = "roost_affinity_moves_total";
 pub const AFFINITY_KEYS: &str = "roost_affinity_keys";
 pub const BACKENDS_UNRESOLVED: &str = "roost_backends_unresolved";
+pub const DNS_LOOKUPS: &str = "roost_dns_lookups_total";
 pub const WPS_JOB_MOVES: &str = "roost_wps_job_moves_total";
 pub const WPS_RUNNING_JOBS: &str = "roost_wps_running_jobs";
 pub const PROBES_EXCUSED: &str = "roost_health_probes_excused_total";
@@ -60,6 +61,9 @@ pub struct Metrics {
     pub backend_up: IntGaugeVec,
     /// service: backends left out because their host does not resolve.
     pub backends_unresolved: IntGaugeVec,
+    /// service, name (`dns NAME:PORT` | `srv NAME`), result (`changed` | `same` | `failed`):
+    /// lookups of the DNS backend entries.
+    pub dns_lookups: IntCounterVec,
     /// service, backend, to (`up` | `down`).
     pub health_transitions: IntCounterVec,
     /// result (`applied` | `invalid` | `failed`).
@@ -191,6 +195,11 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let dns_lookups = counter(
+            DNS_LOOKUPS,
+            "Lookups of DNS backend entries, by service, entry and result (changed, same, failed).",
+            &["service", "name", "result"],
+        );
         let reloads = counter(
             RELOADS,
             "Config reloads (SIGHUP) by result: applied, invalid (the file did not load), failed.",
@@ -260,6 +269,7 @@ impl Metrics {
             retries,
             backend_up,
             backends_unresolved,
+            dns_lookups,
             health_transitions,
             reloads,
             access_log_dropped,

@@ -22,6 +22,7 @@ fn minimal_file_gets_defaults() {
             addr: "10.0.0.1:8093".parse().unwrap(),
             weight: 1,
             state: BackendState::Ready,
+            dns: None,
         }]
     );
 }
@@ -353,6 +354,192 @@ fn a_host_that_stops_resolving_keeps_the_address_it_runs_with() {
     // wps3 never ran: it stays aside.
     assert_eq!(s.unresolved.len(), 1);
     assert_eq!(s.unresolved[0].address, "wps3:80");
+}
+
+#[test]
+fn dns_entries_are_kept_with_their_refresh_resolver_weight_and_state() {
+    let c = load(
+        "\
+services:
+  - name: fp
+    listen: 0.0.0.0:8093
+    backends:
+      - 10.0.0.1:8093
+      - { dns: tasks.flyingpigeon, port: 8093, refresh: 5s, resolver: \"127.0.0.1:5353\", weight: 2 }
+      - { srv: _wps._tcp.fp.default.svc.cluster.local., state: drain }
+",
+    )
+    .unwrap();
+    let s = &c.services[0];
+    assert_eq!(
+        s.backends.len(),
+        1,
+        "the file's own backend; DNS ones come from lookups"
+    );
+    let [a, srv] = &s.dns[..] else {
+        panic!("{:?}", s.dns)
+    };
+    assert_eq!(
+        (
+            a.name.as_str(),
+            a.port,
+            a.refresh,
+            a.resolver,
+            a.weight,
+            a.state
+        ),
+        (
+            "tasks.flyingpigeon",
+            Some(8093),
+            Duration::from_secs(5),
+            Some("127.0.0.1:5353".parse().unwrap()),
+            2,
+            BackendState::Ready
+        )
+    );
+    assert_eq!(
+        (a.key.as_str(), a.line),
+        ("services[0].backends[1].dns", Some(6))
+    );
+    assert_eq!(a.describe(), "dns tasks.flyingpigeon:8093");
+    // The root dot is dropped; SRV records carry their ports; the default refresh is 10 s.
+    assert_eq!(srv.describe(), "srv _wps._tcp.fp.default.svc.cluster.local");
+    assert_eq!(
+        (srv.port, srv.refresh, srv.state),
+        (None, DEFAULT_DNS_REFRESH, BackendState::Drain)
+    );
+    // A service of DNS entries alone loads (its backends come with the first lookup).
+    assert!(load("services:\n  - name: fp\n    listen: 0.0.0.0:8093\n    backends: [{ dns: wps, port: 1 }]\n").is_ok());
+}
+
+#[test]
+fn dns_entry_errors_name_their_key() {
+    let e = errors(
+        "\
+services:
+  - name: fp
+    listen: 0.0.0.0:8093
+    backends:
+      - { dns: tasks.fp }
+      - { dns: \"bad name!\", port: 1 }
+      - { srv: _wps._tcp.fp, port: 8093 }
+      - { dns: a.b, port: 1, refresh: 100ms, resolver: nowhere }
+      - { dns: c.d, srv: e.f, port: 1 }
+      - { address: 10.0.0.1:80, port: 81, refresh: 1s }
+      - { dns: x.y, port: 1 }
+      - { dns: x.y, port: 1, weight: 3 }
+",
+    );
+    let expect = [
+        ("services[0].backends[0].port", "is required", 5),
+        ("services[0].backends[1].dns", "is not a DNS name", 6),
+        ("services[0].backends[2].port", "leave `port` out", 7),
+        ("services[0].backends[3].refresh", "at least 1s", 8),
+        (
+            "services[0].backends[3].resolver",
+            "not the IP:port of a DNS server",
+            8,
+        ),
+        (
+            "services[0].backends[4]",
+            "`dns` and `srv` are two entries",
+            9,
+        ),
+        (
+            "services[0].backends[5].port",
+            "goes with `dns:` or `srv:`",
+            10,
+        ),
+        (
+            "services[0].backends[5].refresh",
+            "goes with `dns:` or `srv:`",
+            10,
+        ),
+        (
+            "services[0].backends[7]",
+            "dns x.y:1 is listed twice (also services[0].backends[6].dns)",
+            12,
+        ),
+    ];
+    for (key, needle, line) in expect {
+        let found =
+            e.0.iter()
+                .find(|x| x.key.as_deref() == Some(key) && x.message.contains(needle));
+        let found = found.unwrap_or_else(|| panic!("no error `{needle}` at {key} in:\n{e}"));
+        assert_eq!(found.line, Some(line), "{found}");
+    }
+    assert_eq!(e.0.len(), expect.len(), "unexpected extra errors:\n{e}");
+}
+
+#[test]
+fn a_lookup_replaces_what_its_entry_found_and_nothing_else() {
+    let mut c = load(
+        "services:\n  - name: fp\n    listen: 0.0.0.0:8093\n    backends: [10.0.0.1:80, { dns: wps, port: 80 }, { srv: _w._tcp.x }]\n",
+    )
+    .unwrap();
+    let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    let (dns, srv) = (c.services[0].dns[0].clone(), c.services[0].dns[1].clone());
+    let s = c.services[0]
+        .with_found(
+            &dns,
+            &[
+                (a("10.0.0.2:80"), 1),
+                (a("10.0.0.3:80"), 1),
+                (a("10.0.0.1:80"), 1),
+            ],
+        )
+        .expect("new addresses");
+    // The file's 10.0.0.1 is not added twice.
+    let listed = |s: &ServiceConfig| -> Vec<String> {
+        s.backends
+            .iter()
+            .map(|b| {
+                format!(
+                    "{} w{} {}",
+                    b.address,
+                    b.weight,
+                    b.dns.as_deref().unwrap_or("file")
+                )
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(
+        listed(&s),
+        [
+            "10.0.0.1:80 w1 file",
+            "10.0.0.2:80 w1 dns wps:80",
+            "10.0.0.3:80 w1 dns wps:80"
+        ]
+    );
+    // The same answer in another order changes nothing.
+    assert!(s
+        .with_found(&dns, &[(a("10.0.0.3:80"), 1), (a("10.0.0.2:80"), 1)])
+        .is_none());
+    // SRV records: their own ports and weights, beside the A entry's.
+    let s = s.with_found(&srv, &[(a("10.0.0.9:8093"), 5)]).unwrap();
+    // One replica gone from the A answer: only it leaves.
+    let s = s.with_found(&dns, &[(a("10.0.0.3:80"), 1)]).unwrap();
+    assert_eq!(
+        listed(&s),
+        [
+            "10.0.0.1:80 w1 file",
+            "10.0.0.3:80 w1 dns wps:80",
+            "10.0.0.9:8093 w5 srv _w._tcp.x"
+        ]
+    );
+    // A reload of the same file starts with what the entries found; an entry whose resolver
+    // changed starts empty (its next lookup fills it).
+    let mut reloaded = c.clone();
+    reloaded.services[0].keep_discovered(&s);
+    assert_eq!(listed(&reloaded.services[0]), listed(&s));
+    c.services[0].dns[0].resolver = Some(a("127.0.0.1:53"));
+    c.services[0].keep_discovered(&s);
+    assert_eq!(
+        listed(&c.services[0]),
+        ["10.0.0.1:80 w1 file", "10.0.0.9:8093 w5 srv _w._tcp.x"]
+    );
 }
 
 #[test]

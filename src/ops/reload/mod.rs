@@ -6,22 +6,27 @@
 //! added or removed, server and admin settings). A service whose listener changed is left
 //! exactly as it was, so nothing is ever half-applied. [`ReloadService`] is the I/O around it;
 //! it also looks up, every [`RESOLVE_RETRY`], the backend hosts that did not resolve, and adds
-//! each one to its service as a reload would once it does.
+//! each one to its service as a reload would once it does; and looks up each DNS backend entry
+//! every `refresh` ([`discovery`]), applying what changed the same way.
 
 mod plan;
 
 use plan::plan;
 
-use crate::config::{system_resolver, Config};
+use crate::config::{system_resolver, Config, DnsBackends};
+use crate::ops::discovery;
 use crate::service::pool::Pool;
 use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
+use futures::FutureExt;
 use log::{error, info, warn};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// How often a backend whose host did not resolve is looked up again.
@@ -34,6 +39,15 @@ pub struct ReloadService {
     pools: Vec<Arc<Pool>>,
     running: std::sync::Mutex<Config>,
     metrics: Arc<Metrics>,
+    /// Each DNS entry's next lookup, by (service, entry).
+    dns: std::sync::Mutex<HashMap<(String, String), DnsWatch>>,
+}
+
+/// When a DNS entry is looked up next, and whether its last lookup failed (an outage is
+/// logged once, and its end once).
+struct DnsWatch {
+    due: Instant,
+    failing: bool,
 }
 
 impl ReloadService {
@@ -48,6 +62,7 @@ impl ReloadService {
             pools,
             running: std::sync::Mutex::new(config),
             metrics,
+            dns: Default::default(),
         }
     }
 
@@ -75,8 +90,11 @@ impl ReloadService {
         for service in &mut new.services {
             if let Some(now) = running.service(&service.name) {
                 service.keep_resolved(now);
+                service.keep_discovered(now);
             }
         }
+        // Every DNS entry of the new file is looked up at the next tick.
+        self.dns.lock().unwrap_or_else(|p| p.into_inner()).clear();
         for e in new.unresolved() {
             warn!(
                 "reload: {e}; left out (down) and looked up again every {} s",
@@ -106,6 +124,87 @@ impl ReloadService {
         }
         if any {
             info!("reload: a backend host resolves now");
+            self.apply(&mut running, &new);
+        }
+    }
+
+    /// Look up the DNS entries whose `refresh` has come, and apply what changed as a reload
+    /// would. A failed or empty answer keeps the backends found before.
+    async fn refresh_dns(&self) {
+        let now = Instant::now();
+        let due: Vec<(String, DnsBackends)> = {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut watches = self.dns.lock().unwrap_or_else(|p| p.into_inner());
+            running
+                .services
+                .iter()
+                .flat_map(|s| s.dns.iter().map(move |d| (s.name.clone(), d.clone())))
+                .filter(|(service, d)| {
+                    let watch =
+                        watches
+                            .entry((service.clone(), d.describe()))
+                            .or_insert(DnsWatch {
+                                due: now,
+                                failing: false,
+                            });
+                    watch.due <= now
+                })
+                .collect()
+        };
+        for (service, source) in due {
+            let result = discovery::lookup(&source).await;
+            let what = source.describe();
+            let was_failing = {
+                let mut watches = self.dns.lock().unwrap_or_else(|p| p.into_inner());
+                let watch = watches
+                    .entry((service.clone(), what.clone()))
+                    .or_insert(DnsWatch {
+                        due: now,
+                        failing: false,
+                    });
+                watch.due = Instant::now() + source.refresh;
+                std::mem::replace(&mut watch.failing, result.is_err())
+            };
+            let count = |result: &str| {
+                self.metrics
+                    .dns_lookups
+                    .with_label_values(&[service.as_str(), what.as_str(), result])
+                    .inc();
+            };
+            let found = match result {
+                Ok(found) => found,
+                Err(why) => {
+                    count("failed");
+                    if !was_failing {
+                        warn!(
+                            "dns: service {service}: {what}: {why}; keeping the backends it found \
+                             before, looking again every {}",
+                            humantime::format_duration(source.refresh)
+                        );
+                    }
+                    continue;
+                }
+            };
+            if was_failing {
+                info!("dns: service {service}: {what}: answers again");
+            }
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            // A reload since the lookup started may have changed or removed the entry.
+            let next = running.service(&service).and_then(|s| {
+                s.dns
+                    .iter()
+                    .find(|d| **d == source)
+                    .and_then(|d| s.with_found(d, &found))
+            });
+            let Some(next) = next else {
+                count("same");
+                continue;
+            };
+            count("changed");
+            let mut new = running.clone();
+            if let Some(slot) = new.services.iter_mut().find(|s| s.name == service) {
+                *slot = next;
+            }
             self.apply(&mut running, &new);
         }
     }
@@ -171,12 +270,22 @@ impl BackgroundService for ReloadService {
         };
         let mut retry = tokio::time::interval(RESOLVE_RETRY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // DNS entries: each has its own `refresh` (at least 1 s); this tick checks which is due.
+        let mut dns = tokio::time::interval(Duration::from_secs(1));
+        dns.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(()) = hangup.recv() => guarded(&self.metrics, || self.reload()),
                 _ = retry.tick() => {
                     if self.waits_for_hosts() {
                         guarded(&self.metrics, || self.retry_unresolved());
+                    }
+                }
+                _ = dns.tick() => {
+                    let refresh = std::panic::AssertUnwindSafe(self.refresh_dns());
+                    if refresh.catch_unwind().await.is_err() {
+                        self.metrics.reloads.with_label_values(&["failed"]).inc();
+                        error!("dns: a refresh failed unexpectedly; still running the previous backends");
                     }
                 }
                 _ = shutdown.changed() => return,

@@ -94,9 +94,15 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
 /// What differs between two versions of one service, for the log.
 fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
     let mut changes = Vec::new();
+    let found_by = |b: &crate::config::BackendConfig| {
+        b.dns
+            .as_ref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    };
     for b in &new.backends {
         match old.backends.iter().find(|o| o.addr == b.addr) {
-            None => changes.push(format!("backend {} added", b.address)),
+            None => changes.push(format!("backend {} added{}", b.address, found_by(b))),
             Some(o) if o.weight != b.weight => changes.push(format!(
                 "backend {} weight {} -> {}",
                 b.address, o.weight, b.weight
@@ -106,7 +112,21 @@ fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
     }
     for o in &old.backends {
         if !new.backends.iter().any(|b| b.addr == o.addr) {
-            changes.push(format!("backend {} removed", o.address));
+            changes.push(format!("backend {} removed{}", o.address, found_by(o)));
+        }
+    }
+    for d in &new.dns {
+        if !old.dns.iter().any(|o| o.describe() == d.describe()) {
+            changes.push(format!(
+                "{} added (refresh {})",
+                d.describe(),
+                humantime::format_duration(d.refresh)
+            ));
+        }
+    }
+    for o in &old.dns {
+        if !new.dns.iter().any(|d| d.describe() == o.describe()) {
+            changes.push(format!("{} removed", o.describe()));
         }
     }
     // Backends left out because their host does not resolve: the state must list (and the
