@@ -28,6 +28,16 @@ fn yaml(listen: SocketAddr, admin: &Admin, backends: &[String], extra: &str) -> 
     )
 }
 
+/// Three demo backends b1..b3 behind `fp` (with `extra` service keys) as [`yaml`] has them,
+/// and Roost: (backends, listen address, admin listener, Roost).
+fn start(extra: &str) -> (Vec<Backend>, SocketAddr, Admin, Roost) {
+    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let (listen, admin) = (listen_addr(), Admin::new(Some(TOKEN)));
+    let roost = Roost::start(&yaml(listen, &admin, &addrs, extra), &[listen, admin.addr]);
+    (backends, listen, admin, roost)
+}
+
 fn backend_cmd(roost: &Roost, action: &str, backend: SocketAddr) -> (i32, String, String) {
     let conf = roost.config.display().to_string();
     run_roost(&["-c", &conf, "backend", action, "fp", &backend.to_string()])
@@ -35,12 +45,8 @@ fn backend_cmd(roost: &Roost, action: &str, backend: SocketAddr) -> (i32, String
 
 #[test]
 fn drain_keeps_sessions_takes_no_new_ones_and_maint_moves_them() {
-    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
-    let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let (backends, listen, admin, roost) = start("    affinity: { drain_idle: 1s }\n");
     let b2 = backends[1].addr;
-    let (listen, admin) = (listen_addr(), Admin::new(Some(TOKEN)));
-    let extra = "    affinity: { drain_idle: 1s }\n";
-    let roost = Roost::start(&yaml(listen, &admin, &addrs, extra), &[listen, admin.addr]);
 
     let active = keys("active-", 150);
     let before = mapping(listen, &active);
@@ -181,12 +187,9 @@ fn the_file_sets_states_and_the_api_state_survives_a_restart() {
 /// passed, and `maint` then moves its keys.
 #[test]
 fn a_draining_backend_keeps_its_running_jobs_until_the_last_one_ends() {
-    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
-    let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let (backends, listen, admin, roost) =
+        start("    wps_affinity: true\n    affinity: { drain_idle: 1s }\n");
     let b2 = backends[1].addr;
-    let (listen, admin) = (listen_addr(), Admin::new(Some(TOKEN)));
-    let extra = "    wps_affinity: true\n    affinity: { drain_idle: 1s }\n";
-    let roost = Roost::start(&yaml(listen, &admin, &addrs, extra), &[listen, admin.addr]);
 
     let sessions: Vec<(String, String, String)> = (0..100)
         .map(|i| {

@@ -20,14 +20,20 @@ fn start(access_log: &str, extra: &str) -> Observed {
     Observed { site, admin }
 }
 
+impl Observed {
+    /// Each running backend's address, by the name it answers with.
+    fn addr_by_name(&self) -> HashMap<String, String> {
+        self.site
+            .running()
+            .map(|b| (b.name.clone(), b.addr.to_string()))
+            .collect()
+    }
+}
+
 #[test]
 fn metrics_count_a_known_mix_exactly() {
     let o = start("access_log: { enabled: false }\n", "");
-    let name_to_addr: HashMap<String, String> = o
-        .site
-        .running()
-        .map(|b| (b.name.clone(), b.addr.to_string()))
-        .collect();
+    let name_to_addr = o.addr_by_name();
     let mut per_backend: HashMap<String, usize> = HashMap::new();
     for i in 0..40 {
         let r = get_key(o.site.addr, &format!("k{i}")).unwrap();
@@ -113,11 +119,7 @@ fn a_killed_backend_shows_as_down_with_a_transition() {
 #[test]
 fn route_endpoint_and_command_agree_with_real_requests() {
     let o = start("access_log: { enabled: false }\n", "");
-    let by_name: HashMap<String, String> = o
-        .site
-        .running()
-        .map(|b| (b.name.clone(), b.addr.to_string()))
-        .collect();
+    let by_name = o.addr_by_name();
     let config = o.site.roost.config.display().to_string();
     for i in 0..200 {
         let key = format!("route-{i}");
