@@ -13,31 +13,10 @@ use std::time::Duration;
 const CHECKS: &str =
     "    health_check: { path: /health, interval: 300ms, timeout: 250ms, rise: 1, fall: 1 }\n";
 
-fn mapping(addr: SocketAddr, keys: &[String]) -> HashMap<String, String> {
-    keys.iter()
-        .map(|key| {
-            let resp = get_key(addr, key).unwrap();
-            assert_eq!(resp.status, 200, "{key}: {}", resp.text());
-            (key.clone(), resp.backend().to_string())
-        })
-        .collect()
-}
-
-fn keys(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
-
-fn metric(admin: SocketAddr, series: &str) -> u64 {
-    let text = get(admin, "/metrics", &[]).unwrap().text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn yaml(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr], extra: &str) -> String {
-    config_yaml(&service_yaml("fp", listen, backends, extra)).replace(
-        "services:\n",
-        &format!("admin: {{ listen: {admin} }}\nservices:\n"),
+fn yaml(listen: SocketAddr, admin: &Admin, backends: &[SocketAddr], extra: &str) -> String {
+    top_level(
+        &config_yaml(&service_yaml("fp", listen, backends, extra)),
+        &admin.yaml(),
     )
 }
 
@@ -80,9 +59,9 @@ fn a_fourth_backend_under_load(change: Change) {
         .iter()
         .map(|b| (b.addr.to_string(), b.name.clone()))
         .collect();
-    let (listen, admin) = (listen_addr(), listen_addr());
-    let with = |n: usize| daemon(&yaml(listen, admin, &addrs[..n], ""));
-    let mut roost = Daemon::start(&with(3), &[listen, admin]);
+    let (listen, admin) = (listen_addr(), Admin::new(None));
+    let with = |n: usize| daemon(&yaml(listen, &admin, &addrs[..n], ""));
+    let mut roost = Daemon::start(&with(3), &[listen, admin.addr]);
     let dir = roost.dir.path().display().to_string();
 
     let load = Load::start(listen, 6, 50);
@@ -92,7 +71,7 @@ fn a_fourth_backend_under_load(change: Change) {
     wait_until(
         Duration::from_secs(30),
         "the load's 300 keys recorded",
-        || metric(admin, "roost_affinity_keys{service=\"fp\"}") == 300,
+        || admin.count("roost_affinity_keys{service=\"fp\"}") == 300,
     );
     let before = mapping(listen, &active);
 
@@ -117,7 +96,7 @@ fn a_fourth_backend_under_load(change: Change) {
             wait_until(
                 Duration::from_secs(30),
                 "the 100 late keys recorded",
-                || metric(admin, "roost_affinity_keys{service=\"fp\"}") == 400,
+                || admin.count("roost_affinity_keys{service=\"fp\"}") == 400,
             );
             for i in 1..=n {
                 let old = roost.pid();
@@ -171,7 +150,7 @@ fn a_fourth_backend_under_load(change: Change) {
     let ring_only = roost.dir.path().join("ring.yaml");
     std::fs::write(
         &ring_only,
-        yaml(listen, admin, &addrs, "").replace("{dir}", &dir),
+        yaml(listen, &admin, &addrs, "").replace("{dir}", &dir),
     )
     .unwrap();
     let ring_moves = active
@@ -184,7 +163,7 @@ fn a_fourth_backend_under_load(change: Change) {
     );
 
     // New keys follow the new ring: each backend gets a fair share.
-    let fresh = keys("fresh", 1000);
+    let fresh = keys("fresh-", 1000);
     let mut share: HashMap<String, usize> = HashMap::new();
     for b in mapping(listen, &fresh).into_values() {
         *share.entry(b).or_default() += 1;
@@ -198,16 +177,16 @@ fn a_fourth_backend_under_load(change: Change) {
     }
     // The table knows every key, and nothing moved.
     assert_eq!(
-        metric(admin, "roost_affinity_keys{service=\"fp\"}") as usize,
+        admin.count("roost_affinity_keys{service=\"fp\"}") as usize,
         1300 + late_keys
     );
     for reason in ["owner_down", "drained", "removed"] {
         let series = format!("roost_affinity_moves_total{{reason=\"{reason}\",service=\"fp\"}}");
-        assert_eq!(metric(admin, &series), 0, "{series}");
+        assert_eq!(admin.count(&series), 0, "{series}");
     }
     // /route says where a recorded key is and why.
-    let route = get(admin, &format!("/route?service=fp&key={}", active[0]), &[])
-        .unwrap()
+    let route = admin
+        .get(&format!("/route?service=fp&key={}", active[0]))
         .text();
     assert!(route.contains("\"in_table\": true"), "{route}");
     assert!(route.contains("\"reason\": \"table\""), "{route}");
@@ -235,16 +214,12 @@ fn a_failed_over_key_stays_where_it_went_without_return_after_recovery() {
         .map(|i| Some(Backend::start(&format!("b{i}"))))
         .collect();
     let addrs: Vec<SocketAddr> = backends.iter().flatten().map(|b| b.addr).collect();
-    let (listen, admin) = (listen_addr(), listen_addr());
+    let (listen, admin) = (listen_addr(), Admin::new(None));
     let extra = format!("{CHECKS}    affinity: {{ return_after_recovery: false }}\n");
-    let roost = Roost::start(&yaml(listen, admin, &addrs, &extra), &[listen, admin]);
-    let all = keys("k", 150);
+    let roost = Roost::start(&yaml(listen, &admin, &addrs, &extra), &[listen, admin.addr]);
+    let all = keys("k-", 150);
     let before = mapping(listen, &all);
-    let on_b2: Vec<&String> = before
-        .iter()
-        .filter(|(_, b)| *b == "b2")
-        .map(|(k, _)| k)
-        .collect();
+    let on_b2 = keys_on(&before, "b2");
     assert!(on_b2.len() > 20, "b2 holds only {} keys", on_b2.len());
 
     let b2 = backends[1].take().unwrap().stop();
@@ -261,10 +236,7 @@ fn a_failed_over_key_stays_where_it_went_without_return_after_recovery() {
             assert_eq!(&during[key], b, "{key} moved although {b} is up");
         }
     }
-    let moves = metric(
-        admin,
-        "roost_affinity_moves_total{reason=\"owner_down\",service=\"fp\"}",
-    );
+    let moves = admin.count("roost_affinity_moves_total{reason=\"owner_down\",service=\"fp\"}");
     assert_eq!(moves as usize, on_b2.len(), "each of b2's keys moved once");
 
     backends[1] = Some(Backend::start_on("b2", &b2.to_string()));
@@ -274,10 +246,7 @@ fn a_failed_over_key_stays_where_it_went_without_return_after_recovery() {
     // Recovered, but the keys stay where their new files are; no further move.
     assert_eq!(mapping(listen, &all), during);
     assert_eq!(
-        metric(
-            admin,
-            "roost_affinity_moves_total{reason=\"owner_down\",service=\"fp\"}"
-        ),
+        admin.count("roost_affinity_moves_total{reason=\"owner_down\",service=\"fp\"}"),
         moves
     );
 }
@@ -289,17 +258,17 @@ fn a_failed_over_key_stays_where_it_went_without_return_after_recovery() {
 fn a_restart_starts_with_the_saved_table() {
     let backends: Vec<Backend> = (1..=4).map(|i| Backend::start(&format!("b{i}"))).collect();
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let (listen, admin) = (listen_addr(), listen_addr());
+    let (listen, admin) = (listen_addr(), Admin::new(None));
     let state = "  state_dir: {dir}/state\n";
     let with = |n: usize| {
-        yaml(listen, admin, &addrs[..n], "").replacen("server:\n", &format!("server:\n{state}"), 1)
+        yaml(listen, &admin, &addrs[..n], "").replacen("server:\n", &format!("server:\n{state}"), 1)
     };
     let (dir, config, log) = config_dir(&with(3));
     let mut first = spawn_roost(&config, &log, &[]);
     wait_until(Duration::from_secs(15), "roost serves", || {
         get_key(listen, "probe").is_ok_and(|r| r.status == 200)
     });
-    let active = keys("active", 200);
+    let active = keys("active-", 200);
     let before = mapping(listen, &active);
     first.signal("TERM");
     assert!(
@@ -333,7 +302,8 @@ fn a_restart_starts_with_the_saved_table() {
     };
     // `roost route` on a copy without `state_dir` answers by the ring alone...
     let ring_only = dir.path().join("ring.yaml");
-    let plain = yaml(listen, admin, &addrs, "").replace("{dir}", &dir.path().display().to_string());
+    let plain =
+        yaml(listen, &admin, &addrs, "").replace("{dir}", &dir.path().display().to_string());
     std::fs::write(&ring_only, plain).unwrap();
     let ring_moves = active
         .iter()
@@ -402,8 +372,8 @@ fn state_warnings(log: &str) -> Vec<&str> {
 fn a_truncated_garbage_or_unreadable_state_file_is_logged_once_and_roost_serves() {
     let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let (listen, admin) = (listen_addr(), listen_addr());
-    let yaml = yaml(listen, admin, &addrs, "").replacen(
+    let (listen, admin) = (listen_addr(), Admin::new(None));
+    let yaml = yaml(listen, &admin, &addrs, "").replacen(
         "server:\n",
         "server:\n  state_dir: {dir}/state\n",
         1,
@@ -412,7 +382,7 @@ fn a_truncated_garbage_or_unreadable_state_file_is_logged_once_and_roost_serves(
     let saved = dir.path().join("state/state.json");
 
     let first = serving(&config, &dir.path().join("first.log"), listen);
-    mapping(listen, &keys("k", 200));
+    mapping(listen, &keys("k-", 200));
     stop(first);
     let good = std::fs::read(&saved).unwrap();
     assert!(good.len() > 1000, "{} bytes", good.len());
@@ -434,7 +404,7 @@ fn a_truncated_garbage_or_unreadable_state_file_is_logged_once_and_roost_serves(
         spoil();
         let log = dir.path().join(format!("{name}.log"));
         let roost = serving(&config, &log, listen);
-        assert_eq!(mapping(listen, &keys("k", 20)).len(), 20);
+        assert_eq!(mapping(listen, &keys("k-", 20)).len(), 20);
         // A save after start (at stop): the file is written again, or the failure to write
         // it is not said a second time.
         stop(roost);
@@ -470,26 +440,23 @@ fn a_truncated_garbage_or_unreadable_state_file_is_logged_once_and_roost_serves(
 fn a_state_file_from_another_config_loads_what_still_applies() {
     let backends: Vec<Backend> = (1..=4).map(|i| Backend::start(&format!("b{i}"))).collect();
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let (fp, emu, admin) = (listen_addr(), listen_addr(), listen_addr());
+    let (fp, emu, admin) = (listen_addr(), listen_addr(), Admin::new(None));
     let site = |fp_backends: &[SocketAddr], emu_name: &str| {
-        config_yaml(&format!(
+        let yaml = config_yaml(&format!(
             "{}{}",
             service_yaml("fp", fp, fp_backends, ""),
             service_yaml(emu_name, emu, &addrs[..2], "")
         ))
-        .replacen("server:\n", "server:\n  state_dir: {dir}/state\n", 1)
-        .replace(
-            "services:\n",
-            &format!("admin: {{ listen: {admin} }}\nservices:\n"),
-        )
+        .replacen("server:\n", "server:\n  state_dir: {dir}/state\n", 1);
+        top_level(&yaml, &admin.yaml())
     };
     let (dir, config, _) = config_dir(&site(&addrs[..3], "emu"));
     let first = serving(&config, &dir.path().join("first.log"), fp);
     // With the key `serving` probes with: it is in the table, too.
-    let mut fp_keys = keys("fp", 200);
+    let mut fp_keys = keys("fp-", 200);
     fp_keys.push("probe".to_string());
     let before = mapping(fp, &fp_keys);
-    mapping(emu, &keys("emu", 50));
+    mapping(emu, &keys("emu-", 50));
     stop(first);
 
     std::fs::write(
@@ -510,10 +477,10 @@ fn a_state_file_from_another_config_loads_what_still_applies() {
     assert!(state_warnings(&text).is_empty(), "{text}");
     // `emu2` starts empty; `probe` is recorded again if it was one of b3's.
     assert_eq!(
-        metric(admin, "roost_affinity_keys{service=\"fp\"}") as usize,
+        admin.count("roost_affinity_keys{service=\"fp\"}") as usize,
         kept + usize::from(before["probe"] == "b3")
     );
-    assert_eq!(metric(admin, "roost_affinity_keys{service=\"emu2\"}"), 0);
+    assert_eq!(admin.count("roost_affinity_keys{service=\"emu2\"}"), 0);
     let after = mapping(fp, &fp_keys);
     for (key, b) in &before {
         if b == "b3" {

@@ -14,57 +14,28 @@ use std::time::Duration;
 
 const TOKEN: &str = "drain-test-token-0123456789";
 
-fn yaml(listen: SocketAddr, admin: SocketAddr, backends: &[String], extra: &str) -> String {
+fn yaml(listen: SocketAddr, admin: &Admin, backends: &[String], extra: &str) -> String {
     let list: String = backends.iter().map(|b| format!("      - {b}\n")).collect();
-    config_yaml(&format!(
+    let config = config_yaml(&format!(
         "  - name: fp\n    listen: {listen}\n    backends:\n{list}{extra}"
-    ))
-    .replace(
-        "services:\n",
+    ));
+    top_level(
+        &config,
         &format!(
-            "admin: {{ listen: {admin}, token: {TOKEN} }}\naccess_log: {{ path: \"{{dir}}/access.log\" }}\nservices:\n"
+            "{}access_log: {{ path: \"{{dir}}/access.log\" }}\n",
+            admin.yaml()
         ),
     )
 }
 
-fn keys(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
-
-fn mapping(addr: SocketAddr, keys: &[String]) -> HashMap<String, String> {
-    keys.iter()
-        .map(|key| {
-            let resp = get_key(addr, key).unwrap();
-            assert_eq!(resp.status, 200, "{key}: {}", resp.text());
-            (key.clone(), resp.backend().to_string())
-        })
-        .collect()
-}
-
-fn status(admin: SocketAddr) -> serde_json::Value {
-    let auth = format!("Bearer {TOKEN}");
-    let resp = get(admin, "/status", &[("Authorization", &auth)]).unwrap();
-    serde_json::from_str(&resp.text()).unwrap()
-}
-
-fn backend_status(admin: SocketAddr, addr: SocketAddr) -> serde_json::Value {
-    status(admin)["services"][0]["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["addr"] == addr.to_string())
-        .cloned()
-        .unwrap()
-}
-
-fn metric(admin: SocketAddr, series: &str) -> u64 {
-    let auth = format!("Bearer {TOKEN}");
-    let text = get(admin, "/metrics", &[("Authorization", &auth)])
-        .unwrap()
-        .text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
+/// Three demo backends b1..b3 behind `fp` (with `extra` service keys) as [`yaml`] has them,
+/// and Roost: (backends, listen address, admin listener, Roost).
+fn start(extra: &str) -> (Vec<Backend>, SocketAddr, Admin, Roost) {
+    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let (listen, admin) = (listen_addr(), Admin::new(Some(TOKEN)));
+    let roost = Roost::start(&yaml(listen, &admin, &addrs, extra), &[listen, admin.addr]);
+    (backends, listen, admin, roost)
 }
 
 fn backend_cmd(roost: &Roost, action: &str, backend: SocketAddr) -> (i32, String, String) {
@@ -74,30 +45,22 @@ fn backend_cmd(roost: &Roost, action: &str, backend: SocketAddr) -> (i32, String
 
 #[test]
 fn drain_keeps_sessions_takes_no_new_ones_and_maint_moves_them() {
-    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
-    let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let (backends, listen, admin, roost) = start("    affinity: { drain_idle: 1s }\n");
     let b2 = backends[1].addr;
-    let (listen, admin) = (listen_addr(), listen_addr());
-    let extra = "    affinity: { drain_idle: 1s }\n";
-    let roost = Roost::start(&yaml(listen, admin, &addrs, extra), &[listen, admin]);
 
-    let active = keys("active", 150);
+    let active = keys("active-", 150);
     let before = mapping(listen, &active);
-    let on_b2: Vec<&String> = before
-        .iter()
-        .filter(|(_, b)| *b == "b2")
-        .map(|(k, _)| k)
-        .collect();
+    let on_b2 = keys_on(&before, "b2");
     assert!(on_b2.len() > 20, "b2 holds only {} keys", on_b2.len());
 
     let (code, out, err) = backend_cmd(&roost, "drain", b2);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ready -> drain"), "{out}");
-    assert_eq!(backend_status(admin, b2)["state"], "drain");
+    assert_eq!(admin.backend_status(b2)["state"], "drain");
 
     // Every session stays where it is, b2's included; new keys never reach b2.
     assert_eq!(mapping(listen, &active), before, "a session moved on drain");
-    let fresh = mapping(listen, &keys("fresh", 300));
+    let fresh = mapping(listen, &keys("fresh-", 300));
     let mut share: HashMap<&str, usize> = HashMap::new();
     for b in fresh.values() {
         *share.entry(b.as_str()).or_default() += 1;
@@ -116,11 +79,11 @@ fn drain_keeps_sessions_takes_no_new_ones_and_maint_moves_them() {
 
     // Nothing sent to b2 for drain_idle: safe to stop.
     wait_until(Duration::from_secs(15), "b2 reported drained", || {
-        backend_status(admin, b2)["drained"] == true
+        admin.backend_status(b2)["drained"] == true
     });
     // A request of one of its sessions makes it busy again.
-    assert_eq!(get_key(listen, on_b2[0]).unwrap().backend(), "b2");
-    assert_eq!(backend_status(admin, b2)["drained"], false);
+    assert_eq!(get_key(listen, &on_b2[0]).unwrap().backend(), "b2");
+    assert_eq!(admin.backend_status(b2)["drained"], false);
 
     // Maintenance: its sessions move, and the moves are counted and logged.
     let (code, out, err) = backend_cmd(&roost, "maint", b2);
@@ -132,10 +95,7 @@ fn drain_keeps_sessions_takes_no_new_ones_and_maint_moves_them() {
             assert_eq!(*b, before[k], "{k} moved though its backend is ready");
         }
     }
-    let moved = metric(
-        admin,
-        "roost_affinity_moves_total{reason=\"drained\",service=\"fp\"}",
-    );
+    let moved = admin.count("roost_affinity_moves_total{reason=\"drained\",service=\"fp\"}");
     assert_eq!(moved, on_b2.len() as u64);
     let log_path = roost.dir.path().join("access.log");
     wait_until(
@@ -155,10 +115,7 @@ fn drain_keeps_sessions_takes_no_new_ones_and_maint_moves_them() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(mapping(listen, &active), before);
     assert_eq!(
-        metric(
-            admin,
-            "roost_backend_state_changes_total{service=\"fp\",to=\"maint\"}"
-        ),
+        admin.count("roost_backend_state_changes_total{service=\"fp\",to=\"maint\"}"),
         1
     );
 }
@@ -166,12 +123,12 @@ fn drain_keeps_sessions_takes_no_new_ones_and_maint_moves_them() {
 #[test]
 fn without_a_token_the_write_endpoint_is_closed_and_says_why() {
     let backend = Backend::start("b1");
-    let (listen, admin) = (listen_addr(), listen_addr());
-    let yaml = config_yaml(&service_yaml("fp", listen, &[backend.addr], "")).replace(
-        "services:\n",
-        &format!("admin: {{ listen: {admin} }}\nservices:\n"),
+    let (listen, admin) = (listen_addr(), Admin::new(None));
+    let yaml = top_level(
+        &config_yaml(&service_yaml("fp", listen, &[backend.addr], "")),
+        &admin.yaml(),
     );
-    let roost = Roost::start(&yaml, &[listen, admin]);
+    let roost = Roost::start(&yaml, &[listen, admin.addr]);
     let (code, _, err) = backend_cmd(&roost, "drain", backend.addr);
     assert_ne!(code, 0);
     assert!(err.contains("403") && err.contains("admin.token"), "{err}");
@@ -185,24 +142,24 @@ fn without_a_token_the_write_endpoint_is_closed_and_says_why() {
 #[test]
 fn the_file_sets_states_and_the_api_state_survives_a_restart() {
     let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
-    let (listen, admin) = (listen_addr(), listen_addr());
+    let (listen, admin) = (listen_addr(), Admin::new(Some(TOKEN)));
     let entries = vec![
         format!("{{ address: \"{}\", state: maint }}", backends[0].addr),
         backends[1].addr.to_string(),
         backends[2].addr.to_string(),
     ];
     let extra = "";
-    let yaml = yaml(listen, admin, &entries, extra)
+    let yaml = yaml(listen, &admin, &entries, extra)
         .replace("server:\n", "server:\n  state_dir: \"{dir}/state\"\n");
-    let mut roost = Roost::start(&yaml, &[listen, admin]);
-    for k in keys("k", 60) {
+    let mut roost = Roost::start(&yaml, &[listen, admin.addr]);
+    for k in keys("k-", 60) {
         assert_ne!(
             get_key(listen, &k).unwrap().backend(),
             "b1",
             "{k} reached b1 in maint"
         );
     }
-    assert_eq!(backend_status(admin, backends[0].addr)["state"], "maint");
+    assert_eq!(admin.backend_status(backends[0].addr)["state"], "maint");
 
     let (code, out, err) = backend_cmd(&roost, "drain", backends[2].addr);
     assert_eq!(code, 0, "{out}{err}");
@@ -212,9 +169,9 @@ fn the_file_sets_states_and_the_api_state_survives_a_restart() {
     let log = roost.log.clone();
     roost.proc = spawn_roost(&roost.config, &log, &[]);
     roost.wait_listening(listen);
-    roost.wait_listening(admin);
-    assert_eq!(backend_status(admin, backends[2].addr)["state"], "drain");
-    assert_eq!(backend_status(admin, backends[0].addr)["state"], "maint");
+    roost.wait_listening(admin.addr);
+    assert_eq!(admin.backend_status(backends[2].addr)["state"], "drain");
+    assert_eq!(admin.backend_status(backends[0].addr)["state"], "maint");
     assert!(
         roost
             .log_text()
@@ -230,12 +187,9 @@ fn the_file_sets_states_and_the_api_state_survives_a_restart() {
 /// passed, and `maint` then moves its keys.
 #[test]
 fn a_draining_backend_keeps_its_running_jobs_until_the_last_one_ends() {
-    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
-    let addrs: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let (backends, listen, admin, roost) =
+        start("    wps_affinity: true\n    affinity: { drain_idle: 1s }\n");
     let b2 = backends[1].addr;
-    let (listen, admin) = (listen_addr(), listen_addr());
-    let extra = "    wps_affinity: true\n    affinity: { drain_idle: 1s }\n";
-    let roost = Roost::start(&yaml(listen, admin, &addrs, extra), &[listen, admin]);
 
     let sessions: Vec<(String, String, String)> = (0..100)
         .map(|i| {
@@ -251,10 +205,7 @@ fn a_draining_backend_keeps_its_running_jobs_until_the_last_one_ends() {
     let on_b2: Vec<&(String, String, String)> =
         sessions.iter().filter(|(_, _, b)| b == "b2").collect();
     assert!(on_b2.len() > 15, "b2 runs only {} jobs", on_b2.len());
-    assert_eq!(
-        backend_status(admin, b2)["running_jobs"],
-        on_b2.len() as u64
-    );
+    assert_eq!(admin.backend_status(b2)["running_jobs"], on_b2.len() as u64);
 
     let (code, out, err) = backend_cmd(&roost, "drain", b2);
     assert_eq!(code, 0, "{out}{err}");
@@ -270,9 +221,9 @@ fn a_draining_backend_keeps_its_running_jobs_until_the_last_one_ends() {
                 "{job} keyless"
             );
         }
-        let fresh = mapping(listen, &keys("while-draining", 100));
+        let fresh = mapping(listen, &keys("while-draining-", 100));
         assert!(fresh.values().all(|b| b != "b2"), "a new key reached b2");
-        let b = backend_status(admin, b2);
+        let b = admin.backend_status(b2);
         assert_eq!(b["drained"], false, "jobs run there: {b}");
     }
 
@@ -291,9 +242,9 @@ fn a_draining_backend_keeps_its_running_jobs_until_the_last_one_ends() {
         assert_eq!(done.backend(), owner);
         assert!(done.text().contains("ProcessSucceeded"), "{}", done.text());
     }
-    assert_eq!(backend_status(admin, b2)["running_jobs"], 0);
+    assert_eq!(admin.backend_status(b2)["running_jobs"], 0);
     wait_until(Duration::from_secs(15), "b2 drained", || {
-        backend_status(admin, b2)["drained"] == true
+        admin.backend_status(b2)["drained"] == true
     });
 
     let (code, out, err) = backend_cmd(&roost, "maint", b2);
@@ -302,10 +253,7 @@ fn a_draining_backend_keeps_its_running_jobs_until_the_last_one_ends() {
         assert_ne!(get_key(listen, key).unwrap().backend(), "b2", "{key}");
     }
     assert_eq!(
-        metric(
-            admin,
-            "roost_affinity_moves_total{reason=\"drained\",service=\"fp\"}"
-        ),
+        admin.count("roost_affinity_moves_total{reason=\"drained\",service=\"fp\"}"),
         on_b2.len() as u64
     );
 }

@@ -17,14 +17,7 @@ fn site(extra: &str) -> Site {
 
 impl Site {
     fn mapping(&self) -> HashMap<String, String> {
-        (0..KEYS)
-            .map(|i| {
-                let key = format!("m{i}");
-                let resp = get_key(self.addr, &key).unwrap();
-                assert_eq!(resp.status, 200, "{key}: {}", resp.text());
-                (key, resp.backend().to_string())
-            })
-            .collect()
+        mapping(self.addr, &keys("m", KEYS))
     }
 
     fn wait_log(&self, needle: &str, count: usize) {
@@ -184,13 +177,7 @@ fn tcp_checks_and_log_lines() {
 fn failing_health_endpoint_marks_down_although_the_port_answers() {
     // An HTTP check on a path the backend answers with 200 vs. a backend that does not speak
     // HTTP at all: a plain TCP listener that closes immediately.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mute = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            drop(conn);
-        }
-    });
+    let mute = FakeBackend::start(Misbehaviour::Close).addr;
     let good = Backend::start("good");
     let addr = listen_addr();
     let roost = Roost::start(

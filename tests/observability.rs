@@ -7,57 +7,33 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 struct Observed {
     site: Site,
-    admin: SocketAddr,
+    admin: Admin,
 }
 
 /// Three backends behind `fp`, an admin listener, and `access_log` settings.
 fn start(access_log: &str, extra: &str) -> Observed {
-    let admin = listen_addr();
-    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
-    let addr = listen_addr();
-    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let yaml = config_yaml(&service_yaml("fp", addr, &addrs, extra)).replace(
-        "services:\n",
-        &format!("admin: {{ listen: {admin} }}\n{access_log}services:\n"),
-    );
-    let roost = Roost::start(&yaml, &[addr, admin]);
-    Observed {
-        site: Site {
-            backends: backends.into_iter().map(Some).collect(),
-            roost,
-            addr,
-        },
-        admin,
+    let (site, admin) = Site::with_admin(extra, access_log, None);
+    Observed { site, admin }
+}
+
+impl Observed {
+    /// Each running backend's address, by the name it answers with.
+    fn addr_by_name(&self) -> HashMap<String, String> {
+        self.site
+            .running()
+            .map(|b| (b.name.clone(), b.addr.to_string()))
+            .collect()
     }
-}
-
-/// Value of the sample `name{labels}` (labels in Prometheus' sorted order), 0 if absent.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
-fn metrics(admin: SocketAddr) -> String {
-    let r = get(admin, "/metrics", &[]).unwrap();
-    assert_eq!(r.status, 200);
-    r.text()
 }
 
 #[test]
 fn metrics_count_a_known_mix_exactly() {
     let o = start("access_log: { enabled: false }\n", "");
-    let name_to_addr: HashMap<String, String> = o
-        .site
-        .running()
-        .map(|b| (b.name.clone(), b.addr.to_string()))
-        .collect();
+    let name_to_addr = o.addr_by_name();
     let mut per_backend: HashMap<String, usize> = HashMap::new();
     for i in 0..40 {
         let r = get_key(o.site.addr, &format!("k{i}")).unwrap();
@@ -80,9 +56,9 @@ fn metrics_count_a_known_mix_exactly() {
     // A request is counted in `logging`, just after its response went out: wait for all 49.
     let duration_count = "roost_request_duration_seconds_count{service=\"fp\"}";
     wait_until(Duration::from_secs(5), "every request counted", || {
-        sample(&metrics(o.admin), duration_count) >= 49.0
+        sample(&o.admin.metrics(), duration_count) >= 49.0
     });
-    let m = metrics(o.admin);
+    let m = o.admin.metrics();
     for (addr, n) in &per_backend {
         let series =
             format!("roost_requests_total{{backend=\"{addr}\",class=\"2xx\",service=\"fp\"}}");
@@ -120,17 +96,16 @@ fn a_killed_backend_shows_as_down_with_a_transition() {
     let addr = o.site.stop(1);
     wait_until(Duration::from_secs(10), "backend down in /metrics", || {
         sample(
-            &metrics(o.admin),
+            &o.admin.metrics(),
             &format!("roost_backend_up{{backend=\"{addr}\",service=\"fp\"}}"),
         ) == 0.0
-            && !metrics(o.admin).is_empty()
+            && !o.admin.metrics().is_empty()
     });
-    let m = metrics(o.admin);
+    let m = o.admin.metrics();
     let series =
         format!("roost_health_transitions_total{{backend=\"{addr}\",service=\"fp\",to=\"down\"}}");
     assert_eq!(sample(&m, &series), 1.0, "{m}");
-    let status: serde_json::Value =
-        serde_json::from_str(&get(o.admin, "/status", &[]).unwrap().text()).unwrap();
+    let status = o.admin.status();
     let down: Vec<&serde_json::Value> = status["services"][0]["backends"]
         .as_array()
         .unwrap()
@@ -144,16 +119,12 @@ fn a_killed_backend_shows_as_down_with_a_transition() {
 #[test]
 fn route_endpoint_and_command_agree_with_real_requests() {
     let o = start("access_log: { enabled: false }\n", "");
-    let by_name: HashMap<String, String> = o
-        .site
-        .running()
-        .map(|b| (b.name.clone(), b.addr.to_string()))
-        .collect();
+    let by_name = o.addr_by_name();
     let config = o.site.roost.config.display().to_string();
     for i in 0..200 {
         let key = format!("route-{i}");
         let landed = &by_name[get_key(o.site.addr, &key).unwrap().backend()];
-        let r = get(o.admin, &format!("/route?service=fp&key={key}"), &[]).unwrap();
+        let r = o.admin.get(&format!("/route?service=fp&key={key}"));
         assert_eq!(r.status, 200);
         let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
         assert_eq!(v["backend"], landed.as_str(), "{key}");
@@ -172,7 +143,7 @@ fn admin_refuses_other_methods_and_unknown_paths() {
     let o = start("access_log: { enabled: false }\n", "");
     for method in ["POST", "PUT", "DELETE"] {
         let r = raw(
-            o.admin,
+            o.admin.addr,
             format!("{method} /status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 .as_bytes(),
         )
@@ -180,9 +151,9 @@ fn admin_refuses_other_methods_and_unknown_paths() {
         assert_eq!(r.status, 405, "{method}");
         assert_eq!(r.header("allow"), Some("GET"));
     }
-    assert_eq!(get(o.admin, "/nope", &[]).unwrap().status, 404);
-    assert_eq!(get(o.admin, "/route?service=fp", &[]).unwrap().status, 400);
-    let page = get(o.admin, "/", &[]).unwrap();
+    assert_eq!(o.admin.get("/nope").status, 404);
+    assert_eq!(o.admin.get("/route?service=fp").status, 400);
+    let page = o.admin.get("/");
     assert_eq!(page.status, 200);
     let html = page.text();
     assert!(html.contains("<title>Roost status</title>"), "{html}");

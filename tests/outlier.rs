@@ -15,61 +15,19 @@ const KEYS: usize = 150;
 
 struct Outlier {
     site: Site,
-    admin: SocketAddr,
+    admin: Admin,
 }
 
 /// Three demo backends behind `fp` with `extra` service keys, and an admin listener.
 fn start(extra: &str) -> Outlier {
-    let admin = listen_addr();
-    let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
-    let addr = listen_addr();
-    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let yaml = config_yaml(&service_yaml("fp", addr, &addrs, extra)).replace(
-        "services:\n",
-        &format!("admin: {{ listen: {admin} }}\nservices:\n"),
-    );
-    let roost = Roost::start(&yaml, &[addr, admin]);
-    Outlier {
-        site: Site {
-            backends: backends.into_iter().map(Some).collect(),
-            roost,
-            addr,
-        },
-        admin,
-    }
+    let (site, admin) = Site::with_admin(extra, "", None);
+    Outlier { site, admin }
 }
 
 impl Outlier {
     /// Where each of the test's keys is answered (every answer a 200).
     fn mapping(&self) -> HashMap<String, String> {
-        (0..KEYS)
-            .map(|i| {
-                let key = format!("k{i}");
-                let resp = get_key(self.site.addr, &key).unwrap();
-                assert_eq!(resp.status, 200, "{key}: {}", resp.text());
-                (key, resp.backend().to_string())
-            })
-            .collect()
-    }
-
-    /// The value of `series` (labels in Prometheus' sorted order), 0 when absent.
-    fn metric(&self, series: &str) -> f64 {
-        get(self.admin, "/metrics", &[])
-            .unwrap()
-            .text()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-    }
-
-    fn status(&self) -> serde_json::Value {
-        serde_json::from_str(&get(self.admin, "/status", &[]).unwrap().text()).unwrap()
+        mapping(self.site.addr, &keys("k", KEYS))
     }
 
     fn log(&self) -> String {
@@ -81,16 +39,6 @@ impl Outlier {
             self.log().contains(needle)
         });
     }
-}
-
-fn keys_on(mapping: &HashMap<String, String>, backend: &str) -> Vec<String> {
-    let mut keys: Vec<String> = mapping
-        .iter()
-        .filter(|(_, b)| *b == backend)
-        .map(|(k, _)| k.clone())
-        .collect();
-    keys.sort();
-    keys
 }
 
 /// A stopped backend is taken out by its third failed real request (`fall: 3`), although
@@ -122,12 +70,12 @@ fn refused_connections_take_a_backend_out_within_fall_requests() {
         line.contains("after 3 failed real requests in a row, real traffic"),
         "{line}"
     );
-    let backend = o.status()["services"][0]["backends"][1].clone();
+    let backend = o.admin.status()["services"][0]["backends"][1].clone();
     assert_eq!(backend["healthy"], false, "{backend}");
     assert_eq!(backend["ejected"], true, "{backend}");
     let connects =
         format!("roost_upstream_connect_failures_total{{backend=\"{b2}\",service=\"fp\"}}");
-    assert_eq!(o.metric(&connects), 3.0);
+    assert_eq!(o.admin.metric(&connects), 3.0);
 
     let after = o.mapping();
     for (key, b) in &before {
@@ -138,23 +86,23 @@ fn refused_connections_take_a_backend_out_within_fall_requests() {
         }
     }
     // Out: its keys go straight to their stand-ins, without trying it first.
-    assert_eq!(o.metric(&connects), 3.0);
+    assert_eq!(o.admin.metric(&connects), 3.0);
     let moves = "roost_affinity_moves_total{reason=\"owner_down\",service=\"fp\"}";
     assert_eq!(
-        o.metric(moves) as usize,
+        o.admin.metric(moves) as usize,
         on_b2.len(),
         "each of b2's keys moved once"
     );
     let transition =
         format!("roost_health_transitions_total{{backend=\"{b2}\",service=\"fp\",to=\"down\"}}");
-    assert_eq!(o.metric(&transition), 1.0);
+    assert_eq!(o.admin.metric(&transition), 1.0);
     let ejections = format!("roost_outlier_ejections_total{{backend=\"{b2}\",service=\"fp\"}}");
-    assert_eq!(o.metric(&ejections), 1.0);
+    assert_eq!(o.admin.metric(&ejections), 1.0);
     assert!(
         !log.contains("failed checks"),
         "the probes took part:\n{log}"
     );
-    assert_eq!(o.status()["services"][0]["panic"], false);
+    assert_eq!(o.admin.status()["services"][0]["panic"], false);
 }
 
 /// Back by the probes: a backend real traffic took out returns after `rise` good checks, and
@@ -215,12 +163,10 @@ fn every_probe_timing_out_puts_the_service_in_panic_mode_which_serves_everyone()
         o.wait_log(&format!("backend={a} state=down"));
     }
     o.wait_log("panic: service=fp entering panic mode: 0 of 3 backends usable");
-    let status = o.status();
+    let status = o.admin.status();
     assert_eq!(status["services"][0]["panic"], true, "{status}");
-    assert_eq!(o.metric("roost_panic_mode{service=\"fp\"}"), 1.0);
-    let route = get(o.admin, "/route?service=fp&key=k1", &[])
-        .unwrap()
-        .text();
+    assert_eq!(o.admin.metric("roost_panic_mode{service=\"fp\"}"), 1.0);
+    let route = o.admin.get("/route?service=fp&key=k1").text();
     assert!(route.contains("\"panic\": true"), "{route}");
 
     let mut served: HashMap<String, usize> = HashMap::new();
@@ -234,14 +180,16 @@ fn every_probe_timing_out_puts_the_service_in_panic_mode_which_serves_everyone()
         }
     }
     assert_eq!(served.len(), 3, "{served:?}");
-    let refused = o.metric("roost_requests_total{backend=\"none\",class=\"5xx\",service=\"fp\"}");
+    let refused = o
+        .admin
+        .metric("roost_requests_total{backend=\"none\",class=\"5xx\",service=\"fp\"}");
     assert_eq!(refused, 0.0);
 
     // Serving, they are busy rather than dead: the next probes are excused and bring them back.
     o.wait_log("panic: service=fp leaving panic mode");
-    assert_eq!(o.status()["services"][0]["panic"], false);
-    assert_eq!(o.metric("roost_panic_mode{service=\"fp\"}"), 0.0);
-    assert!(o.metric("roost_panic_seconds_total{service=\"fp\"}") > 0.0);
+    assert_eq!(o.admin.status()["services"][0]["panic"], false);
+    assert_eq!(o.admin.metric("roost_panic_mode{service=\"fp\"}"), 0.0);
+    assert!(o.admin.metric("roost_panic_seconds_total{service=\"fp\"}") > 0.0);
 }
 
 /// Answers count too: 500s (a WPS reporting a failed process) never take a backend out, and
@@ -284,20 +232,14 @@ fn gateway_errors_in_a_row_take_a_backend_out_but_500s_do_not() {
 /// fails (502), but only `fall` of them: then it is out and every request is served.
 #[test]
 fn connections_closed_before_an_answer_take_a_backend_out() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mute = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            drop(conn);
-        }
-    });
+    let mute = FakeBackend::start(Misbehaviour::Close).addr;
     let good = Backend::start("good");
-    let (addr, admin) = (listen_addr(), listen_addr());
-    let yaml = config_yaml(&service_yaml("fp", addr, &[good.addr, mute], "")).replace(
-        "services:\n",
-        &format!("admin: {{ listen: {admin} }}\nservices:\n"),
+    let (addr, admin) = (listen_addr(), Admin::new(None));
+    let yaml = top_level(
+        &config_yaml(&service_yaml("fp", addr, &[good.addr, mute], "")),
+        &admin.yaml(),
     );
-    let roost = Roost::start(&yaml, &[addr, admin]);
+    let roost = Roost::start(&yaml, &[addr, admin.addr]);
     let mut failed = 0;
     for _ in 0..40 {
         let resp = get(addr, "/", &[]).unwrap();

@@ -12,15 +12,9 @@ const KEYS: usize = 300;
 const CHECKS: &str =
     "    health_check: { path: /health, interval: 300ms, timeout: 200ms, rise: 1, fall: 1 }\n";
 
-fn mapping(addr: SocketAddr) -> HashMap<String, String> {
-    (0..KEYS)
-        .map(|i| {
-            let key = format!("m{i}");
-            let resp = get_key(addr, &key).unwrap();
-            assert_eq!(resp.status, 200, "{key}: {}", resp.text());
-            (key, resp.backend().to_string())
-        })
-        .collect()
+/// Where each of the test's keys is answered through `addr`.
+fn mapping_of(addr: SocketAddr) -> HashMap<String, String> {
+    mapping(addr, &keys("m", KEYS))
 }
 
 fn write_config(roost: &Roost, listen: SocketAddr, backends: &[SocketAddr], extra: &str) {
@@ -50,7 +44,7 @@ fn sighup_adds_and_removes_backends_under_load() {
         &config_yaml(&service_yaml("fp", listen, &addrs[..3], checks)),
         &[listen],
     );
-    let before = mapping(listen);
+    let before = mapping_of(listen);
 
     let load = Load::start(listen, 4, 30);
     std::thread::sleep(Duration::from_millis(500));
@@ -76,7 +70,7 @@ fn sighup_adds_and_removes_backends_under_load() {
         "{log}"
     );
 
-    let after = mapping(listen);
+    let after = mapping_of(listen);
     let mut moved_to_b4 = 0;
     for (key, old) in &before {
         let new = &after[key];
@@ -110,7 +104,7 @@ fn an_invalid_file_on_sighup_keeps_the_running_config() {
         &config_yaml(&service_yaml("fp", listen, &addrs, "")),
         &[listen],
     );
-    let before = mapping(listen);
+    let before = mapping_of(listen);
     // Drops a backend *and* breaks the file: nothing of it may be applied.
     write_config(&roost, listen, &addrs[..2], "    when_down: sometimes\n");
     roost.proc.signal("HUP");
@@ -119,7 +113,7 @@ fn an_invalid_file_on_sighup_keeps_the_running_config() {
     assert!(log.contains("services[0].when_down"), "{log}");
     assert!(log.contains("roost.yaml:"), "file and line expected: {log}");
     assert!(roost.proc.is_running());
-    assert_eq!(mapping(listen), before);
+    assert_eq!(mapping_of(listen), before);
 }
 
 #[test]
@@ -132,7 +126,7 @@ fn sighup_applies_when_down_and_listener_changes_need_an_upgrade() {
         &config_yaml(&service_yaml("fp", listen, &addrs, CHECKS)),
         &[listen],
     );
-    let before = mapping(listen);
+    let before = mapping_of(listen);
     write_config(
         &roost,
         listen,
@@ -179,5 +173,5 @@ fn a_config_that_would_not_build_leaves_the_reloader_working() {
     roost.proc.signal("HUP");
     wait_log(&roost, &format!("backend {} added", addrs[2]), 1);
     assert!(roost.proc.is_running());
-    assert!(mapping(listen).values().any(|b| b == "b3"));
+    assert!(mapping_of(listen).values().any(|b| b == "b3"));
 }

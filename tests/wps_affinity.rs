@@ -104,74 +104,32 @@ fn when_the_jobs_backend_is_gone_hash_missing_decides() {
 /// Three demo backends behind `fp` with `wps_affinity`, `extra` service keys and an admin
 /// listener.
 struct Jobs {
-    backends: Vec<Option<Backend>>,
-    roost: Roost,
-    listen: SocketAddr,
-    admin: SocketAddr,
+    site: Site,
+    admin: Admin,
 }
 
 impl Jobs {
     fn start(extra: &str) -> Jobs {
-        let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
-        let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-        let (listen, admin) = (listen_addr(), listen_addr());
-        let yaml = config_yaml(&service_yaml(
-            "fp",
-            listen,
-            &addrs,
-            &format!("{AFFINITY}{extra}"),
-        ))
-        .replace(
-            "services:\n",
-            &format!("admin: {{ listen: {admin}, token: {TOKEN} }}\nservices:\n"),
-        );
-        let roost = Roost::start(&yaml, &[listen, admin]);
-        Jobs {
-            backends: backends.into_iter().map(Some).collect(),
-            roost,
-            listen,
-            admin,
-        }
+        let (site, admin) = Site::with_admin(&format!("{AFFINITY}{extra}"), "", Some(TOKEN));
+        Jobs { site, admin }
     }
 
     /// Execute `job` with `key`: the backend that accepted it.
     fn execute(&self, job: &str, key: &str) -> &Backend {
-        let r = get(self.listen, &format!("/job/{job}"), &[("machineid", key)]).unwrap();
+        let r = get(
+            self.site.addr,
+            &format!("/job/{job}"),
+            &[("machineid", key)],
+        )
+        .unwrap();
         assert_eq!(r.status, 200);
         let name = r.backend().to_string();
-        self.backends
-            .iter()
-            .flatten()
-            .find(|b| b.name == name)
-            .unwrap()
-    }
-
-    /// GET `path` from the admin listener.
-    fn admin_get(&self, path: &str) -> String {
-        let auth = format!("Bearer {TOKEN}");
-        let r = get(self.admin, path, &[("Authorization", &auth)]).unwrap();
-        assert_eq!(r.status, 200, "{path}: {}", r.text());
-        r.text()
-    }
-
-    fn json(&self, path: &str) -> Value {
-        serde_json::from_str(&self.admin_get(path)).unwrap()
-    }
-
-    /// `/status` for the backend at `addr`.
-    fn backend_status(&self, addr: SocketAddr) -> Value {
-        self.json("/status")["services"][0]["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["addr"] == addr.to_string())
-            .cloned()
-            .unwrap()
+        self.site.running().find(|b| b.name == name).unwrap()
     }
 
     /// `running_jobs` of every backend in `/status`, by address.
     fn running_jobs(&self) -> Vec<(String, u64)> {
-        let status = self.json("/status");
+        let status = self.admin.status();
         status["services"][0]["backends"]
             .as_array()
             .unwrap()
@@ -185,22 +143,14 @@ impl Jobs {
 
     /// `/route` for `key`: its `table` entry (`Null` when not in the table).
     fn entry(&self, key: &str) -> Value {
-        self.json(&format!("/route?service=fp&key={key}"))["table"].clone()
-    }
-
-    fn metric(&self, series: &str) -> u64 {
-        self.admin_get("/metrics")
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(0)
+        self.admin.json(&format!("/route?service=fp&key={key}"))["table"].clone()
     }
 }
 
 /// `running_jobs` as `/status` should show it: `n` on `owner`, 0 elsewhere.
 fn running_only_on(jobs: &Jobs, owner: SocketAddr, n: u64) -> Vec<(String, u64)> {
-    jobs.backends
-        .iter()
-        .flatten()
+    jobs.site
+        .running()
         .map(|b| (b.addr.to_string(), if b.addr == owner { n } else { 0 }))
         .collect()
 }
@@ -211,7 +161,7 @@ fn a_running_jobs_key_stays_pinned_past_the_ttl_and_expires_after_the_job_ends()
     let owner = jobs.execute(JOB, "k1");
     let owner_addr = owner.addr;
     // A key without a job, to show the TTL at work.
-    assert_eq!(get_key(jobs.listen, "no-job").unwrap().status, 200);
+    assert_eq!(get_key(jobs.site.addr, "no-job").unwrap().status, 200);
     assert_eq!(jobs.entry("k1")["pinned_by_jobs"], 1);
     assert_eq!(jobs.running_jobs(), running_only_on(&jobs, owner_addr, 1));
 
@@ -219,7 +169,7 @@ fn a_running_jobs_key_stays_pinned_past_the_ttl_and_expires_after_the_job_ends()
     // refreshed, yet stays in the table long past its TTL while the job runs.
     let status_doc = format!("/outputs/{JOB}.xml");
     wait_until(Duration::from_secs(30), "k1 idle for 5 s", || {
-        let poll = get(jobs.listen, &status_doc, &[]).unwrap();
+        let poll = get(jobs.site.addr, &status_doc, &[]).unwrap();
         assert!(poll.text().contains("ProcessStarted"), "{}", poll.text());
         let entry = jobs.entry("k1");
         assert!(!entry.is_null(), "a key with a running job expired");
@@ -233,7 +183,7 @@ fn a_running_jobs_key_stays_pinned_past_the_ttl_and_expires_after_the_job_ends()
     // The job ends; the next status document says so, and the key is idle from then on.
     let done = get(owner_addr, &format!("/finish/{JOB}"), &[]).unwrap();
     assert_eq!(done.status, 200);
-    let poll = get(jobs.listen, &status_doc, &[]).unwrap();
+    let poll = get(jobs.site.addr, &status_doc, &[]).unwrap();
     assert!(poll.text().contains("ProcessSucceeded"), "{}", poll.text());
     let entry = jobs.entry("k1");
     assert_eq!(entry["pinned_by_jobs"], 0, "{entry}");
@@ -254,40 +204,41 @@ fn a_key_moved_while_its_job_runs_is_counted_and_logged_once() {
     let (owner_name, owner_addr) = (owner.name.clone(), owner.addr);
     // Polled with its key through WPS 2.0 GetStatus: running, on its owner.
     let get_status = format!("/wps?service=WPS&version=2.0.0&request=GetStatus&jobid={job}");
-    let r = get(jobs.listen, &get_status, &[("machineid", "k2")]).unwrap();
+    let r = get(jobs.site.addr, &get_status, &[("machineid", "k2")]).unwrap();
     assert!(r.text().contains("<wps:Status>Running"), "{}", r.text());
     assert_eq!(jobs.running_jobs(), running_only_on(&jobs, owner_addr, 1));
 
     let index = jobs
+        .site
         .backends
         .iter()
         .position(|b| b.as_ref().is_some_and(|b| b.name == owner_name))
         .unwrap();
-    jobs.backends[index].take().unwrap().stop();
+    jobs.site.backends[index].take().unwrap().stop();
     wait_until(Duration::from_secs(15), "the owner down", || {
-        jobs.roost
+        jobs.site
+            .roost
             .log_text()
             .contains(&format!("backend={owner_addr} state=down"))
     });
     // when_down: failover: every request goes to one stand-in; the job move is one event.
     let mut stand_ins = HashSet::new();
     for _ in 0..5 {
-        let r = get(jobs.listen, &get_status, &[("machineid", "k2")]).unwrap();
+        let r = get(jobs.site.addr, &get_status, &[("machineid", "k2")]).unwrap();
         assert_eq!(r.status, 200);
         stand_ins.insert(r.backend().to_string());
     }
     assert_eq!(stand_ins.len(), 1, "{stand_ins:?}");
     assert!(!stand_ins.contains(&owner_name));
     let stand_in = jobs
-        .backends
-        .iter()
-        .flatten()
+        .site
+        .running()
         .find(|b| stand_ins.contains(&b.name))
         .unwrap()
         .addr;
     let moves = "roost_wps_job_moves_total{reason=\"owner_down\",service=\"fp\"}";
-    assert_eq!(jobs.metric(moves), 1);
-    let log = jobs.roost.log_text();
+    assert_eq!(jobs.admin.count(moves), 1);
+    let log = jobs.site.roost.log_text();
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("job moved machines"))
@@ -310,7 +261,7 @@ fn a_draining_backend_is_drained_only_once_its_last_job_has_ended() {
     let job = "5e4f3a2b-1c0d-4f6a-8c2d-0a7d3c529b1e";
     let owner = jobs.execute(job, "k3");
     let (owner_name, owner_addr) = (owner.name.clone(), owner.addr);
-    let conf = jobs.roost.config.display().to_string();
+    let conf = jobs.site.roost.config.display().to_string();
     let (code, out, err) = run_roost(&[
         "-c",
         &conf,
@@ -322,17 +273,17 @@ fn a_draining_backend_is_drained_only_once_its_last_job_has_ended() {
     assert_eq!(code, 0, "{out}{err}");
     // The job's polls still reach its draining backend.
     let status_doc = format!("/outputs/{job}.xml");
-    let poll = get(jobs.listen, &status_doc, &[]).unwrap();
+    let poll = get(jobs.site.addr, &status_doc, &[]).unwrap();
     assert_eq!(poll.backend(), owner_name);
     assert!(poll.text().contains("ProcessStarted"), "{}", poll.text());
     // Idle for longer than drain_idle, but a job runs there: not safe to stop.
     wait_until(Duration::from_secs(15), "the owner idle for 2 s", || {
-        jobs.backend_status(owner_addr)["idle_seconds"]
+        jobs.admin.backend_status(owner_addr)["idle_seconds"]
             .as_u64()
             .unwrap()
             >= 2
     });
-    let b = jobs.backend_status(owner_addr);
+    let b = jobs.admin.backend_status(owner_addr);
     assert_eq!(
         (b["state"].as_str(), b["running_jobs"].as_u64()),
         (Some("drain"), Some(1)),
@@ -342,12 +293,12 @@ fn a_draining_backend_is_drained_only_once_its_last_job_has_ended() {
 
     // The job ends; once its status document said so and drain_idle has passed: drained.
     get(owner_addr, &format!("/finish/{job}"), &[]).unwrap();
-    let poll = get(jobs.listen, &status_doc, &[]).unwrap();
+    let poll = get(jobs.site.addr, &status_doc, &[]).unwrap();
     assert_eq!(poll.backend(), owner_name);
     assert!(poll.text().contains("ProcessSucceeded"), "{}", poll.text());
-    assert_eq!(jobs.backend_status(owner_addr)["running_jobs"], 0);
+    assert_eq!(jobs.admin.backend_status(owner_addr)["running_jobs"], 0);
     wait_until(Duration::from_secs(15), "drained: safe to stop", || {
-        jobs.backend_status(owner_addr)["drained"] == true
+        jobs.admin.backend_status(owner_addr)["drained"] == true
     });
 }
 
@@ -358,14 +309,13 @@ fn a_draining_backend_is_drained_only_once_its_last_job_has_ended() {
 fn a_restart_keeps_the_job_table() {
     let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let (listen, admin) = (listen_addr(), listen_addr());
-    let yaml = config_yaml(&service_yaml("fp", listen, &addrs, AFFINITY))
-        .replace(
-            "services:\n",
-            &format!("admin: {{ listen: {admin}, token: {TOKEN} }}\nservices:\n"),
-        )
-        .replace("server:\n", "server:\n  state_dir: \"{dir}/state\"\n");
-    let mut roost = Roost::start(&yaml, &[listen, admin]);
+    let (listen, admin) = (listen_addr(), Admin::new(Some(TOKEN)));
+    let yaml = top_level(
+        &config_yaml(&service_yaml("fp", listen, &addrs, AFFINITY)),
+        &admin.yaml(),
+    )
+    .replace("server:\n", "server:\n  state_dir: \"{dir}/state\"\n");
+    let mut roost = Roost::start(&yaml, &[listen, admin.addr]);
     let job = "0a7d3c52-9b1e-4f6a-8c2d-5e4f3a2b1c0d";
     let started = get(listen, &format!("/job/{job}"), &[("machineid", "job-key")]).unwrap();
     let owner = started.backend().to_string();
@@ -378,19 +328,13 @@ fn a_restart_keeps_the_job_table() {
     let log = roost.log.clone();
     roost.proc = spawn_roost(&roost.config, &log, &[]);
     roost.wait_listening(listen);
-    roost.wait_listening(admin);
+    roost.wait_listening(admin.addr);
     assert!(
         roost.log_text().contains("1 WPS job(s) carried over"),
         "{}",
         roost.log_text()
     );
-    let auth = format!("Bearer {TOKEN}");
-    let status: Value = serde_json::from_str(
-        &get(admin, "/status", &[("Authorization", &auth)])
-            .unwrap()
-            .text(),
-    )
-    .unwrap();
+    let status = admin.status();
     let running: u64 = status["services"][0]["backends"]
         .as_array()
         .unwrap()
@@ -402,9 +346,7 @@ fn a_restart_keeps_the_job_table() {
         let r = get(listen, &doc, &[]).unwrap();
         assert_eq!(r.backend(), owner, "a keyless poll after the restart");
     }
-    let metrics = get(admin, "/metrics", &[("Authorization", &auth)])
-        .unwrap()
-        .text();
+    let metrics = admin.metrics();
     assert!(
         metrics.contains("roost_wps_affinity_total{event=\"routed\",service=\"fp\"} 5"),
         "{metrics}"

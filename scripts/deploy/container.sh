@@ -83,12 +83,7 @@ out=$(docker run --rm "$TAG" roost -c /etc/roost/roost.yaml -t 2>&1) \
     && pass "image: baked-in config validates ($out)" || fail "image: roost -t on the baked-in config: $out"
 
 # ---------- run: host network, test config over /etc/roost/roost.yaml ----------
-test_config "$WORK/test-roost.yaml"
-for port in $P_FP $P_MF $P_EMU $P_ADMIN $B1 $B2 $B3; do port_free $port || { fail "container: port $port in use"; exit 1; }; done
-i=0
-for port in $B1 $B2 $B3; do
-    i=$((i + 1)); "$DEMO" --name "b$i" --listen 127.0.0.1:$port >"$WORK/backend$i.log" 2>&1 & pids+=($!)
-done
+start_local_site "$WORK/test-roost.yaml" container ""
 runargs=(--network host -v "$WORK/test-roost.yaml:/etc/roost/roost.yaml:ro"
     -e FLYINGPIGEON_PORT=$P_FP -e MALLEEFOWL_PORT=$P_MF -e EMU_PORT=$P_EMU -e ROOST_ADMIN_PORT=$P_ADMIN
     -e DEMO_PORT_1=$B1 -e DEMO_PORT_2=$B2 -e DEMO_PORT_3=$B3)

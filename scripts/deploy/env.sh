@@ -70,6 +70,17 @@ test_config() {
         "$REPO/conf/roost.yaml" >"$1"
     chmod 0644 "$1"
 }
+# A part's local site: test_config into $1, every port of the part ($P_FP $P_MF $P_EMU $P_ADMIN
+# $B1 $B2 $B3) free (else FAIL "$2: port … in use" and the part stops), and the demo backends
+# b1..b3 ($DEMO) on $B1..$B3, logging to $WORK/$3backendN.log, their pids added to pids.
+start_local_site() {
+    local config=$1 part=$2 logs=$3 port i=0
+    test_config "$config"
+    for port in $P_FP $P_MF $P_EMU $P_ADMIN $B1 $B2 $B3; do port_free $port || { fail "$part: port $port in use"; exit 1; }; done
+    for port in $B1 $B2 $B3; do
+        i=$((i + 1)); "$DEMO" --name "b$i" --listen 127.0.0.1:$port >"$WORK/${logs}backend$i.log" 2>&1 & pids+=($!)
+    done
+}
 # Debian's docker.io CLI (matches its dockerd), not whatever else is first on PATH.
 docker_cli() { if [ -x /usr/bin/docker ]; then echo /usr/bin/docker; else type -P docker; fi; }
 docker() { "$(docker_cli)" "$@"; }

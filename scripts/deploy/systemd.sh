@@ -35,12 +35,7 @@ STOPSIGNAL SIGRTMIN+3
 CMD ["/sbin/init"]
 DF
 fi
-test_config "$WORK/test-roost-sd.yaml"
-for port in $P_FP $P_MF $P_EMU $P_ADMIN $B1 $B2 $B3; do port_free $port || { fail "systemd: port $port in use"; exit 1; }; done
-i=0
-for port in $B1 $B2 $B3; do
-    i=$((i + 1)); "$DEMO" --name "b$i" --listen 127.0.0.1:$port >"$WORK/sd-backend$i.log" 2>&1 & pids+=($!)
-done
+start_local_site "$WORK/test-roost-sd.yaml" systemd sd-
 podman rm -f "$C" >/dev/null 2>&1
 podman run -d --name "$C" --privileged --network host --systemd=always \
     -v "$BIN:/mnt/roost:ro" -v "$REPO/conf:/mnt/conf:ro" -v "$REPO/deploy:/mnt/deploy:ro" \

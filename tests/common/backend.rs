@@ -59,6 +59,9 @@ pub enum Misbehaviour {
     Record,
     /// Reads the request and never answers.
     Hang,
+    /// Accepts each connection and closes it at once, before reading anything: a port that
+    /// answers but does not speak HTTP.
+    Close,
     /// Answers bytes that are not HTTP.
     Garbage,
     /// Sends a header promising 100000 bytes, 1000 of them, then resets the connection.
@@ -81,6 +84,10 @@ impl FakeBackend {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
+                if mode == Misbehaviour::Close {
+                    drop(conn);
+                    continue;
+                }
                 let record = record.clone();
                 std::thread::spawn(move || {
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
@@ -103,6 +110,7 @@ impl FakeBackend {
                             );
                         }
                         Misbehaviour::Hang => std::thread::sleep(Duration::from_secs(30)),
+                        Misbehaviour::Close => unreachable!("closed on accept"),
                         Misbehaviour::Garbage => {
                             let _ = conn.write_all(b"SURPRISE \x00\x01 not http at all\r\n\r\n");
                         }

@@ -1,12 +1,13 @@
 //! Roost itself: config YAML for tests, a foreground [`Roost`] and a daemonized [`Daemon`]
 //! with their config and log in a temporary directory, `roost` run to completion, and a
-//! [`Site`] of three demo backends behind one service.
+//! [`Site`] of three demo backends behind one service (with an [`Admin`] listener if asked).
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::admin::Admin;
 use super::backend::Backend;
 use super::process::{listen_addr, wait_until, Proc, ROOST};
 
@@ -119,6 +120,12 @@ pub fn config_yaml(services: &str) -> String {
     )
 }
 
+/// `yaml` (a [`config_yaml`]) with the top-level sections `top` (whole lines, e.g.
+/// `Admin::yaml` or `access_log: …`) added before `services:`.
+pub fn top_level(yaml: &str, top: &str) -> String {
+    yaml.replacen("services:\n", &format!("{top}services:\n"), 1)
+}
+
 /// Three demo backends b1..b3 behind one service `fp` (with `extra` service keys), and Roost.
 pub struct Site {
     /// `None` while a test has that backend stopped.
@@ -129,13 +136,24 @@ pub struct Site {
 
 impl Site {
     pub fn start(extra: &str) -> Site {
+        Site::start_with(extra, "", &[])
+    }
+
+    /// The same with an admin listener (`token` as in `admin.token`) and the top-level
+    /// sections `top` (e.g. `access_log`); Roost is started once the admin listener accepts.
+    pub fn with_admin(extra: &str, top: &str, token: Option<&str>) -> (Site, Admin) {
+        let admin = Admin::new(token);
+        let site = Site::start_with(extra, &format!("{}{top}", admin.yaml()), &[admin.addr]);
+        (site, admin)
+    }
+
+    /// [`Site::start`] with the top-level sections `top`, also waiting for `wait_for`.
+    fn start_with(extra: &str, top: &str, wait_for: &[SocketAddr]) -> Site {
         let backends: Vec<Backend> = (1..=3).map(|i| Backend::start(&format!("b{i}"))).collect();
         let addr = listen_addr();
         let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-        let roost = Roost::start(
-            &config_yaml(&service_yaml("fp", addr, &addrs, extra)),
-            &[addr],
-        );
+        let yaml = top_level(&config_yaml(&service_yaml("fp", addr, &addrs, extra)), top);
+        let roost = Roost::start(&yaml, &[&[addr], wait_for].concat());
         Site {
             backends: backends.into_iter().map(Some).collect(),
             roost,
