@@ -228,15 +228,7 @@ services:
         ("services[2].listen", "not an IP:port", 21),
         ("services[2].backends[1]", "listed twice", 22),
     ];
-    for (key, needle, line) in expect {
-        let found =
-            e.0.iter()
-                .find(|x| x.key.as_deref() == Some(key) && x.message.contains(needle));
-        let found = found.unwrap_or_else(|| panic!("no error `{needle}` at {key} in:\n{e}"));
-        assert_eq!(found.line, Some(line), "{found}");
-        assert_eq!(found.file, "test.yaml");
-    }
-    assert_eq!(e.0.len(), expect.len(), "unexpected extra errors:\n{e}");
+    exactly(&e, &expect);
     // Errors come in file order.
     let lines: Vec<_> = e.0.iter().map(|x| x.line.unwrap()).collect();
     assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{lines:?}");
@@ -461,14 +453,7 @@ services:
             12,
         ),
     ];
-    for (key, needle, line) in expect {
-        let found =
-            e.0.iter()
-                .find(|x| x.key.as_deref() == Some(key) && x.message.contains(needle));
-        let found = found.unwrap_or_else(|| panic!("no error `{needle}` at {key} in:\n{e}"));
-        assert_eq!(found.line, Some(line), "{found}");
-    }
-    assert_eq!(e.0.len(), expect.len(), "unexpected extra errors:\n{e}");
+    exactly(&e, &expect);
 }
 
 #[test]
@@ -622,4 +607,17 @@ services:
         1
     );
     assert_eq!(e.0.len(), 6, "{e}");
+}
+
+/// `e` holds exactly the `expect`ed errors: (key, part of the message, line), in test.yaml.
+fn exactly(e: &ConfigErrors, expect: &[(&str, &str, usize)]) {
+    for &(key, needle, line) in expect {
+        let found =
+            e.0.iter()
+                .find(|x| x.key.as_deref() == Some(key) && x.message.contains(needle));
+        let found = found.unwrap_or_else(|| panic!("no error `{needle}` at {key} in:\n{e}"));
+        assert_eq!(found.line, Some(line), "{found}");
+        assert_eq!(found.file, "test.yaml");
+    }
+    assert_eq!(e.0.len(), expect.len(), "unexpected extra errors:\n{e}");
 }
