@@ -92,7 +92,7 @@ runargs=(--network host -v "$WORK/test-roost.yaml:/etc/roost/roost.yaml:ro"
 docker run -d --name "$C-unresolved" "${runargs[@]}" -e DEMO_HOST_3=wps-stopped.invalid "$TAG" >/dev/null \
     || { fail "container: docker run (unresolvable host)"; exit 1; }
 if wait_for 30 curl -fs -o /dev/null -H 'machineid: abc' "http://127.0.0.1:$P_FP/" \
-    && [[ "$(curl -fs "http://127.0.0.1:$P_ADMIN/status")" == *'"address":"wps-stopped.invalid:'* ]]; then
+    && wait_for 10 lists_unresolved "$P_ADMIN" wps-stopped.invalid:; then
     pass "container: a backend host that does not resolve: starts, serves, /status lists it unresolved"
 else
     fail "container: with an unresolvable backend host: $(docker logs "$C-unresolved" 2>&1 | tail -5)"

@@ -61,6 +61,12 @@ wait_for() {
 # The parts use fixed ports below the kernel's ephemeral range (32768-60999 here), so a
 # client connection of anything else running on the machine cannot hold one of them.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Whether the admin listener on port $1 lists a backend whose address starts with $2 as unresolved.
+lists_unresolved() {
+    curl -fs "http://127.0.0.1:$1/status" | python3 -c 'import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if any(u["address"].startswith(sys.argv[1]) for x in s["services"] for u in x.get("unresolved", [])) else 1)' "$2"
+}
 json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 # The shipped config with loopback listeners and its backends on the three local demo backends
 # (DEMO_PORT_1..3); everything else as shipped.
