@@ -200,6 +200,9 @@ fn srv_records_give_each_backend_its_port_and_weight() {
     );
     let status: serde_json::Value =
         serde_json::from_slice(&get(admin, "/status", &[]).unwrap().body).unwrap();
+    for b in status["services"][0]["backends"].as_array().unwrap() {
+        assert_eq!(b["dns"], "srv _wps._tcp.fp.test", "{b}");
+    }
     let mut got: Vec<(String, u64)> = status["services"][0]["backends"]
         .as_array()
         .unwrap()

@@ -298,6 +298,7 @@ impl Admin {
                             "address": b.address,
                             "addr": b.addr.to_string(),
                             "weight": b.weight,
+                            "dns": b.dns,
                             "healthy": b.healthy,
                             "ejected": b.ejected,
                             "requests": b.requests,

@@ -35,6 +35,8 @@ pub struct BackendStatus {
     pub address: String,
     pub addr: std::net::SocketAddr,
     pub weight: u32,
+    /// The DNS entry that found it, if any.
+    pub dns: Option<String>,
     pub healthy: bool,
     /// Out because of failed real requests (outlier detection), not (only) its probes.
     pub ejected: bool,
@@ -353,6 +355,7 @@ impl Pool {
                     address: m.address.clone(),
                     addr: m.addr,
                     weight: m.weight,
+                    dns: m.dns.clone(),
                     healthy: state.ready(i),
                     ejected: m.outlier.ejected(),
                     requests,

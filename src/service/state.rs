@@ -65,6 +65,8 @@ pub struct Member {
     /// What the sticky table records for this backend: the address as written.
     pub identity: Identity,
     pub weight: u32,
+    /// The DNS entry that found it (`dns NAME:PORT`, `srv NAME`); `None` for the file's own.
+    pub dns: Option<String>,
     /// Its operator state and activity, shared with every version that has this backend.
     pub operated: Arc<Operated>,
     /// Passive health from real traffic, shared with every version that has this address.
@@ -156,6 +158,7 @@ impl ServiceState {
                 operated: operator.entry(&identity, b.state),
                 identity,
                 weight: b.weight,
+                dns: b.dns.clone(),
                 outlier: checker.outlier(b.addr),
                 counters: class_counters(metrics, &config.name, &b.addr.to_string()),
             });
