@@ -86,12 +86,13 @@ struct SavedBackendState {
     file_state: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Saved {
-    key: String,
-    backend: String,
-    idle_ms: u64,
-    age_ms: u64,
+/// One sticky entry as saved: also the shape of an entry in Redis (`ops::shared_state`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Saved {
+    pub(crate) key: String,
+    pub(crate) backend: String,
+    pub(crate) idle_ms: u64,
+    pub(crate) age_ms: u64,
 }
 
 fn unix_now() -> u64 {
