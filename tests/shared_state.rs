@@ -15,6 +15,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+const TOKEN: &str = "shared-state-test-token-0123";
+
 /// A `redis-server` on a run-time port, without persistence (a restart starts empty).
 struct Redis {
     port: u16,
@@ -100,7 +102,7 @@ impl Instance {
         let yaml = config_yaml(&service_yaml("fp", listen, backends, extra)).replace(
             "services:\n",
             &format!(
-                "admin: {{ listen: {admin} }}\nstate: {{ redis: \"{}\", prefix: \"t:\" }}\nservices:\n",
+                "admin: {{ listen: {admin}, token: {TOKEN} }}\nstate: {{ redis: \"{}\", prefix: \"t:\" }}\nservices:\n",
                 redis.url()
             ),
         );
@@ -112,8 +114,15 @@ impl Instance {
         }
     }
 
+    /// `GET path` on the admin listener.
+    fn admin_get(&self, path: &str) -> Option<String> {
+        let auth = format!("Bearer {TOKEN}");
+        let resp = get(self.admin, path, &[("Authorization", &auth)]).ok()?;
+        Some(resp.text())
+    }
+
     fn metric(&self, series: &str) -> Option<u64> {
-        let text = get(self.admin, "/metrics", &[]).ok()?.text();
+        let text = self.admin_get("/metrics")?;
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
     }
@@ -127,8 +136,10 @@ impl Instance {
 
     /// `/route` for `key`: (the backend it goes to now, the table's backend if any).
     fn route(&self, key: &str) -> (String, Option<String>) {
-        let resp = get(self.admin, &format!("/route?service=fp&key={key}"), &[]).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&resp.text()).unwrap();
+        let text = self
+            .admin_get(&format!("/route?service=fp&key={key}"))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         (
             v["backend"].as_str().unwrap_or("").to_string(),
             v["table"]["backend"].as_str().map(str::to_string),
@@ -140,6 +151,27 @@ impl Instance {
         let resp = get_key(self.listen, key).unwrap();
         assert_eq!(resp.status, 200, "{key}: {}", resp.text());
         names[resp.backend()].to_string()
+    }
+
+    /// The operator state `/status` shows for `backend`.
+    fn state_of(&self, backend: SocketAddr) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.admin_get("/status").unwrap()).unwrap();
+        v["services"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["addr"] == backend.to_string())
+            .map(|b| b["state"].as_str().unwrap().to_string())
+            .unwrap()
+    }
+
+    /// `roost backend ACTION -c CONFIG fp BACKEND`, through this instance's admin API.
+    fn backend_cmd(&self, action: &str, backend: SocketAddr) {
+        let conf = self.roost.config.display().to_string();
+        let (code, out, err) =
+            run_roost(&["-c", &conf, "backend", action, "fp", &backend.to_string()]);
+        assert_eq!(code, 0, "{out}{err}");
     }
 
     fn outages_logged(&self) -> usize {
@@ -344,6 +376,54 @@ fn the_entry_recorded_first_wins_when_two_instances_learned_a_key_differently() 
         + b.metric("roost_shared_state_entries_total{event=\"conflict\",service=\"fp\"} ")
             .unwrap_or(0);
     assert!(settled > 0, "no conflict counted");
+    drop(backends);
+    redis.kill();
+}
+
+#[test]
+fn a_drain_set_through_one_instance_holds_on_the_other() {
+    let mut redis = Redis::start();
+    let (backends, names) = start_backends(3);
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let a = Instance::start(&redis, &addrs, "");
+    let b = Instance::start(&redis, &addrs, "");
+    a.wait_shared(true);
+    b.wait_shared(true);
+    let b2 = addrs[1];
+    let t0 = Instant::now();
+    a.backend_cmd("drain", b2);
+    wait_until(Duration::from_secs(5), "the drain reaching B", || {
+        b.state_of(b2) == "drain"
+    });
+    eprintln!("drain set on A seen on B after {:?}", t0.elapsed());
+    // New keys through B avoid the draining backend.
+    let fresh = keys("new", 60);
+    for k in &fresh {
+        assert_ne!(
+            b.send(k, &names),
+            b2.to_string(),
+            "{k} reached the draining b2"
+        );
+    }
+    a.backend_cmd("maint", b2);
+    wait_until(Duration::from_secs(5), "maint reaching B", || {
+        b.state_of(b2) == "maint"
+    });
+    // Set on B, back to ready on both.
+    b.backend_cmd("ready", b2);
+    wait_until(Duration::from_secs(5), "ready reaching A", || {
+        a.state_of(b2) == "ready"
+    });
+    // An instance started later reads the states in Redis.
+    a.backend_cmd("drain", addrs[2]);
+    let c = Instance::start(&redis, &addrs, "");
+    c.wait_shared(true);
+    wait_until(
+        Duration::from_secs(5),
+        "the drain reaching a late instance",
+        || c.state_of(addrs[2]) == "drain",
+    );
+    assert_eq!(c.state_of(b2), "ready");
     drop(backends);
     redis.kill();
 }

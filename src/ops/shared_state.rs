@@ -30,8 +30,9 @@
 //! marks every live key for writing (Redis may have restarted empty; the script settles
 //! conflicts) and reads every entry in Redis (`SCAN`), learning what the others recorded.
 
+use crate::config::BackendState;
 use crate::config::SharedStateSettings;
-use crate::ops::state_file::Saved;
+use crate::ops::state_file::{Saved, SavedBackendState};
 use crate::policy::sticky::{Change, Identity, Learned};
 use crate::service::pool::Pool;
 use crate::telemetry::metrics::Metrics;
@@ -103,6 +104,16 @@ pub(crate) struct Wire {
     /// A move: the backend the key left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     from: Option<String>,
+}
+
+/// An operator state in Redis and on `{prefix}state`: the state file's shape, with the
+/// service and the writing instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StateWire {
+    service: String,
+    origin: String,
+    #[serde(flatten)]
+    state: SavedBackendState,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -273,6 +284,7 @@ impl SharedState {
             .map_err(|e| format!("state.redis: {e}"))?;
         for pool in pools {
             pool.table().share();
+            pool.share_states();
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         Ok(Self {
@@ -296,6 +308,100 @@ impl SharedState {
 
     fn channel(&self) -> String {
         format!("{}sticky", self.prefix)
+    }
+
+    fn state_channel(&self) -> String {
+        format!("{}state", self.prefix)
+    }
+
+    /// An operator state another instance set: applied unless one set here since waits to be
+    /// written (it is newer). Returns whether it changed anything.
+    fn apply_state(&self, bytes: &[u8]) -> bool {
+        let Ok(wire) = serde_json::from_slice::<StateWire>(bytes) else {
+            return false;
+        };
+        if wire.origin == self.origin {
+            return false;
+        }
+        let (Some(pool), Some(state)) = (
+            self.pools.get(&wire.service),
+            BackendState::parse(&wire.state.state),
+        ) else {
+            return false;
+        };
+        !pool.state_pending(&wire.state.backend)
+            && pool.apply_shared_state(&wire.state.backend, state)
+    }
+
+    /// Write the operator states set through this instance's API (no TTL: a drain holds until
+    /// someone ends it) and publish them; the last one written wins.
+    async fn flush_states(&self, conn: &mut ConnectionManager) -> Result<(), redis::RedisError> {
+        for pool in self.pools.values() {
+            let changes = pool.take_state_changes();
+            if changes.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for (backend, state) in &changes {
+                let file_state = pool
+                    .state()
+                    .members()
+                    .iter()
+                    .find(|m| m.address == *backend)
+                    .map_or(BackendState::Ready, |m| m.operated.file_state());
+                let wire = StateWire {
+                    service: pool.name.clone(),
+                    origin: self.origin.clone(),
+                    state: SavedBackendState {
+                        backend: backend.clone(),
+                        state: state.as_str().to_string(),
+                        file_state: file_state.as_str().to_string(),
+                    },
+                };
+                let value = serde_json::to_vec(&wire).expect("a state serializes");
+                let key = format!("{}state:{}:{backend}", self.prefix, pool.name);
+                pipe.cmd("SET").arg(key).arg(&value).ignore();
+                pipe.cmd("PUBLISH")
+                    .arg(self.state_channel())
+                    .arg(&value)
+                    .ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(conn).await {
+                pool.restore_state_changes(changes);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every operator state in Redis, applied (at a reconcile).
+    async fn read_states(&self, conn: &mut ConnectionManager) -> Result<usize, redis::RedisError> {
+        let pattern = format!("{}state:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut applied = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(conn)
+                .await?;
+            if !keys.is_empty() {
+                let values: Vec<Option<Vec<u8>>> =
+                    redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+                applied += values
+                    .iter()
+                    .flatten()
+                    .filter(|v| self.apply_state(v))
+                    .count();
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(applied);
+            }
+        }
     }
 
     /// Apply an entry another instance wrote; `idle` overrides the value's own (a `SCAN` knows
@@ -453,9 +559,10 @@ impl SharedState {
                 break;
             }
         }
+        let states = self.read_states(conn).await?;
         info!(
             "shared state: reconciled with Redis: {read} entr(y/ies) read, {learned} learned, \
-             {marked} local one(s) to write"
+             {marked} local one(s) to write; {states} operator state(s) applied"
         );
         Ok(())
     }
@@ -463,11 +570,11 @@ impl SharedState {
     /// The subscription: apply what the other instances publish; on loss, say so and
     /// subscribe again (which asks for a reconcile: messages were missed meanwhile).
     async fn subscribe(self: Arc<Self>, mut shutdown: ShutdownWatch) {
-        let channel = self.channel();
+        let channels = [self.channel(), self.state_channel()];
         loop {
             let connected = tokio::time::timeout(TIMEOUT, async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
+                pubsub.subscribe(&channels).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             })
             .await;
@@ -479,6 +586,9 @@ impl SharedState {
                     loop {
                         tokio::select! {
                             msg = messages.next() => match msg {
+                                Some(msg) if msg.get_channel_name() == channels[1] => {
+                                    self.apply_state(msg.get_payload_bytes());
+                                }
                                 Some(msg) => {
                                     self.apply(msg.get_payload_bytes(), None, &Clock::now());
                                 }
@@ -533,6 +643,9 @@ impl BackgroundService for SharedStateTask {
                     }
                     Err(e) => shared.link.failed(Part::Writer, "read", &e),
                 }
+            }
+            if let Err(e) = shared.flush_states(&mut conn).await {
+                shared.link.failed(Part::Writer, "write", &e);
             }
             let pending: usize = shared.pools.values().map(|p| p.table().pending()).sum();
             let due = last_ok.is_none_or(|t| t.elapsed() >= PING_EVERY) || !shared.link.writing();

@@ -79,11 +79,12 @@ struct SavedJobEntry {
     idle_ms: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedBackendState {
-    backend: String,
-    state: String,
-    file_state: String,
+/// An operator state as saved: also the shape of one in Redis (`ops::shared_state`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SavedBackendState {
+    pub(crate) backend: String,
+    pub(crate) state: String,
+    pub(crate) file_state: String,
 }
 
 /// One sticky entry as saved: also the shape of an entry in Redis (`ops::shared_state`).
