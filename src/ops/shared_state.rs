@@ -486,18 +486,13 @@ impl SharedState {
                         return Err(e);
                     }
                 };
-                let mut sent = 0;
                 for stored in verdicts.iter().filter(|v| !v.is_empty()) {
-                    // Another instance recorded the key first: take its entry.
+                    // Another instance recorded the key first: take its entry (counted there).
                     if let Ok(wire) = serde_json::from_slice::<Wire>(stored) {
-                        self.metrics
-                            .shared_state_entries
-                            .with_label_values(&[pool.name.as_str(), "conflict"])
-                            .inc();
                         self.learn(&wire, None, &clock);
                     }
                 }
-                sent += verdicts.iter().filter(|v| v.is_empty()).count();
+                let sent = verdicts.iter().filter(|v| v.is_empty()).count();
                 self.metrics
                     .shared_state_entries
                     .with_label_values(&[pool.name.as_str(), "sent"])

@@ -583,6 +583,11 @@ impl StickyTable {
         self.lock().keys.len()
     }
 
+    /// Whether no key is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.lock().keys.is_empty()
+    }
+
     /// Keys per recorded backend (expired ones included until [`expire`](Self::expire)
     /// runs), kept up to date as entries change: no walk over the table.
     pub fn counts(&self) -> HashMap<Identity, usize> {
