@@ -166,6 +166,19 @@ impl Instance {
             .unwrap()
     }
 
+    /// The WPS jobs `/status` counts as running on `backend`.
+    fn running_jobs(&self, backend: SocketAddr) -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.admin_get("/status").unwrap()).unwrap();
+        v["services"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["addr"] == backend.to_string())
+            .and_then(|b| b["running_jobs"].as_u64())
+            .unwrap()
+    }
+
     /// `roost backend ACTION -c CONFIG fp BACKEND`, through this instance's admin API.
     fn backend_cmd(&self, action: &str, backend: SocketAddr) {
         let conf = self.roost.config.display().to_string();
@@ -424,6 +437,46 @@ fn a_drain_set_through_one_instance_holds_on_the_other() {
         || c.state_of(addrs[2]) == "drain",
     );
     assert_eq!(c.state_of(b2), "ready");
+    drop(backends);
+    redis.kill();
+}
+
+#[test]
+fn a_wps_job_started_through_one_instance_is_polled_through_the_other() {
+    const JOB: &str = "6f1c2a44-1f0e-11ef-9a57-2f5b0c3d9e11";
+    let mut redis = Redis::start();
+    let (backends, names) = start_backends(3);
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let extra = "    wps_affinity: true\n";
+    let a = Instance::start(&redis, &addrs, extra);
+    let b = Instance::start(&redis, &addrs, extra);
+    a.wait_shared(true);
+    b.wait_shared(true);
+    let r = get(
+        a.listen,
+        &format!("/job/{JOB}?split=7"),
+        &[("machineid", "k1")],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let owner = r.backend().to_string();
+    // B learns the job without any request through it (its own status documents would teach
+    // it after a few rotated polls; the shared job makes the first poll right).
+    wait_until(Duration::from_secs(5), "the job reaching B", || {
+        b.running_jobs(names[&owner]) == 1
+    });
+    // Keyless polls through B (OWSLib polls statusLocation without machineid): without the
+    // shared job, B's hash.missing would rotate them over all three backends.
+    let path = format!("/outputs/{JOB}.xml");
+    let polls: Vec<String> = (0..12)
+        .map(|_| get(b.listen, &path, &[]).unwrap().backend().to_string())
+        .collect();
+    assert!(polls.iter().all(|p| *p == owner), "{polls:?}");
+    // Any other keyless request still rotates on B.
+    let others: std::collections::HashSet<String> = (0..6)
+        .map(|_| get(b.listen, "/", &[]).unwrap().backend().to_string())
+        .collect();
+    assert_eq!(others.len(), 3);
     drop(backends);
     redis.kill();
 }

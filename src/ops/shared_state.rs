@@ -1,6 +1,9 @@
 //! The shared state (`state: { redis, prefix }`): every instance pointing at the same Redis (or
 //! Valkey) shares its sticky tables, so a key learned through instance A is routed the same
-//! way by instance B.
+//! way by instance B; also the operator states set through the admin API
+//! (`{prefix}state:{service}:{backend}`, no TTL, channel `{prefix}state`) and the WPS job
+//! tables (`{prefix}job:{service}:{uuid}`, channel `{prefix}job`), each in the state file's
+//! shape, the last write winning.
 //!
 //! Requests never wait on Redis. Each instance keeps routing on its own sticky table
 //! (`policy::sticky`), which marks the keys that changed (new, moved, due a TTL refresh); this
@@ -32,8 +35,9 @@
 
 use crate::config::BackendState;
 use crate::config::SharedStateSettings;
-use crate::ops::state_file::{Saved, SavedBackendState};
+use crate::ops::state_file::{Saved, SavedBackendState, SavedJobEntry};
 use crate::policy::sticky::{Change, Identity, Learned};
+use crate::policy::wps::{self, SavedJob};
 use crate::service::pool::Pool;
 use crate::telemetry::metrics::Metrics;
 use async_trait::async_trait;
@@ -114,6 +118,16 @@ pub(crate) struct StateWire {
     origin: String,
     #[serde(flatten)]
     state: SavedBackendState,
+}
+
+/// A WPS job in Redis and on `{prefix}job`: the state file's shape, with the service and
+/// the writing instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JobWire {
+    service: String,
+    origin: String,
+    #[serde(flatten)]
+    job: SavedJobEntry,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -285,6 +299,7 @@ impl SharedState {
         for pool in pools {
             pool.table().share();
             pool.share_states();
+            pool.jobs().share();
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         Ok(Self {
@@ -312,6 +327,125 @@ impl SharedState {
 
     fn state_channel(&self) -> String {
         format!("{}state", self.prefix)
+    }
+
+    fn job_channel(&self) -> String {
+        format!("{}job", self.prefix)
+    }
+
+    /// A WPS job another instance saw, applied where its backend is in this config; `idle`
+    /// overrides the value's own (a `SCAN` knows it from the key's TTL).
+    fn apply_job(&self, bytes: &[u8], idle: Option<Duration>) -> bool {
+        let Ok(wire) = serde_json::from_slice::<JobWire>(bytes) else {
+            return false;
+        };
+        if wire.origin == self.origin {
+            return false;
+        }
+        let Some(pool) = self.pools.get(&wire.service) else {
+            return false;
+        };
+        let (Some(id), Ok(backend)) = (
+            wps::parse_uuid(wire.job.id.as_bytes()),
+            wire.job.backend.parse(),
+        ) else {
+            return false;
+        };
+        if !pool.state().members().iter().any(|m| m.addr == backend) {
+            return false;
+        }
+        let job = SavedJob {
+            id,
+            backend,
+            key: wire.job.key.map(String::into_bytes),
+            running: wire.job.running,
+            idle: idle.unwrap_or(Duration::from_millis(wire.job.idle_ms)),
+        };
+        pool.jobs().learn(&job, Instant::now())
+    }
+
+    /// Write the WPS jobs new or changed here (`PX`: what is left of their age limit) and
+    /// publish them; after the sticky entries, so that a running job finds its key to pin.
+    async fn flush_jobs(&self, conn: &mut ConnectionManager) -> Result<(), redis::RedisError> {
+        for pool in self.pools.values() {
+            let jobs = pool.jobs().take_changes(Instant::now());
+            if jobs.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for job in &jobs {
+                let id = wps::format_uuid(job.id);
+                let wire = JobWire {
+                    service: pool.name.clone(),
+                    origin: self.origin.clone(),
+                    job: SavedJobEntry {
+                        id: id.clone(),
+                        backend: job.backend.to_string(),
+                        key: job
+                            .key
+                            .as_ref()
+                            .map(|k| String::from_utf8_lossy(k).into_owned()),
+                        running: job.running,
+                        idle_ms: job.idle.as_millis() as u64,
+                    },
+                };
+                let value = serde_json::to_vec(&wire).expect("a job serializes");
+                let left = wps::MAX_AGE
+                    .saturating_sub(job.idle)
+                    .max(Duration::from_millis(1));
+                pipe.cmd("SET")
+                    .arg(format!("{}job:{}:{id}", self.prefix, pool.name))
+                    .arg(&value)
+                    .arg("PX")
+                    .arg(left.as_millis() as u64)
+                    .ignore();
+                pipe.cmd("PUBLISH")
+                    .arg(self.job_channel())
+                    .arg(&value)
+                    .ignore();
+            }
+            if let Err(e) = pipe.query_async::<()>(conn).await {
+                pool.jobs().mark(jobs.iter().map(|j| j.id));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every WPS job in Redis, applied (at a reconcile).
+    async fn read_jobs(&self, conn: &mut ConnectionManager) -> Result<usize, redis::RedisError> {
+        let pattern = format!("{}job:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut applied = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(conn)
+                .await?;
+            if !keys.is_empty() {
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.cmd("GET").arg(k).cmd("PTTL").arg(k);
+                }
+                let answers: Vec<(Option<Vec<u8>>, i64)> = pipe.query_async(conn).await?;
+                for (value, pttl) in answers {
+                    let Some(value) = value else { continue };
+                    let idle =
+                        wps::MAX_AGE.saturating_sub(Duration::from_millis(pttl.max(0) as u64));
+                    if self.apply_job(&value, Some(idle)) {
+                        applied += 1;
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(applied);
+            }
+        }
     }
 
     /// An operator state another instance set: applied unless one set here since waits to be
@@ -555,9 +689,14 @@ impl SharedState {
             }
         }
         let states = self.read_states(conn).await?;
+        for pool in self.pools.values() {
+            pool.jobs().mark(pool.jobs().ids());
+        }
+        let jobs = self.read_jobs(conn).await?;
         info!(
             "shared state: reconciled with Redis: {read} entr(y/ies) read, {learned} learned, \
-             {marked} local one(s) to write; {states} operator state(s) applied"
+             {marked} local one(s) to write; {states} operator state(s) and {jobs} WPS job(s) \
+             applied"
         );
         Ok(())
     }
@@ -565,7 +704,7 @@ impl SharedState {
     /// The subscription: apply what the other instances publish; on loss, say so and
     /// subscribe again (which asks for a reconcile: messages were missed meanwhile).
     async fn subscribe(self: Arc<Self>, mut shutdown: ShutdownWatch) {
-        let channels = [self.channel(), self.state_channel()];
+        let channels = [self.channel(), self.state_channel(), self.job_channel()];
         loop {
             let connected = tokio::time::timeout(TIMEOUT, async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
@@ -583,6 +722,9 @@ impl SharedState {
                             msg = messages.next() => match msg {
                                 Some(msg) if msg.get_channel_name() == channels[1] => {
                                     self.apply_state(msg.get_payload_bytes());
+                                }
+                                Some(msg) if msg.get_channel_name() == channels[2] => {
+                                    self.apply_job(msg.get_payload_bytes(), None);
                                 }
                                 Some(msg) => {
                                     self.apply(msg.get_payload_bytes(), None, &Clock::now());
@@ -642,10 +784,18 @@ impl BackgroundService for SharedStateTask {
             if let Err(e) = shared.flush_states(&mut conn).await {
                 shared.link.failed(Part::Writer, "write", &e);
             }
-            let pending: usize = shared.pools.values().map(|p| p.table().pending()).sum();
+            let pending: usize = shared
+                .pools
+                .values()
+                .map(|p| p.table().pending() + p.jobs().pending())
+                .sum();
             let due = last_ok.is_none_or(|t| t.elapsed() >= PING_EVERY) || !shared.link.writing();
             let result = if pending > 0 {
-                Some(shared.flush(&mut conn).await.map_err(|e| ("write", e)))
+                let written = match shared.flush(&mut conn).await {
+                    Ok(()) => shared.flush_jobs(&mut conn).await,
+                    Err(e) => Err(e),
+                };
+                Some(written.map_err(|e| ("write", e)))
             } else if due {
                 // Nothing to write: a ping notices an outage (and its end) without traffic.
                 let ping = redis::cmd("PING").query_async::<String>(&mut conn).await;

@@ -69,14 +69,14 @@ struct StateFile {
 
 /// A WPS job (`wps_affinity`): the backend that has its files, whether it still runs (then
 /// it pins its key), the key of the requests about it.
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedJobEntry {
-    id: String,
-    backend: String,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SavedJobEntry {
+    pub(crate) id: String,
+    pub(crate) backend: String,
     #[serde(default)]
-    key: Option<String>,
-    running: bool,
-    idle_ms: u64,
+    pub(crate) key: Option<String>,
+    pub(crate) running: bool,
+    pub(crate) idle_ms: u64,
 }
 
 /// An operator state as saved: also the shape of one in Redis (`ops::shared_state`).
