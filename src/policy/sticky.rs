@@ -334,12 +334,9 @@ impl StickyTable {
                 }
             },
         };
-        // Added or moved: recorded as if forwarded at `last_seen`, without marking it.
-        let share = inner.share_every.take();
-        drop(inner);
-        self.record(key, backend, last_seen);
-        let mut inner = self.lock();
-        inner.share_every = share;
+        // Added or moved: recorded as if forwarded at `last_seen`, without marking it, under
+        // the same lock (a request recording another key meanwhile is marked as always).
+        Self::record_in(&mut inner, key, backend, last_seen, false);
         inner.dirty.remove(key);
         if let Some(slot) = inner.keys.get_mut(key) {
             slot.entry.since = since;
@@ -368,7 +365,18 @@ impl StickyTable {
     /// refresh it. Returns the backend it was recorded on before, when that differs.
     pub fn record(&self, key: &[u8], backend: &Identity, now: Instant) -> Option<Identity> {
         let mut inner = self.lock();
-        let inner = &mut *inner;
+        Self::record_in(&mut inner, key, backend, now, true)
+    }
+
+    /// [`record`](Self::record) under the lock already taken; `share`: mark the change for
+    /// sharing (not for what [`learn`](Self::learn) takes from another instance).
+    fn record_in(
+        inner: &mut Inner,
+        key: &[u8],
+        backend: &Identity,
+        now: Instant,
+        share: bool,
+    ) -> Option<Identity> {
         let ttl = inner.ttl;
         if let Some(slot) = inner.keys.get_mut(key) {
             let pinned = slot.entry.pins > 0;
@@ -376,13 +384,13 @@ impl StickyTable {
             let moved = (slot.entry.backend != *backend && !expired)
                 .then(|| Arc::clone(&slot.entry.backend));
             let back_home = slot.entry.stand_in.take().is_some();
-            let mut share = None;
+            let mut change = None;
             if slot.entry.backend != *backend || expired {
                 let old = std::mem::replace(&mut slot.entry.backend, Arc::clone(backend));
                 slot.entry.since = now;
                 slot.shared = now;
                 // A move names what it replaces; an expired key starts over like a new one.
-                share = Some((!expired && old != *backend).then(|| Arc::clone(&old)));
+                change = Some((!expired && old != *backend).then(|| Arc::clone(&old)));
                 if old != *backend {
                     // `slot` borrows `inner.keys`; the counts are a separate field.
                     let per_backend = &mut inner.per_backend;
@@ -402,7 +410,7 @@ impl StickyTable {
             {
                 // Still active: the shared copy's TTL is due a refresh.
                 slot.shared = now;
-                share = Some(None);
+                change = Some(None);
             }
             slot.entry.last_seen = now;
             if !pinned {
@@ -412,7 +420,7 @@ impl StickyTable {
                 slot.order = (now, inner.seq);
                 inner.idle.insert(slot.order, key.into());
             }
-            if let Some(from) = share {
+            if let (Some(from), true) = (change, share) {
                 inner.mark(key, from);
             }
             return moved;
@@ -443,7 +451,9 @@ impl StickyTable {
                 shared: now,
             },
         );
-        inner.mark(key, None);
+        if share {
+            inner.mark(key, None);
+        }
         None
     }
 
