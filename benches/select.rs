@@ -107,5 +107,53 @@ fn forwarding(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, selection, forwarding);
+/// The sticky table with and without sharing (`state.redis`): a key already recorded (the
+/// common request) must cost the same, with no Redis round trip; a new key adds one map
+/// insert (the change the background service writes behind).
+fn sticky_sharing(c: &mut Criterion) {
+    use roost::policy::sticky::{Identity, StickyTable};
+    use std::time::{Duration, Instant};
+    let backend: Identity = "10.0.0.1:8093".into();
+    let keys: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| format!("key-{i}").into_bytes())
+        .collect();
+    for shared in [false, true] {
+        let table = StickyTable::new(Duration::from_secs(3600), 1_000_000);
+        if shared {
+            table.share();
+        }
+        let t0 = Instant::now();
+        for k in &keys {
+            table.record(k, &backend, t0);
+        }
+        table.take_changes(t0);
+        let label = if shared { "shared" } else { "local" };
+        let mut i = 0;
+        c.bench_function(
+            &format!("sticky lookup + record, key known ({label})"),
+            |b| {
+                b.iter(|| {
+                    i = (i + 1) % keys.len();
+                    let k = &keys[i];
+                    black_box(table.backend_of(k, t0));
+                    black_box(table.record(k, &backend, t0))
+                })
+            },
+        );
+        let mut n = 0u64;
+        c.bench_function(&format!("sticky record, new key ({label})"), |b| {
+            b.iter(|| {
+                n += 1;
+                let k = n.to_be_bytes();
+                black_box(table.record(&k, &backend, t0));
+                if n % 4096 == 0 {
+                    // The background flush empties the change set.
+                    table.take_changes(t0);
+                }
+            })
+        });
+    }
+}
+
+criterion_group!(benches, selection, forwarding, sticky_sharing);
 criterion_main!(benches);

@@ -3,7 +3,9 @@
 # (pingora's zlib-ng), curl, nginx and haproxy (parity tests and benchmarks), wrk, chromium
 # and Node.js with npm (the status page test, which drives chromium with Playwright:
 # playwright-core goes into tests/status_page/node_modules, from its package-lock.json),
-# python3 with venv (the WPS e2e suite), dnsmasq (the DNS server of the DNS-backend tests), and Rust through rustup when cargo is missing.
+# python3 with venv (the WPS e2e suite), dnsmasq (the DNS server of the DNS-backend tests),
+# redis-server (the shared-state tests: two Roost instances sharing their sticky tables), and
+# Rust through rustup when cargo is missing.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
 
@@ -13,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need=()
 for pair in cc:build-essential cmake:cmake pkg-config:pkg-config curl:curl \
             nginx:nginx-light haproxy:haproxy wrk:wrk python3:python3 chromium:chromium \
-            node:nodejs npm:npm dnsmasq:dnsmasq-base; do
+            node:nodejs npm:npm dnsmasq:dnsmasq-base redis-server:redis-server; do
     cmd="${pair%%:*}"; pkg="${pair#*:}"
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then need+=("$pkg"); fi
 done

@@ -56,6 +56,16 @@ pub struct FileAccessLog {
     pub path: Option<String>,
 }
 
+/// `state`: the tables shared between instances through Redis.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileState {
+    #[serde(default, deserialize_with = "lenient")]
+    pub redis: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub prefix: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileService {

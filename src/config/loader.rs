@@ -7,7 +7,7 @@ use super::env::expand;
 use super::error::ConfigError;
 use super::lines::{join_index, join_key, LineIndex};
 use super::*;
-use file::{FileAccessLog, FileAdmin, FileServer, FileService};
+use file::{FileAccessLog, FileAdmin, FileServer, FileService, FileState};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 use std::collections::HashMap;
@@ -96,13 +96,13 @@ impl<'a> Loader<'a> {
         };
         for key in top.keys() {
             match key.as_str() {
-                Some("server" | "admin" | "access_log" | "services") => {}
+                Some("server" | "admin" | "access_log" | "state" | "services") => {}
                 Some(other) => {
                     let other = other.to_string();
                     self.error(
                         &other,
                         format!(
-                            "unknown key `{other}` (expected `server`, `admin`, `access_log` or `services`)"
+                            "unknown key `{other}` (expected `server`, `admin`, `access_log`, `state` or `services`)"
                         ),
                     );
                 }
@@ -126,6 +126,12 @@ impl<'a> Loader<'a> {
                 .section::<FileAccessLog>(v, "access_log")
                 .and_then(|a| self.access_log(a)),
             None => self.access_log(FileAccessLog::default()),
+        };
+        let state = match top.remove("state") {
+            Some(v) => self
+                .section::<FileState>(v, "state")
+                .and_then(|s| self.state(s)),
+            None => None,
         };
         let services = match top.remove("services") {
             Some(Value::Sequence(items)) if !items.is_empty() => items
@@ -152,6 +158,7 @@ impl<'a> Loader<'a> {
             server,
             admin,
             access_log,
+            state,
             services,
         })
     }

@@ -18,6 +18,8 @@ pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/roost_upgrade.sock";
 pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 300;
 pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 10;
 pub const DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE: usize = 128;
+/// `state.prefix`: every Redis key and channel Roost uses starts with it.
+pub const DEFAULT_STATE_PREFIX: &str = "roost:";
 pub const DEFAULT_HASH_HEADER: &str = "machineid";
 pub const DEFAULT_WEIGHT: u32 = 1;
 pub const DEFAULT_HC_PATH: &str = "/";
@@ -52,7 +54,18 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// `None`: no access log.
     pub access_log: Option<AccessLogSettings>,
+    /// `state`: the sticky tables shared with other instances (`None`: each its own).
+    pub state: Option<SharedStateSettings>,
     pub services: Vec<ServiceConfig>,
+}
+
+/// `state`: every instance pointing at the same Redis (or Valkey) shares its sticky tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedStateSettings {
+    /// `redis://[user:password@]host:port/db` (or `unix:///path`), as the `redis` crate reads it.
+    pub redis: String,
+    /// Put before every key and channel, so that several sites can share one Redis.
+    pub prefix: String,
 }
 
 impl Config {

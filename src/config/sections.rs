@@ -1,8 +1,8 @@
-//! Validation of the process-wide sections: `server`, `admin` and `access_log`.
+//! Validation of the process-wide sections: `server`, `admin`, `access_log` and `state`.
 
 use super::loader::Loader;
 use super::*;
-use file::{FileAccessLog, FileAdmin, FileServer};
+use file::{FileAccessLog, FileAdmin, FileServer, FileState};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -115,6 +115,47 @@ impl Loader<'_> {
             }
         };
         (f.enabled != Some(false)).then_some(AccessLogSettings { format, target })
+    }
+
+    /// `state`: a Redis URL the client can use (checked here, not connected to: Redis may
+    /// well be down when Roost starts) and a key prefix.
+    pub(super) fn state(&mut self, f: FileState) -> Option<SharedStateSettings> {
+        let redis = self.required("state.redis", f.redis)?;
+        let redis = redis.trim().to_string();
+        let scheme = redis.split("://").next().unwrap_or("");
+        match scheme {
+            "redis" | "valkey" | "unix" | "redis+unix" | "valkey+unix" => {}
+            "rediss" | "valkeys" => {
+                self.error(
+                    "state.redis",
+                    format!("`{redis}`: TLS to Redis is not built in; use redis:// on a trusted network or a local TLS tunnel"),
+                );
+                return None;
+            }
+            _ => {
+                self.error(
+                    "state.redis",
+                    format!("`{redis}` is not a Redis URL (e.g. redis://127.0.0.1:6379/0)"),
+                );
+                return None;
+            }
+        }
+        if let Err(e) = redis::Client::open(redis.as_str()) {
+            self.error(
+                "state.redis",
+                format!("`{redis}` is not a Redis URL (e.g. redis://127.0.0.1:6379/0): {e}"),
+            );
+            return None;
+        }
+        let prefix = f.prefix.unwrap_or_else(|| DEFAULT_STATE_PREFIX.to_string());
+        if prefix.is_empty() || prefix.bytes().any(|b| b.is_ascii_whitespace() || b == b'*') {
+            self.error(
+                "state.prefix",
+                "must be non-empty, without spaces or `*` (it starts every key Roost writes)",
+            );
+            return None;
+        }
+        Some(SharedStateSettings { redis, prefix })
     }
 
     /// `IP:port`, or a bare port meaning `bare_ip:port`.

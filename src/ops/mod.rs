@@ -10,6 +10,7 @@ pub(crate) mod import_nginx;
 pub(crate) mod logging;
 pub(crate) mod reload;
 pub mod server;
+pub mod shared_state;
 pub mod state_file;
 pub(crate) mod stop;
 pub(crate) mod upgrade;

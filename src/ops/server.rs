@@ -6,6 +6,7 @@
 use crate::config::{Config, ServerSettings};
 use crate::ops::admin::{Admin, AdminService};
 use crate::ops::reload::ReloadService;
+use crate::ops::shared_state::{SharedState, SharedStateTask};
 use crate::ops::state_file::{Handover, KeeperTask, StateKeeper};
 use crate::ops::stop::{Outstanding, StopWatch};
 use crate::service::guard::{Guard, GuardLimits};
@@ -151,6 +152,19 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Serv
         ));
         outstanding.state = Some(Arc::clone(&keeper));
         server.add_service(background_service("state", KeeperTask(keeper)));
+    }
+    // After the state file: the entries it brought back are written to Redis too.
+    if let Some(settings) = &config.state {
+        let shared = SharedState::new(settings, &pools, Arc::clone(&metrics))?;
+        server.add_service(background_service(
+            "shared state",
+            SharedStateTask(Arc::new(shared)),
+        ));
+        log::info!(
+            "sticky tables shared through Redis at {} (prefix {})",
+            settings.redis,
+            settings.prefix
+        );
     }
     server.add_service(background_service(
         "reload",

@@ -69,29 +69,31 @@ struct StateFile {
 
 /// A WPS job (`wps_affinity`): the backend that has its files, whether it still runs (then
 /// it pins its key), the key of the requests about it.
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedJobEntry {
-    id: String,
-    backend: String,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SavedJobEntry {
+    pub(crate) id: String,
+    pub(crate) backend: String,
     #[serde(default)]
-    key: Option<String>,
-    running: bool,
-    idle_ms: u64,
+    pub(crate) key: Option<String>,
+    pub(crate) running: bool,
+    pub(crate) idle_ms: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedBackendState {
-    backend: String,
-    state: String,
-    file_state: String,
+/// An operator state as saved: also the shape of one in Redis (`ops::shared_state`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SavedBackendState {
+    pub(crate) backend: String,
+    pub(crate) state: String,
+    pub(crate) file_state: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Saved {
-    key: String,
-    backend: String,
-    idle_ms: u64,
-    age_ms: u64,
+/// One sticky entry as saved: also the shape of an entry in Redis (`ops::shared_state`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Saved {
+    pub(crate) key: String,
+    pub(crate) backend: String,
+    pub(crate) idle_ms: u64,
+    pub(crate) age_ms: u64,
 }
 
 fn unix_now() -> u64 {

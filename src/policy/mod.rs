@@ -13,6 +13,6 @@ pub(crate) mod refusal;
 pub mod route;
 pub mod screen;
 pub(crate) mod select;
-pub(crate) mod sticky;
+pub mod sticky;
 pub(crate) mod target;
 pub(crate) mod wps;

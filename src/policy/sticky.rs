@@ -17,6 +17,15 @@
 //! eviction pass it by at no cost, and a request pays nothing for pins: the count is in the
 //! entry it already looks up. Pins are bounded by the job table's capacity, so the table holds
 //! at most `max_keys` plus that many entries.
+//!
+//! **Sharing** (`state.redis`, `ops::shared_state`). When on ([`StickyTable::share`]), the
+//! table also remembers which keys changed since the last flush: a new key, a move (with the
+//! backend it moved from, which another instance may still have), and, at most every
+//! [`share_every`] per key, a refresh, so the shared copy's TTL follows a session that stays
+//! active. Marking costs one map insert under the lock `record` already holds, only when a
+//! key is new, moves or is due a refresh; a lookup pays nothing. Entries other instances
+//! learned come in through [`StickyTable::learn`], which applies the conflict rule
+//! ([`resolve`]) and never marks what it applies (no echo).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,6 +57,70 @@ struct Slot {
     entry: Entry,
     /// Position in the idle index.
     order: (Instant, u64),
+    /// When this key was last marked for sharing (unused while sharing is off).
+    shared: Instant,
+}
+
+/// How often an active key's shared copy is refreshed: an eighth of the TTL, at least a
+/// second. The shared copy of a key can so expire up to that much before the local one.
+pub fn share_every(ttl: Duration) -> Duration {
+    (ttl / 8).max(Duration::from_secs(1))
+}
+
+/// One key changed since the last flush, for the shared store: the export shape
+/// ([`StickyTable::export`]: key, backend, idle, age) and, for a move, the backend the shared
+/// copy may still name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: Vec<u8>,
+    pub backend: Identity,
+    pub idle: Duration,
+    pub age: Duration,
+    /// `Some`: the key moved away from this backend (failover, drain, removal): it replaces
+    /// an entry naming it. `None`: a new key or a refresh.
+    pub from: Option<Identity>,
+}
+
+/// Two entries for one key that name different backends: which one stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The other one is taken.
+    Theirs,
+    /// This one stays (and the other instance is told).
+    Ours,
+}
+
+/// The conflict rule, the same here and in Redis (`ops::shared_state`'s script): an entry
+/// that moved away from ours replaces it (a deliberate move: its owner went down, was drained
+/// or removed); otherwise the entry recorded first (`since`) stays, so a session that already
+/// has a machine keeps it; on a tie, theirs (the one already stored) stays. `ours_since` and
+/// `their_since` are both in one clock.
+pub fn resolve(
+    ours: &Identity,
+    ours_since: Instant,
+    their_from: Option<&Identity>,
+    their_since: Instant,
+) -> Verdict {
+    if their_from == Some(ours) || their_since <= ours_since {
+        Verdict::Theirs
+    } else {
+        Verdict::Ours
+    }
+}
+
+/// What [`StickyTable::learn`] did with an entry another instance recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// The key was new here (or expired): added.
+    Added,
+    /// Already recorded on that backend: its idle time refreshed.
+    Refreshed,
+    /// Recorded here on another backend, which the conflict rule gave up: moved to theirs.
+    Moved { from: Identity },
+    /// Recorded here on another backend that stays (older, or pinned by a running job).
+    Kept,
+    /// Idle beyond the TTL already: ignored.
+    Stale,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +134,11 @@ struct Inner {
     /// Entries per recorded backend, kept as entries come, move and go, so that `/status`
     /// reads them without walking a million keys under the lock.
     per_backend: HashMap<Identity, usize>,
+    /// Sharing on: how often an active key is marked again ([`share_every`]).
+    share_every: Option<Duration>,
+    /// Keys changed since the last [`StickyTable::take_changes`], with the backend a move
+    /// came from (the first one: what the shared copy still names).
+    dirty: HashMap<Box<[u8]>, Option<Identity>>,
 }
 
 impl Inner {
@@ -81,6 +159,22 @@ impl Inner {
     fn remove(&mut self, key: &[u8]) {
         if let Some(slot) = self.keys.remove(key) {
             self.count_out(&slot.entry.backend);
+        }
+    }
+
+    /// Mark `key` for sharing (when sharing is on); a move keeps the first `from`.
+    fn mark(&mut self, key: &[u8], from: Option<Identity>) {
+        if self.share_every.is_some() {
+            match self.dirty.get_mut(key) {
+                Some(first) => {
+                    if first.is_none() {
+                        *first = from;
+                    }
+                }
+                None => {
+                    self.dirty.insert(key.into(), from);
+                }
+            }
         }
     }
 
@@ -115,6 +209,140 @@ impl StickyTable {
         let mut inner = self.lock();
         inner.ttl = ttl;
         inner.max_keys = max_keys.max(1);
+        if inner.share_every.is_some() {
+            inner.share_every = Some(share_every(ttl));
+        }
+    }
+
+    /// Turn sharing on: from now on, changed keys are kept for [`take_changes`](Self::take_changes).
+    pub fn share(&self) {
+        let mut inner = self.lock();
+        inner.share_every = Some(share_every(inner.ttl));
+    }
+
+    /// The keys changed since the last call, as they are now (a key gone since is left out),
+    /// and forgotten as changed.
+    pub fn take_changes(&self, now: Instant) -> Vec<Change> {
+        let mut inner = self.lock();
+        let dirty = std::mem::take(&mut inner.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|(key, from)| {
+                let entry = inner.live(&key, now)?;
+                Some(Change {
+                    backend: Arc::clone(&entry.backend),
+                    idle: match entry.pins {
+                        0 => now.saturating_duration_since(entry.last_seen),
+                        _ => Duration::ZERO,
+                    },
+                    age: now.saturating_duration_since(entry.since),
+                    from: from.filter(|f| *f != entry.backend),
+                    key: key.into_vec(),
+                })
+            })
+            .collect()
+    }
+
+    /// Changes that could not be shared (the store is down): kept for the next flush. A key
+    /// changed again meanwhile keeps this older `from`, which is what the store still names.
+    pub fn restore_changes(&self, changes: Vec<Change>) {
+        let mut inner = self.lock();
+        for c in changes {
+            let key: Box<[u8]> = c.key.into();
+            match c.from {
+                Some(from) => {
+                    inner.dirty.insert(key, Some(from));
+                }
+                None => {
+                    inner.dirty.entry(key).or_insert(None);
+                }
+            }
+        }
+    }
+
+    /// Mark every live key as changed (the store came back, maybe empty: push them all).
+    pub fn mark_all(&self, now: Instant) -> usize {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if inner.share_every.is_none() {
+            return 0;
+        }
+        let mut n = 0;
+        for (key, slot) in &inner.keys {
+            if slot.entry.pins > 0 || slot.entry.last_seen + inner.ttl > now {
+                inner.dirty.entry(key.clone()).or_insert(None);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Keys waiting to be shared.
+    pub fn pending(&self) -> usize {
+        self.lock().dirty.len()
+    }
+
+    /// An entry another instance recorded (`backend` since `since`, idle for `idle`, moved
+    /// away from `from`), applied by the conflict rule ([`resolve`]). Nothing it applies is
+    /// marked for sharing; a local entry that stays is marked again, so the other instance
+    /// learns it (the store arbitrates with the same rule). A pinned entry (a running job)
+    /// stays and is not marked: the job's backend keeps the key here.
+    pub fn learn(
+        &self,
+        key: &[u8],
+        backend: &Identity,
+        since: Instant,
+        idle: Duration,
+        from: Option<&Identity>,
+        now: Instant,
+    ) -> Learned {
+        let Some(last_seen) = now.checked_sub(idle) else {
+            return Learned::Stale;
+        };
+        let since = since.min(last_seen);
+        let mut inner = self.lock();
+        if idle >= inner.ttl {
+            return Learned::Stale;
+        }
+        let current = inner
+            .live(key, now)
+            .map(|e| (Arc::clone(&e.backend), e.since, e.pins));
+        let learned = match current {
+            None => Learned::Added,
+            Some((ours, _, _)) if ours == *backend => {
+                let inner = &mut *inner;
+                if let Some(slot) = inner.keys.get_mut(key) {
+                    slot.entry.since = slot.entry.since.min(since);
+                    if last_seen > slot.entry.last_seen {
+                        slot.entry.last_seen = last_seen;
+                        if slot.entry.pins == 0 {
+                            inner.idle.remove(&slot.order);
+                            inner.seq += 1;
+                            slot.order = (last_seen, inner.seq);
+                            inner.idle.insert(slot.order, key.into());
+                        }
+                    }
+                }
+                return Learned::Refreshed;
+            }
+            Some((_, _, pins)) if pins > 0 => return Learned::Kept,
+            Some((ours, ours_since, _)) => match resolve(&ours, ours_since, from, since) {
+                Verdict::Theirs => Learned::Moved { from: ours },
+                Verdict::Ours => {
+                    inner.mark(key, None);
+                    return Learned::Kept;
+                }
+            },
+        };
+        // Added or moved: recorded as if forwarded at `last_seen`, without marking it, under
+        // the same lock (a request recording another key meanwhile is marked as always).
+        Self::record_in(&mut inner, key, backend, last_seen, false);
+        inner.dirty.remove(key);
+        if let Some(slot) = inner.keys.get_mut(key) {
+            slot.entry.since = since;
+            slot.entry.stand_in = None;
+        }
+        learned
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -137,7 +365,18 @@ impl StickyTable {
     /// refresh it. Returns the backend it was recorded on before, when that differs.
     pub fn record(&self, key: &[u8], backend: &Identity, now: Instant) -> Option<Identity> {
         let mut inner = self.lock();
-        let inner = &mut *inner;
+        Self::record_in(&mut inner, key, backend, now, true)
+    }
+
+    /// [`record`](Self::record) under the lock already taken; `share`: mark the change for
+    /// sharing (not for what [`learn`](Self::learn) takes from another instance).
+    fn record_in(
+        inner: &mut Inner,
+        key: &[u8],
+        backend: &Identity,
+        now: Instant,
+        share: bool,
+    ) -> Option<Identity> {
         let ttl = inner.ttl;
         if let Some(slot) = inner.keys.get_mut(key) {
             let pinned = slot.entry.pins > 0;
@@ -145,9 +384,13 @@ impl StickyTable {
             let moved = (slot.entry.backend != *backend && !expired)
                 .then(|| Arc::clone(&slot.entry.backend));
             let back_home = slot.entry.stand_in.take().is_some();
+            let mut change = None;
             if slot.entry.backend != *backend || expired {
                 let old = std::mem::replace(&mut slot.entry.backend, Arc::clone(backend));
                 slot.entry.since = now;
+                slot.shared = now;
+                // A move names what it replaces; an expired key starts over like a new one.
+                change = Some((!expired && old != *backend).then(|| Arc::clone(&old)));
                 if old != *backend {
                     // `slot` borrows `inner.keys`; the counts are a separate field.
                     let per_backend = &mut inner.per_backend;
@@ -161,6 +404,13 @@ impl StickyTable {
                 }
             } else if now < slot.entry.last_seen + TOUCH_EVERY && !back_home {
                 return None;
+            } else if inner
+                .share_every
+                .is_some_and(|every| now >= slot.shared + every)
+            {
+                // Still active: the shared copy's TTL is due a refresh.
+                slot.shared = now;
+                change = Some(None);
             }
             slot.entry.last_seen = now;
             if !pinned {
@@ -169,6 +419,9 @@ impl StickyTable {
                 inner.seq += 1;
                 slot.order = (now, inner.seq);
                 inner.idle.insert(slot.order, key.into());
+            }
+            if let (Some(from), true) = (change, share) {
+                inner.mark(key, from);
             }
             return moved;
         }
@@ -195,8 +448,12 @@ impl StickyTable {
                     pins: 0,
                 },
                 order,
+                shared: now,
             },
         );
+        if share {
+            inner.mark(key, None);
+        }
         None
     }
 
@@ -334,6 +591,11 @@ impl StickyTable {
     /// Keys recorded now (expired ones included until [`expire`](Self::expire) runs).
     pub fn len(&self) -> usize {
         self.lock().keys.len()
+    }
+
+    /// Whether no key is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.lock().keys.is_empty()
     }
 
     /// Keys per recorded backend (expired ones included until [`expire`](Self::expire)
@@ -578,5 +840,138 @@ mod tests {
             assert_eq!(t.counts(), recount(&t), "step {step}");
         }
         assert_eq!(t.counts().values().sum::<usize>(), t.len());
+    }
+
+    #[test]
+    fn sharing_marks_new_keys_moves_and_due_refreshes_only() {
+        let ttl = Duration::from_secs(80); // refreshes shared every 10 s
+        let t = StickyTable::new(ttl, 10);
+        let t0 = Instant::now();
+        t.record(b"off", &id("a"), t0);
+        assert_eq!(t.pending(), 0, "nothing is marked while sharing is off");
+        t.share();
+        t.record(b"k", &id("a"), t0);
+        let changes = t.take_changes(t0);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            (&changes[0].key[..], &*changes[0].backend),
+            (&b"k"[..], "a")
+        );
+        assert_eq!(changes[0].from, None);
+        assert!(t.take_changes(t0).is_empty(), "taken once");
+        // A refresh within the share interval is not marked; one after it is.
+        t.record(b"k", &id("a"), t0 + Duration::from_secs(5));
+        assert_eq!(t.pending(), 0);
+        t.record(b"k", &id("a"), t0 + Duration::from_secs(10));
+        assert_eq!(t.take_changes(t0 + Duration::from_secs(10))[0].from, None);
+        // Moves keep the first backend moved from: what the shared copy still names.
+        t.record(b"k", &id("b"), t0 + Duration::from_secs(11));
+        t.record(b"k", &id("c"), t0 + Duration::from_secs(12));
+        let now = t0 + Duration::from_secs(13);
+        let changes = t.take_changes(now);
+        assert_eq!(changes[0].backend, id("c"));
+        assert_eq!(changes[0].from, Some(id("a")));
+        assert_eq!(changes[0].idle, Duration::from_secs(1));
+        assert_eq!(changes[0].age, Duration::from_secs(1));
+        // Not written (the store is down): kept, and its `from` wins over a later change's.
+        t.record(b"k", &id("d"), now);
+        t.restore_changes(changes);
+        let again = t.take_changes(now);
+        assert_eq!(
+            (again[0].backend.clone(), again[0].from.clone()),
+            (id("d"), Some(id("a")))
+        );
+        // After an outage, every live key is marked once more.
+        assert_eq!(t.mark_all(now), 2);
+        assert_eq!(t.take_changes(now).len(), 2);
+    }
+
+    #[test]
+    fn the_conflict_rule_keeps_the_entry_recorded_first_unless_the_other_moved_away_from_it() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(resolve(&id("a"), t0, None, later), Verdict::Ours);
+        assert_eq!(resolve(&id("a"), later, None, t0), Verdict::Theirs);
+        assert_eq!(
+            resolve(&id("a"), t0, None, t0),
+            Verdict::Theirs,
+            "a tie: the stored one"
+        );
+        assert_eq!(
+            resolve(&id("a"), t0, Some(&id("a")), later),
+            Verdict::Theirs,
+            "a move away from ours replaces it, however new"
+        );
+        assert_eq!(resolve(&id("a"), t0, Some(&id("z")), later), Verdict::Ours);
+    }
+
+    #[test]
+    fn learning_applies_the_rule_and_never_echoes() {
+        let ttl = Duration::from_secs(100);
+        let t = StickyTable::new(ttl, 10);
+        t.share();
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(10);
+        // New here: added, as recorded elsewhere (since, idle), not marked for sharing.
+        assert_eq!(
+            t.learn(b"new", &id("a"), t0, Duration::from_secs(2), None, now),
+            Learned::Added
+        );
+        let e = t.get(b"new", now).unwrap();
+        assert_eq!((e.since, e.last_seen), (t0, now - Duration::from_secs(2)));
+        assert_eq!(t.pending(), 0, "what is learned is not sent back");
+        // The same backend: refreshed, the older since kept.
+        assert_eq!(
+            t.learn(b"new", &id("a"), now, Duration::ZERO, None, now),
+            Learned::Refreshed
+        );
+        let e = t.get(b"new", now).unwrap();
+        assert_eq!((e.since, e.last_seen), (t0, now));
+        // Ours was recorded first: it stays, and is marked so the other instance learns it.
+        t.record(b"mine", &id("a"), t0);
+        t.take_changes(now);
+        assert_eq!(
+            t.learn(
+                b"mine",
+                &id("b"),
+                t0 + Duration::from_secs(1),
+                Duration::ZERO,
+                None,
+                now
+            ),
+            Learned::Kept
+        );
+        assert_eq!(t.backend_of(b"mine", now), Some(id("a")));
+        assert_eq!(t.take_changes(now).len(), 1);
+        // Theirs first: ours gives way, its pending change dropped.
+        t.record(b"late", &id("a"), now);
+        assert_eq!(
+            t.learn(b"late", &id("b"), t0, Duration::ZERO, None, now),
+            Learned::Moved { from: id("a") }
+        );
+        assert_eq!(t.backend_of(b"late", now), Some(id("b")));
+        assert!(t.take_changes(now).iter().all(|c| c.key != b"late"));
+        // A move away from ours replaces it although newer.
+        assert_eq!(
+            t.learn(b"mine", &id("c"), now, Duration::ZERO, Some(&id("a")), now),
+            Learned::Moved { from: id("a") }
+        );
+        assert_eq!(t.counts()[&id("c")], 1);
+        // A running job pins a key where it is.
+        t.record(b"job", &id("a"), now);
+        assert!(t.pin(b"job", now));
+        t.take_changes(now);
+        assert_eq!(
+            t.learn(b"job", &id("b"), t0, Duration::ZERO, None, now),
+            Learned::Kept
+        );
+        assert_eq!(t.backend_of(b"job", now), Some(id("a")));
+        assert_eq!(t.pending(), 0);
+        // Idle beyond the TTL: nothing to learn.
+        assert_eq!(
+            t.learn(b"old", &id("a"), t0, ttl, None, now + ttl),
+            Learned::Stale
+        );
+        assert!(t.get(b"old", now).is_none());
     }
 }

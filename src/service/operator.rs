@@ -51,6 +51,11 @@ impl Operated {
         state_of(self.state.load(Ordering::Relaxed))
     }
 
+    /// What the config file says for it (`backends[].state`).
+    pub fn file_state(&self) -> BackendState {
+        state_of(self.from_file.load(Ordering::Relaxed))
+    }
+
     /// Requests sent to it and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)

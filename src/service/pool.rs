@@ -95,6 +95,9 @@ pub struct Pool {
     /// Requests and p99 latency per backend over the last 15 minutes (status page); taken by
     /// [`HistoryService`], read by the admin listener.
     history: Mutex<History>,
+    /// With `state.redis`: the operator states set through this instance's API and not yet
+    /// shared (`ops::shared_state`); `None` while not shared.
+    shared_states: Mutex<Option<Vec<(String, BackendState)>>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -146,6 +149,7 @@ impl Pool {
             reload: Mutex::new(()),
             events,
             history: Mutex::default(),
+            shared_states: Mutex::new(None),
             metrics,
         })
     }
@@ -197,12 +201,77 @@ impl Pool {
     }
 
     /// Set backend `address`'s operator state (admin API). Returns its previous state, or
-    /// `None` when the service has no backend written so.
+    /// `None` when the service has no backend written so. With `state.redis`, the other
+    /// instances are told.
     pub fn set_state(&self, address: &str, state: BackendState) -> Option<BackendState> {
+        let old = self.change_state(address, state, "operator")?;
+        if let Some(pending) = self
+            .shared_states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            pending.retain(|(b, _)| b != address);
+            pending.push((address.to_string(), state));
+        }
+        Some(old)
+    }
+
+    /// An operator state set through another instance (`state.redis`): applied like one set
+    /// here, not shared again. Returns whether it changed anything.
+    pub fn apply_shared_state(&self, address: &str, state: BackendState) -> bool {
+        self.change_state(address, state, "set through another instance")
+            .is_some_and(|old| old != state)
+    }
+
+    /// Share the operator states set through the API from now on.
+    pub fn share_states(&self) {
+        *self.shared_states.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+    }
+
+    /// The operator states set here since the last call, in order, to be shared.
+    pub fn take_state_changes(&self) -> Vec<(String, BackendState)> {
+        self.shared_states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// States that could not be shared (Redis is down): kept, unless set again since.
+    pub fn restore_state_changes(&self, unsent: Vec<(String, BackendState)>) {
+        if let Some(pending) = self
+            .shared_states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            let newer = std::mem::take(pending);
+            pending.extend(
+                unsent
+                    .into_iter()
+                    .filter(|(b, _)| !newer.iter().any(|(n, _)| n == b)),
+            );
+            pending.extend(newer);
+        }
+    }
+
+    /// Whether a state set here for `address` waits to be shared (it then wins over what
+    /// Redis says at a reconcile: it is newer).
+    pub fn state_pending(&self, address: &str) -> bool {
+        self.shared_states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|p| p.iter().any(|(b, _)| b == address))
+    }
+
+    fn change_state(&self, address: &str, state: BackendState, why: &str) -> Option<BackendState> {
         let old = self.operator.set(address, state)?;
         if old != state {
             log::warn!(
-                "service {}: backend {address}: {} -> {} (operator)",
+                "service {}: backend {address}: {} -> {} ({why})",
                 self.name,
                 old.as_str(),
                 state.as_str()
@@ -214,7 +283,7 @@ impl Pool {
             self.events.push(
                 Kind::State,
                 address,
-                format!("{} -> {} (operator)", old.as_str(), state.as_str()),
+                format!("{} -> {} ({why})", old.as_str(), state.as_str()),
             );
             // A backend in maintenance leaves the panic count.
             self.refresh_panic();

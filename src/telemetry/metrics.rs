@@ -34,6 +34,9 @@ pub const BACKEND_STATE_CHANGES: &str = "roost_backend_state_changes_total";
 pub const OUTLIER_EJECTIONS: &str = "roost_outlier_ejections_total";
 pub const PANIC_MODE: &str = "roost_panic_mode";
 pub const PANIC_SECONDS: &str = "roost_panic_seconds_total";
+pub const SHARED_STATE_UP: &str = "roost_shared_state_up";
+pub const SHARED_STATE_ERRORS: &str = "roost_shared_state_errors_total";
+pub const SHARED_STATE_ENTRIES: &str = "roost_shared_state_entries_total";
 
 /// The label value for "no backend" (requests Roost answered itself).
 pub const NO_BACKEND: &str = "none";
@@ -97,6 +100,13 @@ pub struct Metrics {
     pub panic_mode: IntGaugeVec,
     /// service: time spent in panic mode.
     pub panic_seconds: CounterVec,
+    /// 1 while Redis (`state.redis`) answers, 0 while it does not (only with `state.redis`).
+    pub shared_state_up: IntGaugeVec,
+    /// op (`write` | `read` | `subscribe` | `ping`): failed Redis operations.
+    pub shared_state_errors: IntCounterVec,
+    /// service, event (`sent` | `received` | `conflict`): sticky entries written to Redis,
+    /// applied from other instances, and conflicts settled by the conflict rule.
+    pub shared_state_entries: IntCounterVec,
 }
 
 impl Metrics {
@@ -200,6 +210,19 @@ impl Metrics {
             "Lookups of DNS backend entries, by service, entry and result (changed, same, failed).",
             &["service", "name", "result"],
         );
+        let shared_state_errors = counter(
+            SHARED_STATE_ERRORS,
+            "Failed Redis operations of the shared state (state.redis), by op: write, read, \
+             subscribe, ping. Requests keep routing on the local tables meanwhile.",
+            &["op"],
+        );
+        let shared_state_entries = counter(
+            SHARED_STATE_ENTRIES,
+            "Sticky entries of the shared state by event: sent (written to Redis), received \
+             (another instance's, applied here), conflict (two instances had different \
+             backends for a key; the one recorded first stays).",
+            &["service", "event"],
+        );
         let reloads = counter(
             RELOADS,
             "Config reloads (SIGHUP) by result: applied, invalid (the file did not load), failed.",
@@ -228,6 +251,12 @@ impl Metrics {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
             register(&registry, g)
         };
+        // A vector without labels: exported once set, i.e. only with `state.redis`.
+        let shared_state_up = gauge(
+            SHARED_STATE_UP,
+            "1 while Redis (state.redis) answers, 0 while it does not.",
+            &[],
+        );
         let backend_up = gauge(
             BACKEND_UP,
             "1 when the backend is healthy, 0 when down.",
@@ -285,6 +314,9 @@ impl Metrics {
             outlier_ejections,
             panic_mode,
             panic_seconds,
+            shared_state_up,
+            shared_state_errors,
+            shared_state_entries,
         }
     }
 

@@ -213,3 +213,48 @@ fn hash_algorithm_defaults_to_ketama() {
     assert_eq!(e.0[0].line, Some(7), "{e}");
     assert!(e.to_string().starts_with("test.yaml:7"), "{e}");
 }
+
+#[test]
+fn the_state_section_shares_through_redis() {
+    // Without it: nothing shared, as before.
+    assert_eq!(load(MINIMAL).unwrap().state, None);
+    let c = load(&format!(
+        "state: {{ redis: \"redis://10.0.0.5:6379/0\" }}\n{MINIMAL}"
+    ))
+    .unwrap();
+    let state = c.state.unwrap();
+    assert_eq!(state.redis, "redis://10.0.0.5:6379/0");
+    assert_eq!(state.prefix, DEFAULT_STATE_PREFIX);
+    let c = load(&format!(
+        "state:\n  redis: \"redis://:secret@${{HOST}}:6379/2\"\n  prefix: \"site-a:\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    let state = c.state.unwrap();
+    assert_eq!(state.redis, "redis://:secret@10.1.1.1:6379/2");
+    assert_eq!(state.prefix, "site-a:");
+
+    let e = errors(&format!("state:\n  prefix: x\n{MINIMAL}"));
+    assert!(e.has("state.redis", "is required"), "{e}");
+    let e = errors(&format!(
+        "state:\n  redis: \"http://10.0.0.5:6379\"\n{MINIMAL}"
+    ));
+    assert!(e.has("state.redis", "not a Redis URL"), "{e}");
+    assert_eq!(e.0[0].line, Some(2), "{e}");
+    let e = errors(&format!(
+        "state:\n  redis: \"rediss://10.0.0.5:6379\"\n{MINIMAL}"
+    ));
+    assert!(e.has("state.redis", "TLS"), "{e}");
+    let e = errors(&format!(
+        "state:\n  redis: \"redis://10.0.0.5:notaport\"\n{MINIMAL}"
+    ));
+    assert!(e.has("state.redis", "not a Redis URL"), "{e}");
+    let e = errors(&format!(
+        "state:\n  redis: \"redis://10.0.0.5\"\n  prefix: \"a b\"\n{MINIMAL}"
+    ));
+    assert!(e.has("state.prefix", "without spaces"), "{e}");
+    assert_eq!(e.0[0].line, Some(3), "{e}");
+    let e = errors(&format!(
+        "state:\n  redis: \"redis://10.0.0.5\"\n  ttl: 5s\n{MINIMAL}"
+    ));
+    assert!(e.has("state.ttl", "unknown field"), "{e}");
+}

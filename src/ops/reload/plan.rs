@@ -62,6 +62,9 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     if old.access_log != new.access_log {
         plan.needs_upgrade.push("access_log changed".to_string());
     }
+    if old.state != new.state {
+        plan.needs_upgrade.push("state changed".to_string());
+    }
     for service in &new.services {
         match old.service(&service.name) {
             None => plan.needs_upgrade.push(format!(

@@ -52,6 +52,9 @@ struct Inner {
     running: HashMap<SocketAddr, usize>,
     /// Running jobs by key, for [`JobTable::moved_away`].
     by_key: HashMap<Key, Vec<JobId>>,
+    /// Sharing on (`state.redis`): the jobs that are new or changed (backend, state, key)
+    /// since the last [`JobTable::take_changes`]; `None` while off.
+    changed: Option<std::collections::HashSet<JobId>>,
 }
 
 impl Inner {
@@ -147,6 +150,98 @@ impl JobTable {
         state: Option<JobState>,
         now: Instant,
     ) {
+        self.observe_as(id, backend, key, state, now, true);
+    }
+
+    /// Share the jobs that are new or change from now on (`state.redis`).
+    pub fn share(&self) {
+        self.lock().changed.get_or_insert_with(Default::default);
+    }
+
+    /// The jobs new or changed since the last call, in the state file's shape, and forgotten
+    /// as changed.
+    pub fn take_changes(&self, now: Instant) -> Vec<SavedJob> {
+        let mut inner = self.lock();
+        let Some(changed) = inner.changed.as_mut().map(std::mem::take) else {
+            return Vec::new();
+        };
+        changed
+            .into_iter()
+            .filter_map(|id| {
+                let job = inner.jobs.get(&id)?;
+                Some(SavedJob {
+                    id,
+                    backend: job.backend,
+                    key: job.key.as_ref().map(|k| k.to_vec()),
+                    running: job.running,
+                    idle: now.saturating_duration_since(job.seen),
+                })
+            })
+            .collect()
+    }
+
+    /// Jobs that could not be shared (Redis is down), or every job (after an outage): to
+    /// be shared at the next flush.
+    pub fn mark(&self, ids: impl IntoIterator<Item = JobId>) {
+        let mut inner = self.lock();
+        if let Some(changed) = inner.changed.as_mut() {
+            changed.extend(ids);
+        }
+    }
+
+    /// Every job known, for [`mark`](Self::mark) after an outage.
+    pub fn ids(&self) -> Vec<JobId> {
+        self.lock().jobs.keys().copied().collect()
+    }
+
+    /// Jobs waiting to be shared.
+    pub fn pending(&self) -> usize {
+        self.lock().changed.as_ref().map_or(0, |c| c.len())
+    }
+
+    /// A job another instance saw (its responses name the backend that runs it): taken when
+    /// it is new here or says something else (backend, state); not shared again. Returns
+    /// whether it changed anything.
+    pub fn learn(&self, job: &SavedJob, now: Instant) -> bool {
+        let Some(seen) = now.checked_sub(job.idle) else {
+            return false;
+        };
+        if job.idle >= self.max_age {
+            return false;
+        }
+        let same = self
+            .lock()
+            .jobs
+            .get(&job.id)
+            .is_some_and(|j| j.backend == job.backend && j.running == job.running);
+        if same {
+            return false;
+        }
+        let state = if job.running {
+            JobState::Running
+        } else {
+            JobState::Ended
+        };
+        self.observe_as(
+            job.id,
+            job.backend,
+            job.key.as_deref(),
+            Some(state),
+            seen,
+            false,
+        );
+        true
+    }
+
+    fn observe_as(
+        &self,
+        id: JobId,
+        backend: SocketAddr,
+        key: Option<&[u8]>,
+        state: Option<JobState>,
+        now: Instant,
+        share: bool,
+    ) {
         let mut inner = self.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -155,6 +250,8 @@ impl JobTable {
             inner.order.remove(&old.seq);
             inner.stop_counting(id, old);
         }
+        // What another instance knows of this job: shared again only when it changes.
+        let old_seen = old.as_ref().map(|o| (o.backend, o.running, o.key.clone()));
         let (old_key, was_pinned, was_running) = old
             .map(|o| (o.key, o.pinned, o.running))
             .unwrap_or((None, false, false));
@@ -192,6 +289,17 @@ impl JobTable {
             }
         }
         inner.start_counting(id, &job);
+        if share {
+            let news = match &old_seen {
+                None => true,
+                Some((b, r, k)) => *b != job.backend || *r != job.running || *k != job.key,
+            };
+            if news {
+                if let Some(changed) = inner.changed.as_mut() {
+                    changed.insert(id);
+                }
+            }
+        }
         inner.jobs.insert(id, job);
         inner.order.insert(seq, id);
         while let Some((_, &oldest)) = inner.order.first_key_value() {
@@ -321,6 +429,40 @@ mod tests {
 
     const RUNNING: Option<JobState> = Some(JobState::Running);
     const ENDED: Option<JobState> = Some(JobState::Ended);
+
+    #[test]
+    fn shared_jobs_are_marked_when_new_or_changed_and_learned_ones_are_not_echoed() {
+        let table = JobTable::default();
+        let t0 = Instant::now();
+        table.observe(id(A), addr(1), Some(b"k"), None, t0);
+        assert_eq!(table.pending(), 0, "nothing is marked while sharing is off");
+        table.share();
+        table.observe(id(B), addr(2), Some(b"k"), RUNNING, t0);
+        let changes = table.take_changes(t0);
+        assert_eq!(changes.len(), 1);
+        assert_eq!((changes[0].backend, changes[0].running), (addr(2), true));
+        // A poll that says nothing new is not shared again; its end is.
+        table.observe(id(B), addr(2), None, RUNNING, t0);
+        assert_eq!(table.pending(), 0);
+        table.observe(id(B), addr(2), None, ENDED, t0);
+        assert!(!table.take_changes(t0)[0].running);
+        // Learned from another instance: taken, not marked; the same news again: nothing.
+        let other = SavedJob {
+            id: id(A),
+            backend: addr(3),
+            key: Some(b"k".to_vec()),
+            running: true,
+            idle: Duration::ZERO,
+        };
+        assert!(table.learn(&other, t0));
+        assert_eq!(table.backend_of(id(A), t0), Some(addr(3)));
+        assert_eq!(table.running_on(addr(3)), 1);
+        assert!(!table.learn(&other, t0));
+        assert_eq!(table.pending(), 0);
+        // After an outage every job is marked again.
+        table.mark(table.ids());
+        assert_eq!(table.take_changes(t0).len(), 2);
+    }
 
     #[test]
     fn table_remembers_and_relearns() {
