@@ -12,11 +12,17 @@ whose table is first filled with N distinct machineids (1,000,000; 20,000 in smo
 requests, then measured on those keys (every request a hit in a full table); the RSS it grew
 by while filling gives the bytes per table entry. wrk runs interleaved (A B C D E F, A B C D E
 F, ...) with ~1000 distinct machineids (N for the filled row), at 50 connections and at 1.
-Prints a table (median over rounds) and Roost's ratios to each of the others, writes it to
-target/bench/results.md, and stops every process it started.
+Prints a table (median over rounds) and Roost's ratios to each of the others.
+
+Then, per proxy and one at a time (bench/measure.py): user-space instructions per request,
+counted by callgrind over an exact number of keep-alive requests after a warm-up (20,000 after
+2,000 on 50 connections), and the RSS grown per idle keep-alive connection (5,000 clients
+holding their connection open after one request each), with ratios to NGINX `consistent` and
+HAProxy. Writes everything to target/bench/results.md and stops every process it started.
+A column that cannot be measured (valgrind missing, a closed idle connection) fails the run.
 
     python3 bench/run.py                 # full run (3 rounds x 10 s per cell)
-    python3 bench/run.py --smoke         # CI: 1 round x 2 s, checks the machinery and errors
+    python3 bench/run.py --smoke         # CI: 1 round x 2 s, 2,000 counted requests, 200 idle
     python3 bench/run.py --table-keys 200000   # a smaller filled table
 """
 
@@ -31,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import measure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -92,8 +100,18 @@ def stop_all():
     PROCS.clear()
 
 
-def wait_port(port, proc, what):
-    deadline = time.time() + 15
+def stop(p):
+    """Stops one process started by `start` (the others keep running)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
+    PROCS.remove(p)
+
+
+def wait_port(port, proc, what, timeout=15):
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             sys.exit(f"bench: {what} exited early")
@@ -105,12 +123,12 @@ def wait_port(port, proc, what):
     sys.exit(f"bench: {what} did not listen on {port}")
 
 
-def nginx_conf(tmp, name, body):
+def nginx_conf(tmp, name, body, connections=4096):
     path = os.path.join(tmp, f"{name}.conf")
     with open(path, "w") as f:
         f.write(f"""daemon off; master_process off; worker_processes 1;
 pid {tmp}/{name}.pid; error_log {tmp}/{name}.err warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {connections}; }}
 http {{
   access_log off;
   client_body_temp_path {tmp}/{name}.body; proxy_temp_path {tmp}/{name}.proxy;
@@ -205,59 +223,27 @@ def run_wrk(wrk, url, conns, seconds, script):
     return result
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--smoke", action="store_true", help="1 round of 2 s: for CI")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--roost", default=os.path.join(ROOT, "target/release/roost"))
-    ap.add_argument("--bare", default=os.path.join(ROOT, "target/release/examples/bare_pingora"))
-    ap.add_argument("--roost-server", default="work_stealing: false",
-                    help="extra keys for Roost's server section (levers)")
-    ap.add_argument("--table-keys", type=int, default=1_000_000,
-                    help="distinct keys in the filled-table row (20,000 in smoke mode)")
-    ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/results.md"))
-    args = ap.parse_args()
-    if args.smoke:
-        args.rounds, args.seconds = 1, 2
-        args.table_keys = min(args.table_keys, 20_000)
-    nginx = binary("nginx", ["/usr/sbin/nginx", "nginx"])
-    haproxy = binary("haproxy", ["/usr/sbin/haproxy", "haproxy"])
-    wrk = binary("wrk", ["wrk"])
-    for path in (args.roost, args.bare):
-        if not os.path.exists(path):
-            sys.exit(f"bench: {path} missing; run `make release`")
+def proxy_specs(tmp, tag, backends, nginx, haproxy, args, filled, access_log_path,
+                connections=4096):
+    """Every proxy of the run as {name: {port, cmd, env, admin}}, with fresh ports and config
+    files whose names end in `tag` (so the wrk, instruction and idle-connection phases each
+    start their own instances). `connections` is NGINX's `worker_connections` and HAProxy's
+    `maxconn` (Roost's default `max_connections` is 10,000)."""
+    specs = {}
+    env = {**os.environ, "RUST_LOG": "error"}
 
-    tmp = tempfile.mkdtemp(prefix="roost-bench-")
-    script = os.path.join(tmp, "keys.lua")
-    with open(script, "w") as f:
-        f.write(LUA)
-    many = os.path.join(tmp, "many.lua")
-    with open(many, "w") as f:
-        f.write(LUA_MANY % args.table_keys)
-    filled = f"Roost (table, {args.table_keys:,} keys)"
-    scripts = {filled: many}
-    try:
-        backends = []
-        for i in range(1, 4):
-            port = free_port()
-            conf = nginx_conf(tmp, f"backend{i}", f"""
-  server {{ listen 127.0.0.1:{port} reuseport; keepalive_requests 1000000;
-           location / {{ return 200 "b{i}\\n"; }} }}""")
-            p = start([nginx, "-c", conf, "-p", tmp])
-            wait_port(port, p, f"backend {i}")
-            backends.append(f"127.0.0.1:{port}")
+    def add(name, port, cmd, admin=None):
+        specs[name] = {"port": port, "cmd": cmd, "env": env, "admin": admin}
 
-        proxies = {}
-        servers = "".join(f"    server {b};\n" for b in backends)
-        port = free_port()
-        conf = nginx_conf(tmp, "nginx-hash", f"""
+    servers = "".join(f"    server {b};\n" for b in backends)
+    port = free_port()
+    conf = nginx_conf(tmp, f"nginx-hash{tag}", f"""
   upstream wps {{ hash $http_machineid;
 {servers}  }}
-  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://wps; }} }}""")
-        proxies["NGINX hash"] = (port, start([nginx, "-c", conf, "-p", tmp]))
-        port = free_port()
-        conf = nginx_conf(tmp, "nginx-consistent", f"""
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://wps; }} }}""", connections)
+    add("NGINX hash", port, [nginx, "-c", conf, "-p", tmp])
+    port = free_port()
+    conf = nginx_conf(tmp, f"nginx-consistent{tag}", f"""
   upstream wps {{ hash $http_machineid consistent; keepalive 128;
 {servers}  }}
   server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;
@@ -265,14 +251,14 @@ def main():
                         proxy_set_header Connection "";
                         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
                         proxy_set_header X-Forwarded-Proto $scheme;
-                        proxy_set_header X-Forwarded-Host $host; }} }}""")
-        proxies["NGINX consistent"] = (port, start([nginx, "-c", conf, "-p", tmp]))
-        port = free_port()
-        hap = os.path.join(tmp, "haproxy.cfg")
-        with open(hap, "w") as f:
-            f.write(f"""global
+                        proxy_set_header X-Forwarded-Host $host; }} }}""", connections)
+    add("NGINX consistent", port, [nginx, "-c", conf, "-p", tmp])
+    port = free_port()
+    hap = os.path.join(tmp, f"haproxy{tag}.cfg")
+    with open(hap, "w") as f:
+        f.write(f"""global
   nbthread 1
-  maxconn 4096
+  maxconn {connections}
 defaults
   mode http
   timeout connect 5s
@@ -289,30 +275,26 @@ backend wps
   balance hdr(machineid)
   hash-type consistent
 """ + "".join(f"  server b{i} {b}\n" for i, b in enumerate(backends, 1)))
-        proxies["HAProxy"] = (port, start([haproxy, "-f", hap, "-db"]))
-        port = free_port()
-        proxies["Pingora (bare)"] = (port, start([args.bare, f"127.0.0.1:{port}", *backends]))
-        extra = "".join(f"  {line}\n" for line in args.roost_server.split(";") if line.strip())
-        access_log_path = os.path.join(tmp, "roost-access.log")
-        # Roost as compared (access log off, like the others), and Roost as shipped: its
-        # access log on, written to a file by its background thread.
-        # Roost as compared (access log off, like the others; its sticky table on, as by
-        # default), Roost as shipped (its access log written to a file by its background
-        # thread), and the sticky table's cost: off, and filled with many keys.
-        off = "\n    affinity: { enabled: false }"
-        admins = {}
-        for name, tag, access_log, service in (
-                ("Roost", "roost", "{ enabled: false }", ""),
-                ("Roost (access log)", "roost-log", f"{{ path: {access_log_path} }}", ""),
-                ("Roost (table off)", "roost-off", "{ enabled: false }", off),
-                (filled, "roost-filled", "{ enabled: false }", "")):
-            port, admin = free_port(), free_port()
-            roost_conf = os.path.join(tmp, f"{tag}.yaml")
-            with open(roost_conf, "w") as f:
-                f.write(f"""server:
+    add("HAProxy", port, [haproxy, "-f", hap, "-db"])
+    port = free_port()
+    add("Pingora (bare)", port, [args.bare, f"127.0.0.1:{port}", *backends])
+    extra = "".join(f"  {line}\n" for line in args.roost_server.split(";") if line.strip())
+    # Roost as compared (access log off, like the others; its sticky table on, as by
+    # default), Roost as shipped (its access log written to a file by its background
+    # thread), and the sticky table's cost: off, and filled with many keys.
+    off = "\n    affinity: { enabled: false }"
+    for name, name_tag, access_log, service in (
+            ("Roost", "roost", "{ enabled: false }", ""),
+            ("Roost (access log)", "roost-log", f"{{ path: {access_log_path} }}", ""),
+            ("Roost (table off)", "roost-off", "{ enabled: false }", off),
+            (filled, "roost-filled", "{ enabled: false }", "")):
+        port, admin = free_port(), free_port()
+        roost_conf = os.path.join(tmp, f"{name_tag}{tag}.yaml")
+        with open(roost_conf, "w") as f:
+            f.write(f"""server:
   threads: 1
-  pid_file: {tmp}/{tag}.pid
-  upgrade_sock: {tmp}/{tag}.sock
+  pid_file: {tmp}/{name_tag}{tag}.pid
+  upgrade_sock: {tmp}/{name_tag}{tag}.sock
 {extra}access_log: {access_log}
 {f"admin: {{ listen: 127.0.0.1:{admin} }}" if name == filled else ""}
 services:
@@ -320,36 +302,163 @@ services:
     listen: 127.0.0.1:{port}
     backends: [{", ".join(backends)}]{service}
 """)
-            proxies[name] = (port, start([args.roost, "-c", roost_conf],
-                                         env={**os.environ, "RUST_LOG": "error"}))
-            admins[name] = admin
-        for name, (port, p) in proxies.items():
-            wait_port(port, p, name)
-        wait_port(admins[filled], proxies[filled][1], f"{filled} admin")
+        add(name, port, [args.roost, "-c", roost_conf], admin if name == filled else None)
+    return specs
 
-        # The filled row: its RSS before and after the keys, and so the bytes per entry.
-        port, p = proxies[filled]
-        rss_before = rss_mb(p.pid)
-        fill_s = fill_table(wrk, port, admins[filled], many, args.table_keys)
-        table = {"keys": int(metric(admins[filled], 'roost_affinity_keys{service="wps"}')),
-                 "rss_before": rss_before, "rss_after": rss_mb(p.pid), "fill_s": fill_s}
-        print(f"bench: {filled}: filled in {fill_s:.0f} s, RSS {rss_before:.1f} -> "
-              f"{table['rss_after']:.1f} MB", flush=True)
 
-        results = {}  # (name, conns) -> list of runs
-        for r in range(args.rounds):
-            for conns in (50, 1):
-                for name, (port, p) in proxies.items():
-                    before = cpu_ticks(p.pid)
-                    run = run_wrk(wrk, f"http://127.0.0.1:{port}/", conns, args.seconds,
-                                  scripts.get(name, script))
-                    run["cpu_us"] = (cpu_ticks(p.pid) - before) / CLK_TCK * 1e6 / max(run["requests"], 1)
-                    run["rss"] = rss_mb(p.pid)
-                    if name == "Roost (access log)":
-                        run["errors"] += check_access_log(access_log_path, run["requests"])
-                    results.setdefault((name, conns), []).append(run)
-                    print(f"bench: round {r + 1} {name:28} c={conns:<2} {run['rps']:9.0f} req/s "
-                          f"p99 {run['p99']:.2f} ms errors {run['errors']}", flush=True)
+# The rows of the instruction and idle-connection columns: every proxy of the run but the
+# sticky-table variants (whose cost the wrk rows already isolate).
+COUNTED = ("NGINX hash", "NGINX consistent", "HAProxy", "Pingora (bare)", "Roost",
+           "Roost (access log)")
+
+
+def instructions_phase(tmp, backends, nginx, haproxy, args, filled, access_log_path):
+    """Instructions per request of each COUNTED proxy, one at a time under callgrind."""
+    specs = proxy_specs(tmp, "-cg", backends, nginx, haproxy, args, filled, access_log_path)
+    counts = {}
+    for name in args.rows:
+        s = specs[name]
+        out = os.path.join(tmp, f"callgrind.{len(counts)}")
+        p = start([*measure.callgrind_prefix(out), *s["cmd"]], env=s["env"])
+        try:
+            wait_port(s["port"], p, f"{name} under callgrind", timeout=120)
+            counts[name] = measure.instructions(p.pid, s["port"], out, 50, args.insn_warmup,
+                                                args.insn_requests)
+        finally:
+            stop(p)
+        print(f"bench: {name:28} {counts[name]:9,.0f} instructions/request "
+              f"(callgrind, {args.insn_requests:,} requests)", flush=True)
+    return counts
+
+
+def idle_phase(tmp, backends, nginx, haproxy, args, filled, access_log_path):
+    """RSS bytes per idle keep-alive connection of each COUNTED proxy, one at a time."""
+    specs = proxy_specs(tmp, "-idle", backends, nginx, haproxy, args, filled, access_log_path,
+                        connections=args.idle + 1000)
+    sizes = {}
+    for name in args.rows:
+        s = specs[name]
+        p = start(s["cmd"], env=s["env"])
+        try:
+            wait_port(s["port"], p, name)
+            per, base, held = measure.idle_connection_bytes(p.pid, s["port"], args.idle)
+        finally:
+            stop(p)
+        sizes[name] = per
+        print(f"bench: {name:28} {per / 1024:7.2f} KB per idle connection "
+              f"(RSS {base / 1024:.1f} -> {held / 1024:.1f} MB with {args.idle:,})", flush=True)
+    return sizes
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="1 round of 2 s: for CI")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--roost", default=os.path.join(ROOT, "target/release/roost"))
+    ap.add_argument("--bare", default=os.path.join(ROOT, "target/release/examples/bare_pingora"))
+    ap.add_argument("--roost-server", default="work_stealing: false",
+                    help="extra keys for Roost's server section (levers)")
+    ap.add_argument("--table-keys", type=int, default=1_000_000,
+                    help="distinct keys in the filled-table row (20,000 in smoke mode)")
+    ap.add_argument("--insn-requests", type=int, default=20_000,
+                    help="requests counted under callgrind per proxy (2,000 in smoke mode)")
+    ap.add_argument("--insn-warmup", type=int, default=2_000,
+                    help="requests before the count starts (500 in smoke mode)")
+    ap.add_argument("--idle", type=int, default=5_000,
+                    help="idle keep-alive connections held for the memory column (200 in smoke mode)")
+    ap.add_argument("--counted-only", action="store_true",
+                    help="only the instruction and idle-connection columns (no wrk rows)")
+    ap.add_argument("--no-idle", action="store_true", help="no idle-connection column")
+    ap.add_argument("--rows", default=",".join(COUNTED),
+                    help="comma-separated rows of the counted columns (default: all of them)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/results.md"))
+    args = ap.parse_args()
+    args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    for r in args.rows:
+        if r not in COUNTED:
+            sys.exit(f"bench: --rows: no row {r!r} (rows: {', '.join(COUNTED)})")
+    # The ratios need both references.
+    args.rows = [r for r in COUNTED if r in args.rows or r in ("NGINX consistent", "HAProxy")]
+    if args.smoke:
+        args.rounds, args.seconds = 1, 2
+        args.table_keys = min(args.table_keys, 20_000)
+        args.insn_requests = min(args.insn_requests, 2_000)
+        args.insn_warmup = min(args.insn_warmup, 500)
+        args.idle = min(args.idle, 200)
+    try:
+        measure.require_valgrind()
+        # The idle phase holds `idle` client sockets here and as many in the proxy.
+        measure.raise_fd_limit(args.idle + 1000)
+    except measure.MeasureError as e:
+        sys.exit(f"bench: {e}")
+    nginx = binary("nginx", ["/usr/sbin/nginx", "nginx"])
+    haproxy = binary("haproxy", ["/usr/sbin/haproxy", "haproxy"])
+    wrk = binary("wrk", ["wrk"])
+    for path in (args.roost, args.bare):
+        if not os.path.exists(path):
+            sys.exit(f"bench: {path} missing; run `make release`")
+
+    tmp = tempfile.mkdtemp(prefix="roost-bench-")
+    script = os.path.join(tmp, "keys.lua")
+    with open(script, "w") as f:
+        f.write(LUA)
+    many = os.path.join(tmp, "many.lua")
+    with open(many, "w") as f:
+        f.write(LUA_MANY % args.table_keys)
+    filled = f"Roost (table, {args.table_keys:,} keys)"
+    scripts = {filled: many}
+    access_log_path = os.path.join(tmp, "roost-access.log")
+    try:
+        backends = []
+        for i in range(1, 4):
+            port = free_port()
+            conf = nginx_conf(tmp, f"backend{i}", f"""
+  server {{ listen 127.0.0.1:{port} reuseport; keepalive_requests 1000000;
+           location / {{ return 200 "b{i}\\n"; }} }}""")
+            p = start([nginx, "-c", conf, "-p", tmp])
+            wait_port(port, p, f"backend {i}")
+            backends.append(f"127.0.0.1:{port}")
+
+        results, table, proxies = {}, None, {}
+        if not args.counted_only:
+            specs = proxy_specs(tmp, "", backends, nginx, haproxy, args, filled, access_log_path)
+            proxies = {name: (s["port"], start(s["cmd"], env=s["env"])) for name, s in specs.items()}
+            admins = {name: s["admin"] for name, s in specs.items()}
+            for name, (port, p) in proxies.items():
+                wait_port(port, p, name)
+            wait_port(admins[filled], proxies[filled][1], f"{filled} admin")
+
+            # The filled row: its RSS before and after the keys, and so the bytes per entry.
+            port, p = proxies[filled]
+            rss_before = rss_mb(p.pid)
+            fill_s = fill_table(wrk, port, admins[filled], many, args.table_keys)
+            table = {"keys": int(metric(admins[filled], 'roost_affinity_keys{service="wps"}')),
+                     "rss_before": rss_before, "rss_after": rss_mb(p.pid), "fill_s": fill_s}
+            print(f"bench: {filled}: filled in {fill_s:.0f} s, RSS {rss_before:.1f} -> "
+                  f"{table['rss_after']:.1f} MB", flush=True)
+
+            # (name, conns) -> list of runs
+            for r in range(args.rounds):
+                for conns in (50, 1):
+                    for name, (port, p) in proxies.items():
+                        before = cpu_ticks(p.pid)
+                        run = run_wrk(wrk, f"http://127.0.0.1:{port}/", conns, args.seconds,
+                                      scripts.get(name, script))
+                        run["cpu_us"] = (cpu_ticks(p.pid) - before) / CLK_TCK * 1e6 / max(run["requests"], 1)
+                        run["rss"] = rss_mb(p.pid)
+                        if name == "Roost (access log)":
+                            run["errors"] += check_access_log(access_log_path, run["requests"])
+                        results.setdefault((name, conns), []).append(run)
+                        print(f"bench: round {r + 1} {name:28} c={conns:<2} {run['rps']:9.0f} req/s "
+                              f"p99 {run['p99']:.2f} ms errors {run['errors']}", flush=True)
+            for port, p in proxies.values():
+                stop(p)  # the counting runs below get the CPU to themselves
+        insn = instructions_phase(tmp, backends, nginx, haproxy, args, filled, access_log_path)
+        idle = {} if args.no_idle else idle_phase(tmp, backends, nginx, haproxy, args, filled,
+                                                   access_log_path)
+    except measure.MeasureError as e:
+        sys.exit(f"bench: {e}")
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -357,31 +466,57 @@ services:
     def med(name, conns, key):
         return statistics.median(r[key] for r in results[(name, conns)])
 
-    lines = [f"# Roost benchmark ({args.rounds} rounds x {args.seconds} s, wrk -t1, 1 worker each, "
-             f"Roost server: `{args.roost_server}`)", "",
-             "| proxy | conns | req/s (median) | p50 ms | p99 ms | CPU µs/req | RSS MB |",
-             "|---|---|---|---|---|---|---|"]
-    for conns in (50, 1):
-        for name in proxies:
-            lines.append(f"| {name} | {conns} | {med(name, conns, 'rps'):.0f} | "
-                         f"{med(name, conns, 'p50'):.3f} | {med(name, conns, 'p99'):.3f} | "
-                         f"{med(name, conns, 'cpu_us'):.1f} | {med(name, conns, 'rss'):.1f} |")
+    timed = "counted columns only" if args.counted_only else \
+        f"{args.rounds} rounds x {args.seconds} s, wrk -t1"
+    lines = [f"# Roost benchmark ({timed}, 1 worker each, Roost server: `{args.roost_server}`)",
+             ""]
+    if not args.counted_only:
+        lines += ["| proxy | conns | req/s (median) | p50 ms | p99 ms | CPU µs/req | RSS MB |",
+                  "|---|---|---|---|---|---|---|"]
+        for conns in (50, 1):
+            for name in proxies:
+                lines.append(f"| {name} | {conns} | {med(name, conns, 'rps'):.0f} | "
+                             f"{med(name, conns, 'p50'):.3f} | {med(name, conns, 'p99'):.3f} | "
+                             f"{med(name, conns, 'cpu_us'):.1f} | {med(name, conns, 'rss'):.1f} |")
+        lines.append("")
+        for other in ("NGINX consistent", "NGINX hash", "HAProxy", "Pingora (bare)",
+                      "Roost (access log)"):
+            lines.append(f"- Roost/{other}: req/s x{med('Roost', 50, 'rps') / med(other, 50, 'rps'):.2f} "
+                         f"at 50 conns; p99 x{med('Roost', 1, 'p99') / med(other, 1, 'p99'):.2f} at 1 conn; "
+                         f"CPU/req x{med('Roost', 50, 'cpu_us') / med(other, 50, 'cpu_us'):.2f}")
+        for other in ("Roost", filled):
+            lines.append(f"- {other}/Roost (table off): req/s "
+                         f"x{med(other, 50, 'rps') / med('Roost (table off)', 50, 'rps'):.2f} at 50 "
+                         f"conns; CPU/req {med(other, 50, 'cpu_us') - med('Roost (table off)', 50, 'cpu_us'):+.1f} µs "
+                         f"(x{med(other, 50, 'cpu_us') / med('Roost (table off)', 50, 'cpu_us'):.2f})")
+        per_key = (table["rss_after"] - table["rss_before"]) * 1024 * 1024 / max(table["keys"], 1)
+        lines.append(f"- sticky table: {table['keys']:,} keys filled by requests in "
+                     f"{table['fill_s']:.0f} s, RSS {table['rss_before']:.1f} -> "
+                     f"{table['rss_after']:.1f} MB: {per_key:.0f} bytes per key, "
+                     f"{per_key * 1e6 / 1024 / 1024:.0f} MB per million keys")
+    lines += ["", f"Counted (callgrind: user-space instructions over {args.insn_requests:,} "
+              f"keep-alive requests on 50 connections, after {args.insn_warmup:,}; RSS grown "
+              f"per idle keep-alive connection, {args.idle:,} held open after one request each):",
+              "", "| proxy | instructions/req | x NGINX consistent | x HAProxy "
+              "| KB per idle conn | x NGINX consistent | x HAProxy |",
+              "|---|---|---|---|---|---|---|"]
+
+    def ratio(values, name, other):
+        # An idle cost too small to show in RSS (NGINX or HAProxy with the smoke mode's few
+        # connections) has no ratio.
+        if values[name] <= 0 or values[other] <= 0:
+            return "-"
+        return f"x{values[name] / values[other]:.2f}"
+
+    for name in args.rows:
+        if name not in idle:
+            lines.append(f"| {name} | {insn[name]:,.0f} | {ratio(insn, name, 'NGINX consistent')} | "
+                         f"{ratio(insn, name, 'HAProxy')} | - | - | - |")
+            continue
+        lines.append(f"| {name} | {insn[name]:,.0f} | {ratio(insn, name, 'NGINX consistent')} | "
+                     f"{ratio(insn, name, 'HAProxy')} | {idle[name] / 1024:.2f} | "
+                     f"{ratio(idle, name, 'NGINX consistent')} | {ratio(idle, name, 'HAProxy')} |")
     lines.append("")
-    for other in ("NGINX consistent", "NGINX hash", "HAProxy", "Pingora (bare)",
-                  "Roost (access log)"):
-        lines.append(f"- Roost/{other}: req/s x{med('Roost', 50, 'rps') / med(other, 50, 'rps'):.2f} "
-                     f"at 50 conns; p99 x{med('Roost', 1, 'p99') / med(other, 1, 'p99'):.2f} at 1 conn; "
-                     f"CPU/req x{med('Roost', 50, 'cpu_us') / med(other, 50, 'cpu_us'):.2f}")
-    for other in ("Roost", filled):
-        lines.append(f"- {other}/Roost (table off): req/s "
-                     f"x{med(other, 50, 'rps') / med('Roost (table off)', 50, 'rps'):.2f} at 50 "
-                     f"conns; CPU/req {med(other, 50, 'cpu_us') - med('Roost (table off)', 50, 'cpu_us'):+.1f} µs "
-                     f"(x{med(other, 50, 'cpu_us') / med('Roost (table off)', 50, 'cpu_us'):.2f})")
-    per_key = (table["rss_after"] - table["rss_before"]) * 1024 * 1024 / max(table["keys"], 1)
-    lines.append(f"- sticky table: {table['keys']:,} keys filled by requests in "
-                 f"{table['fill_s']:.0f} s, RSS {table['rss_before']:.1f} -> "
-                 f"{table['rss_after']:.1f} MB: {per_key:.0f} bytes per key, "
-                 f"{per_key * 1e6 / 1024 / 1024:.0f} MB per million keys")
     errors = sum(r["errors"] for runs in results.values() for r in runs)
     lines.append(f"- errors (non-2xx + socket) over all runs: {errors}")
     text = "\n".join(lines) + "\n"

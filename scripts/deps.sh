@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what building and testing Roost needs on Debian/Ubuntu: a C toolchain and cmake
-# (pingora's zlib-ng), curl, nginx and haproxy (parity tests and benchmarks), wrk, chromium
+# (pingora's zlib-ng), curl, nginx and haproxy (parity tests and benchmarks), wrk and valgrind
+# (the benchmark's instructions-per-request column: callgrind and callgrind_control), chromium
 # and Node.js with npm (the status page test, which drives chromium with Playwright:
 # playwright-core goes into tests/status_page/node_modules, from its package-lock.json),
 # python3 with venv (the WPS e2e suite), dnsmasq (the DNS server of the DNS-backend tests),
@@ -14,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need=()
 for pair in cc:build-essential cmake:cmake pkg-config:pkg-config curl:curl \
-            nginx:nginx-light haproxy:haproxy wrk:wrk python3:python3 chromium:chromium \
+            nginx:nginx-light haproxy:haproxy wrk:wrk valgrind:valgrind python3:python3 chromium:chromium \
             node:nodejs npm:npm dnsmasq:dnsmasq-base redis-server:redis-server; do
     cmd="${pair%%:*}"; pkg="${pair#*:}"
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then need+=("$pkg"); fi

@@ -216,6 +216,54 @@ fn slow_headers_and_stalled_bodies_get_408() {
 }
 
 #[test]
+fn idle_keepalive_connections_close_after_the_keepalive_timeout_and_only_then() {
+    let backend = Backend::start("b1");
+    let (_roost, addr) = roost(&[backend.addr], "    timeouts: { keepalive: 1s }\n");
+    // Idle after its answer: closed (end of stream, nothing sent) after about a second.
+    let mut c = Client::new(addr, true);
+    assert_eq!(c.request("GET", "/", "k", b"").unwrap().status, 200);
+    let mut idle = c.connection().unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    idle.read_to_end(&mut rest).unwrap();
+    let waited = start.elapsed();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+
+    // A backend that thinks for longer than the keep-alive timeout: the answer comes, and the
+    // connection stays open for the next request (the keep-alive clock runs between requests
+    // only).
+    let mut c = Client::new(addr, true);
+    let r = c.request("GET", "/slow?ms=2500", "k", b"").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "b1\n"));
+    let local = c.connection().unwrap().local_addr().unwrap();
+    assert_eq!(c.request("GET", "/", "k", b"").unwrap().status, 200);
+    assert_eq!(
+        c.connection().unwrap().local_addr().unwrap(),
+        local,
+        "the connection was closed after the slow answer"
+    );
+
+    // A body that pauses for longer than the keep-alive timeout (within `client_body`).
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nmachineid: k\r\nContent-Length: 10\r\n\r\n01234")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    s.write_all(b"56789").unwrap();
+    let r = read_response(&mut std::io::BufReader::new(s)).unwrap();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "b1 received 10 bytes\n")
+    );
+}
+
+#[test]
 fn slowloris_cannot_crowd_out_normal_clients() {
     let backend = Backend::start("b1");
     let (roost, addr) = roost(&[backend.addr], "    timeouts: { client_header: 2s }\n");

@@ -14,12 +14,20 @@ use crate::service::pool::{HealthService, HistoryService, Pool};
 use crate::service::proxy::WpsProxy;
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::Metrics;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+
+/// Pingora's read buffer under each client connection, in bytes: none. Pingora reads a
+/// request head into its own buffer (4 KiB, grown as needed; WPS requests are a few hundred
+/// bytes) and a body in 64 KiB reads of its own, so a buffer below them only copies bytes
+/// once more; and its default of 64 KiB, held by every open connection, made up ~2/3 of an
+/// idle keep-alive connection's memory (doc/performance.md).
+const CLIENT_READ_BUFFER: usize = 0;
 
 /// How this process was asked to start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -100,7 +108,10 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Serv
         outstanding.connections.push(guard.connections());
         let mut proxy =
             pingora::services::listening::Service::new(format!("proxy {}", service.name), guard);
-        proxy.add_tcp(&service.listen.to_string());
+        proxy.add_listener(
+            ListenerConfig::tcp(service.listen.to_string())
+                .l4_buffer(L4BufferSettings::default().read(CLIENT_READ_BUFFER)),
+        );
         server.add_service(proxy);
         // Always running: a reload may add a health check to a service that had none.
         server.add_service(background_service(

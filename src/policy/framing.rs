@@ -121,6 +121,11 @@ impl Framing {
         self.phase != Phase::Opaque
     }
 
+    /// Whether the requests so far are complete and no byte of a next one has arrived.
+    pub fn between_requests(&self) -> bool {
+        self.phase == Phase::Head && self.head.is_empty()
+    }
+
     /// Whether a request head has started and not ended.
     pub fn in_head(&self) -> bool {
         self.phase == Phase::Head && !self.head.is_empty()

@@ -6,6 +6,10 @@
 //!   requests on a keep-alive connection). Pingora's read timeout restarts with every read,
 //!   so a client trickling a header one byte a second (slowloris) would hold a connection
 //!   for days; here it gets `408` and is closed.
+//! - `timeouts.keepalive`: the wait for a next request on a keep-alive connection. Pingora
+//!   would arm a new timer for every request it reads; here one timer per connection is
+//!   reset for each wait, and only when the read actually waits (the proxy tells Pingora to
+//!   keep connections with no timeout of its own).
 //!
 //! [`Guard`] wraps every accepted stream in a [`GuardedStream`] that runs the bytes read
 //! through [`Framing`] (where each request's head and body end, strictly) before Pingora sees
@@ -44,6 +48,9 @@ use tokio::time::{Instant, Sleep};
 pub trait GuardLimits: Send + Sync {
     fn max_connections(&self) -> usize;
     fn header_timeout(&self) -> Duration;
+    /// `timeouts.keepalive`: how long a keep-alive connection may wait for its next request
+    /// (read at each wait, so a reload applies to open connections).
+    fn keepalive_timeout(&self) -> Duration;
     /// `limits.max_body`, for chunked bodies.
     fn max_body(&self) -> u64;
     /// A connection was closed for `reason` (for the metrics and the debug log).
@@ -227,6 +234,10 @@ pub struct GuardedStream {
     /// each later header until it is complete (the header clock runs exactly then).
     reading_header: Arc<AtomicUsize>,
     in_header: Option<Counted>,
+    /// The keep-alive timer, kept for the connection's life and reset for each wait between
+    /// requests; `idle_armed` says whether it is set for the current wait.
+    idle: Option<Pin<Box<Sleep>>>,
+    idle_armed: bool,
 }
 
 impl GuardedStream {
@@ -251,6 +262,8 @@ impl GuardedStream {
             _open: open,
             in_header: Some(Counted::new(&reading_header).0),
             reading_header,
+            idle: None,
+            idle_armed: false,
         }
     }
 
@@ -264,6 +277,29 @@ impl GuardedStream {
     /// Whether Pingora is reading the request after the last one handed on whole.
     fn reading_next(&self) -> bool {
         self.sessions.load(Ordering::Relaxed) as u64 > self.framing.completed()
+    }
+
+    /// Whether Pingora waits for a request of which no byte has arrived: the keep-alive wait.
+    /// Not while a body is read (its pauses are `timeouts.client_body`'s) nor while a request
+    /// is answered (Pingora then reads only to notice a client that goes away).
+    fn between_requests(&self) -> bool {
+        self.in_header.is_none() && self.framing.between_requests() && self.reading_next()
+    }
+
+    /// Polls the keep-alive timer, first setting it for this wait if it is not yet; `true`
+    /// once the connection waited `timeouts.keepalive` for its next request.
+    fn keepalive_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.idle_armed {
+            let deadline = Instant::now() + self.limits.keepalive_timeout();
+            match self.idle.as_mut() {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.idle = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.idle_armed = true;
+        }
+        self.idle
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
     }
 
     /// Answers `400` (or `413`) and fails the read.
@@ -334,6 +370,7 @@ impl AsyncRead for GuardedStream {
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         match &result {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.idle_armed = false;
                 if let Err(refused) = this.framing.feed(&buf.filled()[before..]) {
                     match refused.start {
                         // Its head went on already: fail the body read, which ends the request
@@ -382,6 +419,11 @@ impl AsyncRead for GuardedStream {
                 if timer.as_mut().poll(cx).is_ready() {
                     return this.timed_out(cx);
                 }
+            }
+            // Waited `timeouts.keepalive` for a next request: end of stream, on which Pingora
+            // closes the connection quietly (as on its own keep-alive timeout).
+            Poll::Pending if this.between_requests() && this.keepalive_expired(cx) => {
+                return Poll::Ready(Ok(()));
             }
             _ => {}
         }

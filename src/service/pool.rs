@@ -490,6 +490,10 @@ impl GuardLimits for Pool {
         self.state.load().settings.timeouts.client_header
     }
 
+    fn keepalive_timeout(&self) -> Duration {
+        self.state.load().settings.timeouts.keepalive
+    }
+
     fn max_body(&self) -> u64 {
         self.state.load().settings.limits.max_body
     }

@@ -249,7 +249,9 @@ impl ProxyHttp for WpsProxy {
         }
         // Pingora's read timeout is per read: it bounds each pause in the body, not the whole.
         session.set_read_timeout(Some(timeouts.client_body));
-        session.set_keepalive(Some(timeouts.keepalive.as_secs().max(1)));
+        // Keep the connection, with no keep-alive timer of Pingora's (it would arm one for
+        // every request): the connection guard bounds the wait with `timeouts.keepalive`.
+        session.set_keepalive(Some(0));
         match self.choose(session, None, ctx) {
             Ok(backend) => {
                 ctx.backend = Some(backend);
