@@ -6,6 +6,8 @@
 
 use super::*;
 use crate::config::{BackendConfig, HashPolicy, MissingKey, WhenDown};
+use crate::policy::route::Pick;
+use crate::policy::select::{Decision, Role};
 use crate::service::pool::Pool;
 use std::net::IpAddr;
 

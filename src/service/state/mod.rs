@@ -13,20 +13,26 @@
 //! few backends are usable) is one flag of the pool, read by every version:
 //! [`ServiceState::usable`] is the one place where health, panic mode and (later) operator
 //! states combine into "may take a request".
+//!
+//! This file is the version and what it answers about its members; `routing.rs` is how the
+//! route resolver reads it (the ring walk, NGINX's plain hash, the sticky record, the
+//! rotation).
+
+mod routing;
 
 use crate::config::Affinity;
 use crate::config::{
     BackendState, HashAlgorithm, HealthCheckConfig, Limits, ServiceConfig, Timeouts,
-    UnresolvedBackend, WhenDown,
+    UnresolvedBackend,
 };
-use crate::policy::nginx_hash::{self, NginxHash};
+use crate::policy::nginx_hash::NginxHash;
 use crate::policy::outlier::{self, Outlier};
-use crate::policy::route::{Move, Pick, Reason, Recorded, Route, RoutePolicy};
-use crate::policy::select::{Decision, RingWalk, Role, RoundRobin};
+use crate::policy::route::{Move, RoutePolicy};
+use crate::policy::select::RoundRobin;
 use crate::policy::sticky::{Identity, StickyTable};
 use crate::service::health::Checker;
 use crate::service::operator::{Operated, Operator};
-use crate::telemetry::events::{Events, Kind};
+use crate::telemetry::events::Events;
 use crate::telemetry::metrics::{self, Metrics};
 use futures::FutureExt;
 use pingora::lb::discovery;
@@ -324,56 +330,6 @@ impl ServiceState {
             .collect()
     }
 
-    /// `key` was forwarded along `route`: record it in the sticky table and count a move.
-    /// Called for the proxied requests only (a `/route` lookup records nothing). Returns the
-    /// move, once per move (not per request), so the caller can check the key's running jobs.
-    pub fn record(&self, key: &[u8], route: &Route, now: Instant) -> Option<Move> {
-        let table = self.table.as_ref()?;
-        if !matches!(route.reason, Reason::Key | Reason::Table) {
-            return None;
-        }
-        let chosen = &self.members[route.backend].identity;
-        // The backend it moved from, when the table says.
-        let moved = if route.role == Role::Failover
-            && route.reason == Reason::Table
-            && self.settings.affinity.return_after_recovery
-        {
-            // Kept for its backend, which gets it back on recovery (looked up again for the
-            // event: a move is rare, a second short lock is fine).
-            table.stand_in(key, chosen).then(|| {
-                let from = table.backend_of(key, now);
-                let from = from.as_deref().unwrap_or("its recorded backend");
-                (
-                    from.to_string(),
-                    format!("; a stand-in until {from} recovers"),
-                )
-            })
-        } else {
-            table
-                .record(key, chosen, now)
-                .map(|from| (from.to_string(), String::new()))
-        };
-        let (from, stand_in) = moved?;
-        let why = route.moved.unwrap_or(Move::OwnerDown);
-        self.moves[why as usize].inc();
-        self.events.push(
-            Kind::Moved,
-            chosen.to_string(),
-            format!(
-                "key {} moved from {from} to {chosen} ({}{stand_in})",
-                String::from_utf8_lossy(key),
-                why.as_str()
-            ),
-        );
-        log::debug!(
-            "affinity: service={} key moved to {} ({})",
-            self.name(),
-            chosen,
-            why.as_str()
-        );
-        Some(why)
-    }
-
     /// The identity of the member written as `address`, when this version has one.
     pub fn identity(&self, address: &str) -> Option<Identity> {
         let (identity, _) = self.by_identity.get_key_value(address)?;
@@ -388,110 +344,6 @@ impl ServiceState {
     /// Keys in the sticky table, `None` when it is off.
     pub fn table_len(&self) -> Option<usize> {
         self.table.as_ref().map(|t| t.len())
-    }
-
-    /// `by_key` under `nginx_hash`: NGINX's own retry rules pick the stand-in for a down owner
-    /// (the next rehash that is usable), and where NGINX gives up hashing, the rotation
-    /// answers.
-    /// A backend closed to new keys (drain, maint) is passed over as if it were down, but
-    /// its keys are not refused under `when_down: reject`: their owner is alive, and the
-    /// keys are new to this service (the sticky table would hold them otherwise).
-    fn by_nginx_hash(&self, table: &NginxHash, key: &[u8], avoid: &[usize]) -> Decision<usize> {
-        let usable = |i: usize| !avoid.contains(&i) && self.usable(i) && self.open(i);
-        let forward = |backend, role| Decision::Forward { backend, role };
-        let mut when_down = self.settings.route.when_down;
-        if when_down == WhenDown::Reject && self.operator.any_closed() {
-            if let nginx_hash::Pick::Hashed { index, .. } = table.pick(key, |_| true) {
-                if !self.open(index) {
-                    when_down = WhenDown::Failover;
-                }
-            }
-        }
-        match (table.pick(key, usable), when_down) {
-            (nginx_hash::Pick::Hashed { index, tries: 0 }, _) => forward(index, Role::Owner),
-            (nginx_hash::Pick::Hashed { index, .. }, WhenDown::Failover) => {
-                forward(index, Role::Failover)
-            }
-            (_, WhenDown::Reject) => Decision::OwnerDown,
-            (nginx_hash::Pick::RoundRobin, WhenDown::Failover) => self
-                .rotation
-                .pick_with(self.members.len(), |i| self.members[i].weight, usable)
-                .map_or(Decision::NoneHealthy, |i| forward(i, Role::Failover)),
-        }
-    }
-
-    fn index_of(backend: &Backend) -> usize {
-        backend
-            .ext
-            .get::<MemberIndex>()
-            .expect("every ring backend is a member")
-            .0
-    }
-}
-
-impl Pick for ServiceState {
-    fn by_key(&self, key: &[u8], avoid: &[usize]) -> Decision<usize> {
-        if self.members.is_empty() {
-            // Every host of the service failed to resolve: nothing to hash onto yet.
-            return Decision::NoneHealthy;
-        }
-        if let Some(table) = &self.nginx_hash {
-            return self.by_nginx_hash(table, key, avoid);
-        }
-        // At most two to avoid (a refused connection, a recorded backend that is down): kept
-        // on the stack.
-        let mut skip = [&self.members[0].backend; 2];
-        let n = avoid.len().min(skip.len());
-        for (slot, &i) in skip.iter_mut().zip(avoid) {
-            *slot = &self.members[i].backend;
-        }
-        let walk = RingWalk::new(self.settings.route.when_down, &skip[..n]);
-        let closed = self.operator.any_closed();
-        let steps = walk.max_steps(self.ring_points, closed);
-        let picked = self.ring.select_with(key, steps, |b, probed_up| {
-            let i = Self::index_of(b);
-            // Health as `usable` says (outlier records, panic mode, maintenance), not the
-            // probes alone; a backend closed to new keys is passed over.
-            walk.accept(b, self.usable_given(i, probed_up), !closed || self.open(i))
-        });
-        match walk.finish(picked) {
-            Decision::Forward { backend, role } => Decision::Forward {
-                backend: Self::index_of(&backend),
-                role,
-            },
-            Decision::OwnerDown => Decision::OwnerDown,
-            Decision::NoneHealthy => Decision::NoneHealthy,
-        }
-    }
-
-    fn recorded(&self, key: &[u8]) -> Option<Recorded> {
-        let backend = self.table.as_ref()?.backend_of(key, Instant::now())?;
-        Some(Recorded {
-            member: self.by_identity.get(&backend).copied(),
-        })
-    }
-
-    fn usable(&self, i: usize) -> bool {
-        ServiceState::usable(self, i)
-    }
-
-    fn in_maintenance(&self, i: usize) -> bool {
-        self.operator_state(i) == BackendState::Maint
-    }
-
-    fn round_robin(&self, exclude: Option<usize>) -> Decision<usize> {
-        let picked = self.rotation.pick_with(
-            self.members.len(),
-            |i| self.members[i].weight,
-            |i| Some(i) != exclude && self.usable(i) && self.open(i),
-        );
-        match picked {
-            Some(backend) => Decision::Forward {
-                backend,
-                role: Role::Owner,
-            },
-            None => Decision::NoneHealthy,
-        }
     }
 }
 
