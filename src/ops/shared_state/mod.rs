@@ -257,3 +257,41 @@ impl BackgroundService for SharedStateTask {
         }
     }
 }
+
+/// Every value stored under `pattern`, with what is left of its TTL in ms (`PTTL`: negative
+/// when it has none), handed to `each` a page at a time (`SCAN` by [`BATCH`], then one
+/// pipelined `GET`/`PTTL` round trip per page). Keys that expire meanwhile are left out.
+async fn scan_values(
+    conn: &mut ConnectionManager,
+    pattern: &str,
+    mut each: impl FnMut(Vec<(Vec<u8>, i64)>),
+) -> Result<(), redis::RedisError> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(BATCH)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("GET").arg(k).cmd("PTTL").arg(k);
+            }
+            let answers: Vec<(Option<Vec<u8>>, i64)> = pipe.query_async(conn).await?;
+            each(
+                answers
+                    .into_iter()
+                    .filter_map(|(value, ttl)| Some((value?, ttl)))
+                    .collect(),
+            );
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(());
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! back at a reconcile.
 
 use super::codec::{JobWire, StateWire};
-use super::{SharedState, BATCH};
+use super::{scan_values, SharedState};
 use crate::config::BackendState;
 use crate::ops::state_file::{SavedBackendState, SavedJobEntry};
 use crate::policy::wps::{self, SavedJob};
@@ -98,38 +98,17 @@ impl SharedState {
         &self,
         conn: &mut ConnectionManager,
     ) -> Result<usize, redis::RedisError> {
-        let pattern = format!("{}job:*", self.prefix);
-        let mut cursor: u64 = 0;
         let mut applied = 0;
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(BATCH)
-                .query_async(conn)
-                .await?;
-            if !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.cmd("GET").arg(k).cmd("PTTL").arg(k);
-                }
-                let answers: Vec<(Option<Vec<u8>>, i64)> = pipe.query_async(conn).await?;
-                for (value, pttl) in answers {
-                    let Some(value) = value else { continue };
-                    let idle =
-                        wps::MAX_AGE.saturating_sub(Duration::from_millis(pttl.max(0) as u64));
-                    if self.apply_job(&value, Some(idle)) {
-                        applied += 1;
-                    }
+        scan_values(conn, &format!("{}job:*", self.prefix), |page| {
+            for (value, pttl) in page {
+                let idle = wps::MAX_AGE.saturating_sub(Duration::from_millis(pttl.max(0) as u64));
+                if self.apply_job(&value, Some(idle)) {
+                    applied += 1;
                 }
             }
-            cursor = next;
-            if cursor == 0 {
-                return Ok(applied);
-            }
-        }
+        })
+        .await?;
+        Ok(applied)
     }
 
     /// An operator state another instance set: applied unless one set here since waits to be
@@ -200,31 +179,11 @@ impl SharedState {
         &self,
         conn: &mut ConnectionManager,
     ) -> Result<usize, redis::RedisError> {
-        let pattern = format!("{}state:*", self.prefix);
-        let mut cursor: u64 = 0;
         let mut applied = 0;
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(BATCH)
-                .query_async(conn)
-                .await?;
-            if !keys.is_empty() {
-                let values: Vec<Option<Vec<u8>>> =
-                    redis::cmd("MGET").arg(&keys).query_async(conn).await?;
-                applied += values
-                    .iter()
-                    .flatten()
-                    .filter(|v| self.apply_state(v))
-                    .count();
-            }
-            cursor = next;
-            if cursor == 0 {
-                return Ok(applied);
-            }
-        }
+        scan_values(conn, &format!("{}state:*", self.prefix), |page| {
+            applied += page.iter().filter(|(v, _)| self.apply_state(v)).count();
+        })
+        .await?;
+        Ok(applied)
     }
 }

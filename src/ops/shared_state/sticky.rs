@@ -3,7 +3,7 @@
 //! through the script, and the reconcile after an outage (mark everything, read everything).
 
 use super::codec::{encode, entry_key, Clock, Wire, SCRIPT};
-use super::{SharedState, BATCH};
+use super::{scan_values, SharedState, BATCH};
 use crate::policy::sticky::{Identity, Learned};
 use log::info;
 use redis::aio::ConnectionManager;
@@ -132,50 +132,29 @@ impl SharedState {
             .values()
             .map(|p| p.table().mark_all(clock.instant))
             .sum();
-        let pattern = format!("{}sticky:*", self.prefix);
-        let mut cursor: u64 = 0;
         let (mut read, mut learned) = (0usize, 0usize);
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(BATCH)
-                .query_async(conn)
-                .await?;
-            if !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.cmd("GET").arg(k).cmd("PTTL").arg(k);
-                }
-                let answers: Vec<(Option<Vec<u8>>, i64)> = pipe.query_async(conn).await?;
-                let clock = Clock::now();
-                for (value, pttl) in answers {
-                    let Some(value) = value else { continue };
-                    read += 1;
-                    let wire: Wire = match serde_json::from_slice(&value) {
-                        Ok(w) => w,
-                        Err(_) => continue,
-                    };
-                    // What is left of the TTL tells how long the entry has been idle.
-                    let idle = self.pools.get(&wire.service).map(|p| {
-                        let ttl = p.state().settings.affinity.ttl;
-                        ttl.saturating_sub(Duration::from_millis(pttl.max(0) as u64))
-                    });
-                    if matches!(
-                        self.learn(&wire, idle, &clock),
-                        Some(Learned::Added | Learned::Moved { .. })
-                    ) {
-                        learned += 1;
-                    }
+        scan_values(conn, &format!("{}sticky:*", self.prefix), |page| {
+            let clock = Clock::now();
+            for (value, pttl) in page {
+                read += 1;
+                let wire: Wire = match serde_json::from_slice(&value) {
+                    Ok(w) => w,
+                    Err(_) => continue,
+                };
+                // What is left of the TTL tells how long the entry has been idle.
+                let idle = self.pools.get(&wire.service).map(|p| {
+                    let ttl = p.state().settings.affinity.ttl;
+                    ttl.saturating_sub(Duration::from_millis(pttl.max(0) as u64))
+                });
+                if matches!(
+                    self.learn(&wire, idle, &clock),
+                    Some(Learned::Added | Learned::Moved { .. })
+                ) {
+                    learned += 1;
                 }
             }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+        })
+        .await?;
         let states = self.read_states(conn).await?;
         for pool in self.pools.values() {
             pool.jobs().mark(pool.jobs().ids());
