@@ -136,7 +136,11 @@ pub fn main() -> ExitCode {
     // whose host does not resolve (yet): a stopped WPS container must not stop the proxy of
     // the others, nor an operator's `roost reload`.
     let mut unresolved = config.unresolved();
-    unresolved.extend(crate::ops::discovery::initial(&mut config));
+    // The DNS entries' first lookups, for what builds the services (the server, `-t`, `roost
+    // route`); the commands that signal or ask a running process do not need them.
+    if matches!(cli.command, None | Some(Command::Route { .. })) {
+        unresolved.extend(crate::ops::discovery::initial(&mut config));
+    }
     if cli.test && !unresolved.is_empty() {
         for e in &unresolved {
             eprintln!("{e}");
