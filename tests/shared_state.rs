@@ -153,8 +153,8 @@ impl Instance {
         names[resp.backend()].to_string()
     }
 
-    /// The operator state `/status` shows for `backend`.
-    fn state_of(&self, backend: SocketAddr) -> String {
+    /// `backend`'s entry in `/status`.
+    fn backend_status(&self, backend: SocketAddr) -> serde_json::Value {
         let v: serde_json::Value =
             serde_json::from_str(&self.admin_get("/status").unwrap()).unwrap();
         v["services"][0]["backends"]
@@ -162,20 +162,22 @@ impl Instance {
             .unwrap()
             .iter()
             .find(|b| b["addr"] == backend.to_string())
-            .map(|b| b["state"].as_str().unwrap().to_string())
+            .cloned()
             .unwrap()
+    }
+
+    /// The operator state `/status` shows for `backend`.
+    fn state_of(&self, backend: SocketAddr) -> String {
+        self.backend_status(backend)["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// The WPS jobs `/status` counts as running on `backend`.
     fn running_jobs(&self, backend: SocketAddr) -> u64 {
-        let v: serde_json::Value =
-            serde_json::from_str(&self.admin_get("/status").unwrap()).unwrap();
-        v["services"][0]["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["addr"] == backend.to_string())
-            .and_then(|b| b["running_jobs"].as_u64())
+        self.backend_status(backend)["running_jobs"]
+            .as_u64()
             .unwrap()
     }
 

@@ -6,16 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use roost::policy::head_scan::{HeadScan, HeadScanner};
 
 fn scan(chunks: &[&[u8]]) -> HeadScan {
-    let mut s = HeadScanner::default();
-    let mut offset = 0;
-    for c in chunks {
-        match s.feed(c) {
-            HeadScan::More => offset += c.len(),
-            HeadScan::Complete(n) => return HeadScan::Complete(offset + n),
-            reject => return reject,
-        }
-    }
-    HeadScan::More
+    HeadScanner::scan_reads(chunks)
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -31,6 +31,22 @@ pub struct HeadScanner {
 }
 
 impl HeadScanner {
+    /// The verdict on `reads` fed in order, with the end of a complete head counted from the
+    /// start of the whole input: the same whatever the split (the fuzz target and the tests
+    /// check that).
+    pub fn scan_reads(reads: &[&[u8]]) -> HeadScan {
+        let mut s = HeadScanner::default();
+        let mut offset = 0;
+        for r in reads {
+            match s.feed(r) {
+                HeadScan::More => offset += r.len(),
+                HeadScan::Complete(n) => return HeadScan::Complete(offset + n),
+                other => return other,
+            }
+        }
+        HeadScan::More
+    }
+
     pub fn feed(&mut self, bytes: &[u8]) -> HeadScan {
         let mut i = 0;
         while i < bytes.len() {
@@ -171,24 +187,11 @@ mod scanner_tests {
             b"GET / HTTP/1.1\r\nX-A: long value\nX: y\r\n\r\n",
             b"GET / HTTP/1.1 with a long request line\n\r\n",
         ];
-        // Like `scan`, with the end counted from the start of the whole input.
-        fn scan_chunks(chunks: &[&[u8]]) -> HeadScan {
-            let mut s = HeadScanner::default();
-            let mut offset = 0;
-            for c in chunks {
-                match s.feed(c) {
-                    HeadScan::More => offset += c.len(),
-                    HeadScan::Complete(n) => return HeadScan::Complete(offset + n),
-                    other => return other,
-                }
-            }
-            HeadScan::More
-        }
         for whole in corpus {
             let verdict = scan(&[whole]);
             let bytes: Vec<&[u8]> = whole.chunks(1).collect();
             assert_eq!(
-                scan_chunks(&bytes),
+                HeadScanner::scan_reads(&bytes),
                 verdict,
                 "{:?}",
                 String::from_utf8_lossy(whole)
@@ -196,7 +199,7 @@ mod scanner_tests {
             for cut in 1..whole.len() {
                 let (a, b) = whole.split_at(cut);
                 assert_eq!(
-                    scan_chunks(&[a, b]),
+                    HeadScanner::scan_reads(&[a, b]),
                     verdict,
                     "cut at {cut}: {:?}",
                     String::from_utf8_lossy(whole)
