@@ -164,8 +164,15 @@ fn strict_line_ends(head: &[u8]) -> Result<(), Split> {
 }
 
 /// The first complete request in `bytes` and how many bytes it used.
+/// Room for every header line `bytes` could hold: the reference has no header limit of its
+/// own (Roost's is `limits.max_headers`, checked elsewhere), so that it never calls a head
+/// invalid just for its number of headers.
+fn header_room(bytes: &[u8]) -> Vec<httparse::Header<'static>> {
+    vec![httparse::EMPTY_HEADER; bytes.iter().filter(|&&b| b == b'\n').count() + 1]
+}
+
 pub fn request(bytes: &[u8]) -> Result<(Request, usize), Split> {
-    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut headers = header_room(bytes);
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(bytes) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -238,7 +245,7 @@ pub fn answers(bytes: &[u8], methods: &[&str]) -> (Vec<Answer>, Result<(), Strin
     let mut at = 0;
     let mut index = 0;
     while at < bytes.len() {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut headers = header_room(&bytes[at..]);
         let mut resp = httparse::Response::new(&mut headers);
         let head_len = match resp.parse(&bytes[at..]) {
             Ok(httparse::Status::Complete(n)) => n,
