@@ -203,23 +203,111 @@ fn srv_records_give_each_backend_its_port_and_weight() {
     for b in status["services"][0]["backends"].as_array().unwrap() {
         assert_eq!(b["dns"], "srv _wps._tcp.fp.test", "{b}");
     }
-    let mut got: Vec<(String, u64)> = status["services"][0]["backends"]
+    let mut got: Vec<(String, String, u64)> = status["services"][0]["backends"]
         .as_array()
         .unwrap()
         .iter()
         .map(|b| {
             (
                 b["address"].as_str().unwrap().to_string(),
+                b["addr"].as_str().unwrap().to_string(),
                 b["weight"].as_u64().unwrap(),
             )
         })
         .collect();
     got.sort();
-    let mut want = vec![(one.addr.to_string(), 1), (two.addr.to_string(), 3)];
+    // An SRV backend is named by its target (its identity), at the target's address.
+    let mut want = vec![
+        (
+            format!("one.test:{}", one.addr.port()),
+            one.addr.to_string(),
+            1,
+        ),
+        (
+            format!("two.test:{}", two.addr.port()),
+            two.addr.to_string(),
+            3,
+        ),
+    ];
     want.sort();
     assert_eq!(got, want, "{}", roost.log_text());
     wait_until(Duration::from_secs(20), "keys on both SRV targets", || {
         let o = owners(listen, "s");
         o.values().any(|b| b == "one") && o.values().any(|b| b == "two")
     });
+}
+
+/// Where the ring puts `key`, by identity (`/route`: the owner with every backend as it is).
+fn ring_owner(admin: SocketAddr, key: &str) -> String {
+    let r = get(admin, &format!("/route?service=fp&key={key}"), &[]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    v["identity"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string()
+}
+
+/// A replica that comes back at another address under the same SRV target (a restarted pod
+/// of a StatefulSet) is the same backend: no key moves, neither the recorded sessions nor the
+/// ring's owners of keys never seen.
+#[test]
+fn an_srv_target_at_a_new_address_keeps_its_keys() {
+    let a = Backend::start_on("a", "127.0.0.2:0");
+    let port = a.addr.port();
+    let b = Backend::start_on("b", &format!("127.0.0.3:{port}"));
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.2 a.test\n127.0.0.3 b.test\n").unwrap();
+    let dns_port = free_port();
+    let srv = |target: &str| format!("--srv-host=_wps._tcp.fp.test,{target},{port},0,1");
+    let dns = dnsmasq(dns_port, &hosts, &[srv("a.test"), srv("b.test")]);
+    let (listen, admin) = (listen_addr(), listen_addr());
+    let roost = roost_with(
+        listen,
+        admin,
+        &format!("{{ srv: _wps._tcp.fp.test, refresh: 1s, resolver: \"127.0.0.1:{dns_port}\" }}"),
+    );
+    wait_until(Duration::from_secs(20), "keys on a and b", || {
+        let o = owners(listen, "k");
+        o.values().any(|n| n == "a") && o.values().any(|n| n == "b")
+    });
+    let recorded = owners(listen, "k");
+    let unseen: Vec<(String, String)> = (0..200)
+        .map(|i| format!("u{i}"))
+        .map(|k| {
+            let owner = ring_owner(admin, &k);
+            (k, owner)
+        })
+        .collect();
+    assert!(unseen.iter().any(|(_, o)| o == &format!("b.test:{port}")));
+
+    // b restarts at 127.0.0.4 (the same replica: a backend named "b" there).
+    let b2 = Backend::start_on("b", &format!("127.0.0.4:{port}"));
+    std::fs::write(&hosts, "127.0.0.2 a.test\n127.0.0.4 b.test\n").unwrap();
+    dns.signal("HUP");
+    let changed = format!(
+        "backend b.test:{port} address 127.0.0.3:{port} -> 127.0.0.4:{port} (srv _wps._tcp.fp.test) (its keys stay)"
+    );
+    wait_until(Duration::from_secs(20), "the new address applied", || {
+        roost.log_text().contains(&changed)
+    });
+    drop(b);
+    assert_eq!(owners(listen, "k"), recorded, "a recorded session moved");
+    for (key, owner) in &unseen {
+        assert_eq!(&ring_owner(admin, key), owner, "{key} moved on the ring");
+    }
+    let r = get(admin, "/route?service=fp&key=u0", &[]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    if v["identity"] == format!("b.test:{port}") {
+        assert_eq!(v["backend"], format!("127.0.0.4:{port}"));
+    }
+    // Counted: no move of any kind.
+    let metrics = get(admin, "/metrics", &[]).unwrap().text();
+    let moves: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("roost_affinity_moves_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(moves, 0.0, "{metrics}");
+    drop(b2);
 }

@@ -390,3 +390,60 @@ fn the_switch_from_nginx_hash_to_ketama_moves_no_active_key() {
     drop(roost);
     drop(nginx);
 }
+
+/// Backends written as host names: NGINX hashes each server's name as written, and so does
+/// Roost (the identity of a backend is its address as written), so a `host:port` list maps
+/// as NGINX's too. `localhost` is the one name every machine resolves; each backend listens
+/// on every address it resolves to (127.0.0.1, and ::1 where the machine has it), so the
+/// address either proxy connects to does not matter, only the name hashed.
+#[test]
+fn host_name_lists_map_as_nginx() {
+    let mut backends: Vec<Backend> = Vec::new();
+    let mut ports = Vec::new();
+    for i in 1..=3 {
+        let b = Backend::start_on(&format!("h{i}"), "127.0.0.1:0");
+        let port = b.addr.port();
+        backends.push(b);
+        if std::net::TcpListener::bind(("::1", 0)).is_ok() {
+            backends.push(Backend::start_on(
+                &format!("h{i}"),
+                &format!("[::1]:{port}"),
+            ));
+        }
+        ports.push(port);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nginx_addr = listen_addr();
+    let servers: String = ports
+        .iter()
+        .map(|p| format!("    server localhost:{p};\n"))
+        .collect();
+    let nginx = nginx_with(
+        dir.path(),
+        &[(
+            nginx_addr,
+            "named",
+            format!("    hash $http_machineid consistent;\n{servers}"),
+        )],
+    );
+    let roost_addr = listen_addr();
+    let list: String = ports
+        .iter()
+        .map(|p| format!("      - localhost:{p}\n"))
+        .collect();
+    let roost = Roost::start(
+        &config_yaml(&format!(
+            "  - name: named\n    listen: {roost_addr}\n    backends:\n{list}"
+        )),
+        &[roost_addr],
+    );
+    let used = compare(
+        "host names",
+        nginx_addr,
+        roost_addr,
+        (0..300).map(|i| format!("named-{i}")),
+    );
+    assert_eq!(used.len(), 3, "every backend should own some of 300 keys");
+    drop(roost);
+    drop(nginx);
+}

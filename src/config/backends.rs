@@ -26,7 +26,9 @@ impl Loader<'_> {
         let mut unresolved = Vec::new();
         let mut dns: Vec<DnsBackends> = Vec::new();
         let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
-        let mut names: HashMap<String, usize> = HashMap::new();
+        // Identities (an `id`, else the address as written) must be unique: the ring, the
+        // sticky table and the operator states know a backend by it.
+        let mut identities: HashMap<String, usize> = HashMap::new();
         let mut ok = true;
         for (i, b) in list.into_iter().enumerate() {
             let item = join_index(path, i);
@@ -36,14 +38,8 @@ impl Loader<'_> {
                     continue;
                 }
                 Some(Entry::Unresolved(u)) => {
-                    if let Some(first) = names.insert(u.address.clone(), i) {
-                        self.error(
-                            &item,
-                            format!(
-                                "backend {} is listed twice (also {path}[{first}])",
-                                u.address
-                            ),
-                        );
+                    if let Some(first) = identities.insert(u.identity().to_string(), i) {
+                        self.error(&item, twice(u.identity(), u.id.is_some(), path, first));
                         ok = false;
                     }
                     unresolved.push(u);
@@ -65,8 +61,11 @@ impl Loader<'_> {
                 }
                 Some(Entry::Resolved(backend)) => backend,
             };
-            names.insert(backend.address.clone(), i);
-            if let Some(first) = seen.insert(backend.addr, i) {
+            if let Some(first) = identities.insert(backend.identity().to_string(), i) {
+                let identity = backend.identity();
+                self.error(&item, twice(identity, backend.id.is_some(), path, first));
+                ok = false;
+            } else if let Some(first) = seen.insert(backend.addr, i) {
                 self.error(
                     &item,
                     format!(
@@ -114,7 +113,16 @@ impl Loader<'_> {
                 None
             }),
         };
+        let id = self.backend_id(b.id.as_deref(), item);
         if b.dns.is_some() || b.srv.is_some() {
+            if b.id.is_some() {
+                self.error(
+                    &join_key(item, "id"),
+                    "an `id` names one backend, and a DNS entry finds several: an SRV record's \
+                     target name is its backend's identity, an A/AAAA answer's address is",
+                );
+                return None;
+            }
             let dns = self.dns_entry(b, item, weight, state?);
             return (weight > 0).then_some(dns?).map(Entry::Dns);
         }
@@ -135,7 +143,7 @@ impl Loader<'_> {
         if weight == 0 {
             return None;
         }
-        let state = state?;
+        let (state, id) = (state?, id?);
         Some(match lookup {
             Ok(addr) => Entry::Resolved(BackendConfig {
                 address,
@@ -143,9 +151,11 @@ impl Loader<'_> {
                 weight,
                 state,
                 dns: None,
+                id,
             }),
             Err(reason) => Entry::Unresolved(UnresolvedBackend {
                 address,
+                id,
                 weight,
                 state,
                 reason,
@@ -190,6 +200,36 @@ impl Loader<'_> {
             return None;
         }
         Some(lookup(address, resolver))
+    }
+}
+
+/// "listed twice", for a backend whose identity another one of `path` (item `first`) has.
+fn twice(identity: &str, is_id: bool, path: &str, first: usize) -> String {
+    if is_id {
+        format!("id `{identity}` is used twice (also {path}[{first}]): each backend needs its own")
+    } else {
+        format!("backend {identity} is listed twice (also {path}[{first}])")
+    }
+}
+
+impl Loader<'_> {
+    /// `id:` of a backend: `Some(None)` when not given, `None` when it is invalid (an error
+    /// is recorded).
+    fn backend_id(&mut self, id: Option<&str>, item: &str) -> Option<Option<String>> {
+        let Some(id) = id.map(str::trim) else {
+            return Some(None);
+        };
+        if id.is_empty()
+            || id.len() > 255
+            || id.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            self.error(
+                &join_key(item, "id"),
+                format!("`{id}` is not a backend id: 1 to 255 characters, no spaces (e.g. wps1)"),
+            );
+            return None;
+        }
+        Some(Some(id.to_string()))
     }
 }
 
@@ -357,35 +397,39 @@ impl ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// This service with what `source`'s lookup `found` (address, weight) in place of what it
-    /// found before: `None` when that is the same set. An address another backend of the
-    /// service already has is not added twice (the file's own entries come first).
-    pub fn with_found(
-        &self,
-        source: &DnsBackends,
-        found: &[(SocketAddr, u32)],
-    ) -> Option<ServiceConfig> {
+    /// This service with what `source`'s lookup `found` in place of what it found before:
+    /// `None` when that is the same set. An address or identity another backend of the service
+    /// already has is not added twice (the file's own entries come first). A backend whose
+    /// identity stays (an SRV target) and whose address changed is the same backend at a new
+    /// address: its keys stay.
+    pub fn with_found(&self, source: &DnsBackends, found: &[Found]) -> Option<ServiceConfig> {
         let mark = source.describe();
-        let before: BTreeSet<(SocketAddr, u32)> = self
+        let before: BTreeSet<(String, SocketAddr, u32)> = self
             .backends
             .iter()
             .filter(|b| b.dns.as_deref() == Some(mark.as_str()))
-            .map(|b| (b.addr, b.weight))
+            .map(|b| (b.address.clone(), b.addr, b.weight))
             .collect();
         let mut next = self.clone();
         next.backends
             .retain(|b| b.dns.as_deref() != Some(mark.as_str()));
         let mut added = BTreeSet::new();
-        for &(addr, weight) in found.iter().collect::<BTreeSet<_>>() {
-            if next.backends.iter().any(|b| b.addr == addr) || !added.insert((addr, weight)) {
+        for f in found.iter().collect::<BTreeSet<_>>() {
+            let address = f.address();
+            let taken = next
+                .backends
+                .iter()
+                .any(|b| b.addr == f.addr || b.identity() == address);
+            if taken || !added.insert((address.clone(), f.addr, f.weight)) {
                 continue;
             }
             next.backends.push(BackendConfig {
-                address: addr.to_string(),
-                addr,
-                weight,
+                address,
+                addr: f.addr,
+                weight: f.weight,
                 state: source.state,
                 dns: Some(mark.clone()),
+                id: None,
             });
         }
         (added != before).then_some(next)
@@ -405,7 +449,10 @@ impl ServiceConfig {
             let mark = source.describe();
             for b in &running.backends {
                 if b.dns.as_deref() == Some(mark.as_str())
-                    && !self.backends.iter().any(|n| n.addr == b.addr)
+                    && !self
+                        .backends
+                        .iter()
+                        .any(|n| n.addr == b.addr || n.identity() == b.identity())
                 {
                     self.backends.push(BackendConfig {
                         weight: if source.port.is_some() {

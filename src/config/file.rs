@@ -163,6 +163,7 @@ pub struct FileBackend {
     pub port: Option<u16>,
     pub refresh: Option<String>,
     pub resolver: Option<String>,
+    pub id: Option<String>,
     /// Written as a bare string (so errors point at the item, not at an `address` key).
     pub short_form: bool,
 }
@@ -186,6 +187,8 @@ struct FileBackendMap {
     refresh: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     resolver: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    id: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for FileBackend {
@@ -195,7 +198,7 @@ impl<'de> Deserialize<'de> for FileBackend {
             type Value = FileBackend;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str(
-                    "`host:port`, `{ address: host:port, weight: N, state: S }`, \
+                    "`host:port`, `{ address: host:port, weight: N, state: S, id: ID }`, \
                      `{ dns: NAME, port: P }` or `{ srv: NAME }`",
                 )
             }
@@ -218,6 +221,7 @@ impl<'de> Deserialize<'de> for FileBackend {
                     port: m.port,
                     refresh: m.refresh,
                     resolver: m.resolver,
+                    id: m.id,
                     short_form: false,
                 })
             }

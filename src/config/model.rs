@@ -315,7 +315,8 @@ pub enum WhenDown {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
-    /// The address as written (`10.0.0.11:8093`, `wps1:8093`).
+    /// The address as written (`10.0.0.11:8093`, `wps1:8093`); for a backend an SRV record
+    /// found, its target and port (`fp-0.fp.svc:8093`); for an A/AAAA answer, `IP:port`.
     pub address: String,
     /// What it resolved to when the configuration was loaded.
     pub addr: SocketAddr,
@@ -324,9 +325,43 @@ pub struct BackendConfig {
     pub state: BackendState,
     /// The DNS entry that found it ([`DnsBackends::name`]); `None` for a backend of the file.
     pub dns: Option<String>,
+    /// `id:` from the file: the backend's identity instead of its address.
+    pub id: Option<String>,
+}
+
+impl BackendConfig {
+    /// What the ring hashes and the sticky table, the operator states and the shared state
+    /// record for this backend: its `id` when the file gives one, else its address as
+    /// written. While it stays the same, the backend's keys stay with it, whatever address it
+    /// resolves to (a restarted container, an SRV target with a new IP).
+    pub fn identity(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.address)
+    }
 }
 
 pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(10);
+
+/// One backend a DNS lookup found.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Found {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// The SRV record's target (`fp-0.fp.default.svc.cluster.local`, no final dot): with the
+    /// record's port it is the backend's identity, so a replica that comes back with a new
+    /// address keeps its keys. `None` for an A/AAAA answer (the address is the identity).
+    pub target: Option<String>,
+}
+
+impl Found {
+    /// The backend's address as Roost names it: `target:port` for an SRV record, else
+    /// `IP:port`.
+    pub fn address(&self) -> String {
+        match &self.target {
+            Some(t) => format!("{t}:{}", self.addr.port()),
+            None => self.addr.to_string(),
+        }
+    }
+}
 
 /// `{ dns: NAME, port: P }` (every A/AAAA address is a backend on port P) or `{ srv: NAME }`
 /// (every SRV record is one: its target's address, its port and weight).
@@ -362,6 +397,8 @@ impl DnsBackends {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnresolvedBackend {
     pub address: String,
+    /// `id:` from the file, as [`BackendConfig::id`].
+    pub id: Option<String>,
     pub weight: u32,
     pub state: BackendState,
     /// Why the last lookup failed.
@@ -372,6 +409,11 @@ pub struct UnresolvedBackend {
 }
 
 impl UnresolvedBackend {
+    /// As [`BackendConfig::identity`].
+    pub fn identity(&self) -> &str {
+        self.id.as_deref().unwrap_or(&self.address)
+    }
+
     /// The backend it becomes once its host resolves to `addr`.
     pub fn resolved(&self, addr: SocketAddr) -> BackendConfig {
         BackendConfig {
@@ -380,6 +422,7 @@ impl UnresolvedBackend {
             weight: self.weight,
             state: self.state,
             dns: None,
+            id: self.id.clone(),
         }
     }
 }

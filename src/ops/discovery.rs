@@ -9,7 +9,7 @@
 //! members, counters and operator states are built together and swapped once (one config
 //! version per request), so a change of backends goes through the same path as a reload.
 
-use crate::config::{Config, ConfigError, DnsBackends};
+use crate::config::{Config, ConfigError, DnsBackends, Found};
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
@@ -20,8 +20,8 @@ use std::time::Duration;
 /// this entry, never a request.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// What `source`'s name resolves to now: (address, weight) per backend, or why there is none.
-pub async fn lookup(source: &DnsBackends) -> Result<Vec<(SocketAddr, u32)>, String> {
+/// What `source`'s name resolves to now: one [`Found`] per backend, or why there is none.
+pub async fn lookup(source: &DnsBackends) -> Result<Vec<Found>, String> {
     let resolver = resolver(source)?;
     let found = match tokio::time::timeout(LOOKUP_TIMEOUT, query(&resolver, source)).await {
         Ok(found) => found?,
@@ -33,10 +33,7 @@ pub async fn lookup(source: &DnsBackends) -> Result<Vec<(SocketAddr, u32)>, Stri
     Ok(found)
 }
 
-async fn query(
-    resolver: &TokioResolver,
-    source: &DnsBackends,
-) -> Result<Vec<(SocketAddr, u32)>, String> {
+async fn query(resolver: &TokioResolver, source: &DnsBackends) -> Result<Vec<Found>, String> {
     let name = source.name.as_str();
     match source.port {
         Some(port) => Ok(resolver
@@ -44,7 +41,11 @@ async fn query(
             .await
             .map_err(|e| e.to_string())?
             .iter()
-            .map(|ip| (SocketAddr::new(ip, port), source.weight))
+            .map(|ip| Found {
+                addr: SocketAddr::new(ip, port),
+                weight: source.weight,
+                target: None,
+            })
             .collect()),
         None => {
             let records = resolver.srv_lookup(name).await.map_err(|e| e.to_string())?;
@@ -59,7 +60,13 @@ async fn query(
                 if let Some(ip) = ips.iter().next() {
                     // SRV weight 0 means "no preference"; a Roost weight is at least 1.
                     let weight = u32::from(srv.weight()).max(1);
-                    found.push((SocketAddr::new(ip, srv.port()), weight));
+                    // The target names the backend (its identity), not the address it has
+                    // today: a pod that comes back with a new IP keeps its keys.
+                    found.push(Found {
+                        addr: SocketAddr::new(ip, srv.port()),
+                        weight,
+                        target: Some(target.trim_end_matches('.').to_string()),
+                    });
                 }
             }
             Ok(found)

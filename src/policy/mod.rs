@@ -6,6 +6,7 @@
 pub mod framing;
 pub mod head_scan;
 pub mod headers;
+pub mod ketama;
 pub mod key;
 pub mod nginx_hash;
 pub(crate) mod outlier;

@@ -1,7 +1,7 @@
 //! Selection policy: which backend a request goes to, given the candidates in ring order and
 //! their health. Pure: no sockets, no clocks, so the stickiness rules are pinned by unit tests.
 //!
-//! The ring itself is Pingora's Ketama (`pool` drives it); this module decides what to do with
+//! The ring itself is `policy::ketama` (the service state walks it); this module decides what to do with
 //! the candidates it yields:
 //! - the first candidate is the key's *owner*; it gets the request when it is usable;
 //! - `when_down: failover` walks on to the next usable candidate, `reject` stops at the owner;
@@ -46,12 +46,12 @@ pub enum Decision<B> {
 /// (Pingora's `select_with` calls [`RingWalk::accept`] until it returns true).
 pub struct RingWalk<'a, B> {
     when_down: WhenDown,
-    avoid: &'a [&'a B],
+    avoid: &'a [B],
     offered: Cell<usize>,
 }
 
 impl<'a, B: PartialEq> RingWalk<'a, B> {
-    pub fn new(when_down: WhenDown, avoid: &'a [&'a B]) -> Self {
+    pub fn new(when_down: WhenDown, avoid: &'a [B]) -> Self {
         Self {
             when_down,
             avoid,
@@ -82,7 +82,7 @@ impl<'a, B: PartialEq> RingWalk<'a, B> {
         if n > 0 && self.when_down == WhenDown::Reject {
             return false;
         }
-        healthy && !self.avoid.contains(&candidate)
+        healthy && !self.avoid.contains(candidate)
     }
 
     /// Turn what the walk picked into a decision.
@@ -167,7 +167,7 @@ mod tests {
         exclude: Option<&&'static str>,
         closed: &[&str],
     ) -> Decision<&'static str> {
-        let avoid: Vec<&&'static str> = exclude.into_iter().collect();
+        let avoid: Vec<&'static str> = exclude.into_iter().copied().collect();
         let w = RingWalk::new(when_down, &avoid);
         let limit = w.max_steps(ring.len(), !closed.is_empty());
         let picked = ring

@@ -166,9 +166,9 @@ impl Operator {
         let now = Instant::now();
         let mut changes = Vec::new();
         let mut map = self.lock();
-        map.retain(|id, _| config.backends.iter().any(|b| *b.address == **id));
+        map.retain(|id, _| config.backends.iter().any(|b| b.identity() == &**id));
         for b in &config.backends {
-            let Some(op) = map.get(b.address.as_str()) else {
+            let Some(op) = map.get(b.identity()) else {
                 continue;
             };
             let file = code(b.state);
@@ -176,7 +176,7 @@ impl Operator {
                 && op.state.swap(file, Ordering::Relaxed) != file
             {
                 op.stamp(&op.changed, now);
-                changes.push((b.address.as_str().into(), b.state));
+                changes.push((b.identity().into(), b.state));
             }
         }
         drop(map);
@@ -280,7 +280,7 @@ mod tests {
     fn build(op: &Operator, c: &ServiceConfig) -> Vec<Arc<Operated>> {
         c.backends
             .iter()
-            .map(|b| op.entry(&b.address.as_str().into(), b.state))
+            .map(|b| op.entry(&b.identity().into(), b.state))
             .collect()
     }
 

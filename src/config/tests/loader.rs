@@ -23,6 +23,7 @@ fn minimal_file_gets_defaults() {
             weight: 1,
             state: BackendState::Ready,
             dns: None,
+            id: None,
         }]
     );
 }
@@ -462,16 +463,16 @@ fn a_lookup_replaces_what_its_entry_found_and_nothing_else() {
         "services:\n  - name: fp\n    listen: 0.0.0.0:8093\n    backends: [10.0.0.1:80, { dns: wps, port: 80 }, { srv: _w._tcp.x }]\n",
     )
     .unwrap();
-    let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    let a = |s: &str| Found {
+        addr: s.parse().unwrap(),
+        weight: 1,
+        target: None,
+    };
     let (dns, srv) = (c.services[0].dns[0].clone(), c.services[0].dns[1].clone());
     let s = c.services[0]
         .with_found(
             &dns,
-            &[
-                (a("10.0.0.2:80"), 1),
-                (a("10.0.0.3:80"), 1),
-                (a("10.0.0.1:80"), 1),
-            ],
+            &[a("10.0.0.2:80"), a("10.0.0.3:80"), a("10.0.0.1:80")],
         )
         .expect("new addresses");
     // The file's 10.0.0.1 is not added twice.
@@ -500,30 +501,51 @@ fn a_lookup_replaces_what_its_entry_found_and_nothing_else() {
     );
     // The same answer in another order changes nothing.
     assert!(s
-        .with_found(&dns, &[(a("10.0.0.3:80"), 1), (a("10.0.0.2:80"), 1)])
+        .with_found(&dns, &[a("10.0.0.3:80"), a("10.0.0.2:80")])
         .is_none());
     // SRV records: their own ports and weights, beside the A entry's.
-    let s = s.with_found(&srv, &[(a("10.0.0.9:8093"), 5)]).unwrap();
+    let target = Found {
+        weight: 5,
+        target: Some("wps-0.x".into()),
+        ..a("10.0.0.9:8093")
+    };
+    let s = s.with_found(&srv, std::slice::from_ref(&target)).unwrap();
     // One replica gone from the A answer: only it leaves.
-    let s = s.with_found(&dns, &[(a("10.0.0.3:80"), 1)]).unwrap();
+    let s = s.with_found(&dns, &[a("10.0.0.3:80")]).unwrap();
     assert_eq!(
         listed(&s),
         [
             "10.0.0.1:80 w1 file",
             "10.0.0.3:80 w1 dns wps:80",
-            "10.0.0.9:8093 w5 srv _w._tcp.x"
+            "wps-0.x:8093 w5 srv _w._tcp.x"
         ]
+    );
+    // The SRV target comes back at another address: the same backend (its identity is the
+    // target's name), at the new address.
+    let moved = Found {
+        addr: a("10.0.0.10:8093").addr,
+        ..target
+    };
+    let t = s.with_found(&srv, &[moved]).unwrap();
+    let b = t
+        .backends
+        .iter()
+        .find(|b| b.address == "wps-0.x:8093")
+        .unwrap();
+    assert_eq!(
+        (b.identity(), b.addr),
+        ("wps-0.x:8093", a("10.0.0.10:8093").addr)
     );
     // A reload of the same file starts with what the entries found; an entry whose resolver
     // changed starts empty (its next lookup fills it).
     let mut reloaded = c.clone();
     reloaded.services[0].keep_discovered(&s);
     assert_eq!(listed(&reloaded.services[0]), listed(&s));
-    c.services[0].dns[0].resolver = Some(a("127.0.0.1:53"));
+    c.services[0].dns[0].resolver = Some(a("127.0.0.1:53").addr);
     c.services[0].keep_discovered(&s);
     assert_eq!(
         listed(&c.services[0]),
-        ["10.0.0.1:80 w1 file", "10.0.0.9:8093 w5 srv _w._tcp.x"]
+        ["10.0.0.1:80 w1 file", "wps-0.x:8093 w5 srv _w._tcp.x"]
     );
 }
 
@@ -620,4 +642,42 @@ fn exactly(e: &ConfigErrors, expect: &[(&str, &str, usize)]) {
         assert_eq!(found.file, "test.yaml");
     }
     assert_eq!(e.0.len(), expect.len(), "unexpected extra errors:\n{e}");
+}
+
+#[test]
+fn a_backend_id_is_its_identity_and_must_be_unique() {
+    let c = load(
+        "services:\n  - name: fp\n    listen: 0.0.0.0:8093\n    backends:\n      - { address: 10.0.0.1:80, id: wps1 }\n      - 10.0.0.2:80\n",
+    )
+    .unwrap();
+    let b = &c.services[0].backends;
+    assert_eq!(
+        (b[0].identity(), b[0].id.as_deref()),
+        ("wps1", Some("wps1"))
+    );
+    assert_eq!((b[1].identity(), b[1].id.as_deref()), ("10.0.0.2:80", None));
+    let e = errors(
+        "services:\n  - name: fp\n    listen: 0.0.0.0:8093\n    backends:\n      - { address: 10.0.0.1:80, id: wps1 }\n      - { address: 10.0.0.2:80, id: wps1 }\n      - { address: 10.0.0.3:80, id: 'two words' }\n      - { dns: wps, port: 80, id: x }\n      - { address: 10.0.0.4:80, id: 10.0.0.5:80 }\n      - 10.0.0.5:80\n",
+    );
+    exactly(
+        &e,
+        &[
+            (
+                "services[0].backends[1]",
+                "id `wps1` is used twice (also services[0].backends[0])",
+                6,
+            ),
+            (
+                "services[0].backends[2].id",
+                "`two words` is not a backend id",
+                7,
+            ),
+            ("services[0].backends[3].id", "an `id` names one backend", 8),
+            (
+                "services[0].backends[5]",
+                "backend 10.0.0.5:80 is listed twice (also services[0].backends[4])",
+                10,
+            ),
+        ],
+    );
 }

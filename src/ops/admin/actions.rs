@@ -56,26 +56,24 @@ impl Admin {
         let Some(s) = self.services.iter().find(|s| s.pool.name == service) else {
             return Reply::error(404, &format!("no service named '{service}'"));
         };
-        // The address as written in the config, or what it resolved to.
+        // Its id, the address as written in the config, or what it resolved to.
         let current = s.pool.state();
-        let Some(member) = current
-            .members()
-            .iter()
-            .find(|m| m.address == backend || m.addr.to_string() == backend)
-        else {
+        let Some(member) = current.members().iter().find(|m| {
+            *m.identity == *backend || m.address == backend || m.addr.to_string() == backend
+        }) else {
             return Reply::error(
                 404,
                 &format!("service '{service}' has no backend '{backend}'"),
             );
         };
-        let Some(previous) = s.pool.set_state(&member.address, state) else {
+        let Some(previous) = s.pool.set_state(&member.identity, state) else {
             return Reply::error(409, "the backend left the config meanwhile; try again");
         };
         Reply::json(
             200,
             &json!({
                 "service": service,
-                "backend": member.address,
+                "backend": &*member.identity,
                 "state": state.as_str(),
                 "previous": previous.as_str(),
             }),

@@ -72,6 +72,7 @@ impl Admin {
                     .map(|b| {
                         json!({
                             "address": b.address,
+                            "identity": b.identity,
                             "addr": b.addr.to_string(),
                             "weight": b.weight,
                             "dns": b.dns,
@@ -94,6 +95,7 @@ impl Admin {
                     .map(|u| {
                         json!({
                             "address": u.address,
+                            "identity": u.identity(),
                             "weight": u.weight,
                             "state": u.state.as_str(),
                             "reason": u.reason,
@@ -224,9 +226,9 @@ impl Admin {
         // The same validation and resolver as a proxied request.
         let state = s.pool.state();
         let policy = &state.settings.route;
-        let (backend, role, reason, outcome) = match route::lookup(policy, &key, &*state) {
+        let (member, role, reason, outcome) = match route::lookup(policy, &key, &*state) {
             Ok(r) => (
-                Some(state.members()[r.backend].addr.to_string()),
+                Some(&state.members()[r.backend]),
                 Some(r.role.as_str()),
                 Some(r.reason.as_str()),
                 "forward",
@@ -242,7 +244,8 @@ impl Admin {
             &json!({
                 "service": service,
                 "key": key,
-                "backend": backend,
+                "backend": member.map(|m| m.addr.to_string()),
+                "identity": member.map(|m| &*m.identity),
                 "role": role,
                 "reason": reason,
                 "decision": outcome,

@@ -94,6 +94,14 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     plan
 }
 
+/// A backend as the log names it: its address, with its `id` when it has one.
+fn named(b: &crate::config::BackendConfig) -> String {
+    match &b.id {
+        Some(id) => format!("{} (id {id})", b.address),
+        None => b.address.clone(),
+    }
+}
+
 /// What differs between two versions of one service, for the log.
 fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
     let mut changes = Vec::new();
@@ -103,19 +111,35 @@ fn describe(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
             .map(|d| format!(" ({d})"))
             .unwrap_or_default()
     };
+    // A backend is the same backend while its identity stays (an `id`, the address as
+    // written, an SRV target): its keys stay with it, even at a new address.
     for b in &new.backends {
-        match old.backends.iter().find(|o| o.addr == b.addr) {
-            None => changes.push(format!("backend {} added{}", b.address, found_by(b))),
-            Some(o) if o.weight != b.weight => changes.push(format!(
-                "backend {} weight {} -> {}",
-                b.address, o.weight, b.weight
-            )),
-            Some(_) => {}
+        match old.backends.iter().find(|o| o.identity() == b.identity()) {
+            None => changes.push(format!("backend {} added{}", named(b), found_by(b))),
+            Some(o) => {
+                if o.addr != b.addr {
+                    changes.push(format!(
+                        "backend {} address {} -> {}{} (its keys stay)",
+                        named(b),
+                        o.addr,
+                        b.addr,
+                        found_by(b)
+                    ));
+                }
+                if o.weight != b.weight {
+                    changes.push(format!(
+                        "backend {} weight {} -> {}",
+                        named(b),
+                        o.weight,
+                        b.weight
+                    ));
+                }
+            }
         }
     }
     for o in &old.backends {
-        if !new.backends.iter().any(|b| b.addr == o.addr) {
-            changes.push(format!("backend {} removed{}", o.address, found_by(o)));
+        if !new.backends.iter().any(|b| b.identity() == o.identity()) {
+            changes.push(format!("backend {} removed{}", named(o), found_by(o)));
         }
     }
     for d in &new.dns {
@@ -478,5 +502,33 @@ services:
             )),
         );
         assert_eq!(p.apply[0].1, ["panic_threshold off -> 50%"]);
+    }
+
+    #[test]
+    fn a_backend_at_a_new_address_is_the_same_backend() {
+        let load = |ip: &str| {
+            let ip: std::net::SocketAddr = ip.parse().unwrap();
+            let dns = move |_: &str| -> std::io::Result<Vec<std::net::SocketAddr>> { Ok(vec![ip]) };
+            let yaml = "services:\n  - name: fp\n    listen: 127.0.0.1:8093\n    backends: [wps1:8093, { address: 10.0.0.2:8093, id: two }]\n";
+            Config::from_yaml_with(yaml, "test.yaml", &|_| None, &dns).unwrap()
+        };
+        let p = plan(&load("10.0.0.1:8093"), &load("10.0.0.7:8093"));
+        assert_eq!(
+            p.apply[0].1,
+            ["backend wps1:8093 address 10.0.0.1:8093 -> 10.0.0.7:8093 (its keys stay)"],
+            "{p:?}"
+        );
+        // An id given to a backend that had none is a new identity: its keys move.
+        let old = config(
+            "services:\n  - name: fp\n    listen: 127.0.0.1:8093\n    backends: [10.0.0.2:8093]\n",
+        );
+        let new = config("services:\n  - name: fp\n    listen: 127.0.0.1:8093\n    backends: [{ address: 10.0.0.2:8093, id: two }]\n");
+        assert_eq!(
+            plan(&old, &new).apply[0].1,
+            [
+                "backend 10.0.0.2:8093 (id two) added",
+                "backend 10.0.0.2:8093 removed"
+            ]
+        );
     }
 }

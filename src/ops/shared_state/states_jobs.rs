@@ -147,7 +147,7 @@ impl SharedState {
                     .state()
                     .members()
                     .iter()
-                    .find(|m| m.address == *backend)
+                    .find(|m| *m.identity == **backend)
                     .map_or(BackendState::Ready, |m| m.operated.file_state());
                 let wire = StateWire {
                     service: pool.name.clone(),

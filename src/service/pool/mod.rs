@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 pub struct BackendStatus {
     /// As written in the config.
     pub address: String,
+    /// What the ring hashes and the sticky table records: its `id`, else the address.
+    pub identity: String,
     pub addr: std::net::SocketAddr,
     pub weight: u32,
     /// The DNS entry that found it, if any.
@@ -244,6 +246,7 @@ impl Pool {
                 let running_jobs = self.jobs.running_on(m.addr);
                 BackendStatus {
                     address: m.address.clone(),
+                    identity: m.identity.to_string(),
                     addr: m.addr,
                     weight: m.weight,
                     dns: m.dns.clone(),

@@ -14,27 +14,27 @@ impl Pool {
         &self.operator
     }
 
-    /// Set backend `address`'s operator state (admin API). Returns its previous state, or
+    /// Set backend `identity`'s operator state (admin API). Returns its previous state, or
     /// `None` when the service has no backend written so. With `state.redis`, the other
     /// instances are told.
-    pub fn set_state(&self, address: &str, state: BackendState) -> Option<BackendState> {
-        let old = self.change_state(address, state, "operator")?;
+    pub fn set_state(&self, identity: &str, state: BackendState) -> Option<BackendState> {
+        let old = self.change_state(identity, state, "operator")?;
         if let Some(pending) = self
             .shared_states
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_mut()
         {
-            pending.retain(|(b, _)| b != address);
-            pending.push((address.to_string(), state));
+            pending.retain(|(b, _)| b != identity);
+            pending.push((identity.to_string(), state));
         }
         Some(old)
     }
 
     /// An operator state set through another instance (`state.redis`): applied like one set
     /// here, not shared again. Returns whether it changed anything.
-    pub fn apply_shared_state(&self, address: &str, state: BackendState) -> bool {
-        self.change_state(address, state, "set through another instance")
+    pub fn apply_shared_state(&self, identity: &str, state: BackendState) -> bool {
+        self.change_state(identity, state, "set through another instance")
             .is_some_and(|old| old != state)
     }
 
@@ -71,21 +71,21 @@ impl Pool {
         }
     }
 
-    /// Whether a state set here for `address` waits to be shared (it then wins over what
+    /// Whether a state set here for `identity` waits to be shared (it then wins over what
     /// Redis says at a reconcile: it is newer).
-    pub fn state_pending(&self, address: &str) -> bool {
+    pub fn state_pending(&self, identity: &str) -> bool {
         self.shared_states
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .is_some_and(|p| p.iter().any(|(b, _)| b == address))
+            .is_some_and(|p| p.iter().any(|(b, _)| b == identity))
     }
 
-    fn change_state(&self, address: &str, state: BackendState, why: &str) -> Option<BackendState> {
-        let old = self.operator.set(address, state)?;
+    fn change_state(&self, identity: &str, state: BackendState, why: &str) -> Option<BackendState> {
+        let old = self.operator.set(identity, state)?;
         if old != state {
             log::warn!(
-                "service {}: backend {address}: {} -> {} ({why})",
+                "service {}: backend {identity}: {} -> {} ({why})",
                 self.name,
                 old.as_str(),
                 state.as_str()
@@ -96,7 +96,7 @@ impl Pool {
                 .inc();
             self.events.push(
                 Kind::State,
-                address,
+                identity,
                 format!("{} -> {} ({why})", old.as_str(), state.as_str()),
             );
             // A backend in maintenance leaves the panic count.

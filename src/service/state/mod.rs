@@ -1,13 +1,13 @@
 //! One service's state for one config version: the settings requests read, the backends with
-//! their counters, and the Ketama ring over them (or, under `hash.algorithm: nginx_hash`,
-//! NGINX's plain-hash table). Built whole from a [`ServiceConfig`] by
+//! their counters, and the Ketama ring over their identities (`policy::ketama`; or, under
+//! `hash.algorithm: nginx_hash`, NGINX's plain-hash table). Built whole from a [`ServiceConfig`] by
 //! [`ServiceState::build`] and never changed afterwards; a reload builds a new one and the
 //! pool swaps it in with one store. A request takes one snapshot when it starts and uses it in
 //! every phase (choice, retry, upstream filters, logging, counting), so it is served under
 //! one config version from start to end.
 //!
-//! Health is not part of the version: every state's ring is a view on the pool's one
-//! `HealthRegistry`, and every member holds the pool's passive-health record of its address
+//! Health is not part of the version: every state's backend set is a Pingora `Backends`
+//! view on the pool's one `HealthRegistry` (the probes connect to each member's address), and every member holds the pool's passive-health record of its address
 //! (`policy::outlier`), so a backend keeps its health across reloads and an older snapshot
 //! still sees current health. Likewise panic mode (routing that ignores health because too
 //! few backends are usable) is one flag of the pool, read by every version:
@@ -25,6 +25,7 @@ use crate::config::{
     BackendState, HashAlgorithm, HealthCheckConfig, Limits, ServiceConfig, Timeouts,
     UnresolvedBackend,
 };
+use crate::policy::ketama::Ring;
 use crate::policy::nginx_hash::NginxHash;
 use crate::policy::outlier::{self, Outlier};
 use crate::policy::route::{Move, RoutePolicy};
@@ -36,10 +37,8 @@ use crate::telemetry::events::Events;
 use crate::telemetry::metrics::{self, Metrics};
 use futures::FutureExt;
 use pingora::lb::discovery;
-use pingora::lb::selection::consistent::KetamaHashing;
-use pingora::lb::{Backend, Backends, HealthRegistry, LoadBalancer};
+use pingora::lb::{Backend, Backends, HealthRegistry};
 use pingora::{Error, ErrorType, Result};
-use pingora_ketama::DEFAULT_POINT_MULTIPLE;
 use prometheus::IntCounter;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -62,13 +61,14 @@ pub struct Settings {
 
 /// One backend of this version, in config order.
 pub struct Member {
-    /// As Pingora's ring knows it; its `ext` holds the member's index.
+    /// As Pingora's health registry knows it (the probes' target).
     pub backend: Backend,
     /// Where to connect.
     pub addr: SocketAddr,
     /// The address as written in the config (used as Host for HTTP/1.0 requests without one).
     pub address: String,
-    /// What the sticky table records for this backend: the address as written.
+    /// What the ring hashes and the sticky table records for this backend: its `id`, else
+    /// its address as written ([`crate::config::BackendConfig::identity`]).
     pub identity: Identity,
     pub weight: u32,
     /// The DNS entry that found it (`dns NAME:PORT`, `srv NAME`); `None` for the file's own.
@@ -82,11 +82,6 @@ pub struct Member {
     counters: [IntCounter; 5],
 }
 
-/// The index of a member, carried in its `Backend`'s extensions so that a backend the ring
-/// returns is found without a search.
-#[derive(Debug, Clone, Copy)]
-struct MemberIndex(usize);
-
 pub struct ServiceState {
     /// Counts the states a pool has built: 1 at start, one more per applied reload.
     pub version: u64,
@@ -94,9 +89,10 @@ pub struct ServiceState {
     members: Vec<Member>,
     /// The backends of the config whose host did not resolve: on no ring, shown as down.
     unresolved: Vec<UnresolvedBackend>,
-    ring: LoadBalancer<KetamaHashing>,
-    /// Points on the ring: a failover walk may need all of them.
-    ring_points: usize,
+    /// The members as Pingora's health registry sees them (whether each is up).
+    health: Backends,
+    /// The Ketama ring over the members' identities.
+    ring: Ring,
     /// `hash.algorithm: nginx_hash`: keys are hashed over this weighted list (same order as
     /// `members`) instead of the ring, which then only carries health.
     nginx_hash: Option<NginxHash>,
@@ -153,10 +149,9 @@ impl ServiceState {
             events,
         } = shared;
         let mut members = Vec::with_capacity(config.backends.len());
-        for (i, b) in config.backends.iter().enumerate() {
-            let mut backend = Backend::new_with_weight(&b.addr.to_string(), b.weight as usize)?;
-            backend.ext.insert(MemberIndex(i));
-            let identity: Identity = b.address.as_str().into();
+        for b in &config.backends {
+            let backend = Backend::new_with_weight(&b.addr.to_string(), b.weight as usize)?;
+            let identity: Identity = b.identity().into();
             members.push(Member {
                 backend,
                 addr: b.addr,
@@ -170,19 +165,14 @@ impl ServiceState {
             });
         }
         let set: BTreeSet<Backend> = members.iter().map(|m| m.backend.clone()).collect();
-        let ring = LoadBalancer::<KetamaHashing>::from_backends(
-            Backends::new_with_health_registry(discovery::Static::new(set), Arc::clone(registry)),
-        );
-        // Static discovery answers without waiting, so the ring is complete when this returns.
-        match ring.update().now_or_never() {
+        let health =
+            Backends::new_with_health_registry(discovery::Static::new(set), Arc::clone(registry));
+        // Static discovery answers without waiting, so the set is complete when this returns.
+        match health.update(|_| {}).now_or_never() {
             Some(result) => result?,
-            None => return Error::e_explain(ErrorType::InternalError, "ring update waited"),
+            None => return Error::e_explain(ErrorType::InternalError, "backend update waited"),
         }
-        let ring_points = config
-            .backends
-            .iter()
-            .map(|b| b.weight as usize * DEFAULT_POINT_MULTIPLE as usize)
-            .sum();
+        let ring = Ring::new(members.iter().map(|m| (&*m.identity, m.weight)));
         let by_identity = members
             .iter()
             .enumerate()
@@ -217,8 +207,8 @@ impl ServiceState {
             },
             members,
             unresolved: config.unresolved.clone(),
+            health,
             ring,
-            ring_points,
             nginx_hash: (config.hash.algorithm == HashAlgorithm::NginxHash)
                 .then(|| NginxHash::new(config.backends.iter().map(|b| b.weight))),
             rotation: Arc::clone(rotation),
@@ -254,7 +244,7 @@ impl ServiceState {
 
     /// Whether member `i`'s probes have it up (the registry's verdict alone).
     pub fn probed_up(&self, i: usize) -> bool {
-        self.ring.backends().ready(&self.members[i].backend)
+        self.health.ready(&self.members[i].backend)
     }
 
     /// Member `i`'s operator state.

@@ -2,13 +2,12 @@
 //! (or NGINX's plain-hash table), the sticky table and the rotation, and the record of where a
 //! key was forwarded (with the moves it counts).
 
-use super::{MemberIndex, ServiceState};
+use super::ServiceState;
 use crate::config::{BackendState, WhenDown};
 use crate::policy::nginx_hash::{self, NginxHash};
 use crate::policy::route::{Move, Pick, Reason, Recorded, Route};
 use crate::policy::select::{Decision, RingWalk, Role};
 use crate::telemetry::events::Kind;
-use pingora::lb::Backend;
 use std::time::Instant;
 
 impl ServiceState {
@@ -91,14 +90,6 @@ impl ServiceState {
                 .map_or(Decision::NoneHealthy, |i| forward(i, Role::Failover)),
         }
     }
-
-    fn index_of(backend: &Backend) -> usize {
-        backend
-            .ext
-            .get::<MemberIndex>()
-            .expect("every ring backend is a member")
-            .0
-    }
 }
 
 impl Pick for ServiceState {
@@ -110,30 +101,15 @@ impl Pick for ServiceState {
         if let Some(table) = &self.nginx_hash {
             return self.by_nginx_hash(table, key, avoid);
         }
-        // At most two to avoid (a refused connection, a recorded backend that is down): kept
-        // on the stack.
-        let mut skip = [&self.members[0].backend; 2];
-        let n = avoid.len().min(skip.len());
-        for (slot, &i) in skip.iter_mut().zip(avoid) {
-            *slot = &self.members[i].backend;
-        }
-        let walk = RingWalk::new(self.settings.route.when_down, &skip[..n]);
+        let walk = RingWalk::new(self.settings.route.when_down, avoid);
         let closed = self.operator.any_closed();
-        let steps = walk.max_steps(self.ring_points, closed);
-        let picked = self.ring.select_with(key, steps, |b, probed_up| {
-            let i = Self::index_of(b);
+        let steps = walk.max_steps(self.ring.len(), closed);
+        let picked = self.ring.walk(key, steps).find(|&i| {
             // Health as `usable` says (outlier records, panic mode, maintenance), not the
             // probes alone; a backend closed to new keys is passed over.
-            walk.accept(b, self.usable_given(i, probed_up), !closed || self.open(i))
+            walk.accept(&i, self.usable(i), !closed || self.open(i))
         });
-        match walk.finish(picked) {
-            Decision::Forward { backend, role } => Decision::Forward {
-                backend: Self::index_of(&backend),
-                role,
-            },
-            Decision::OwnerDown => Decision::OwnerDown,
-            Decision::NoneHealthy => Decision::NoneHealthy,
-        }
+        walk.finish(picked)
     }
 
     fn recorded(&self, key: &[u8]) -> Option<Recorded> {

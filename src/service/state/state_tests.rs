@@ -65,6 +65,7 @@ fn service(backends: &[(u8, u32)], when_down: WhenDown) -> ServiceConfig {
                     weight: *weight,
                     state: Default::default(),
                     dns: None,
+                    id: None,
                 }
             })
             .collect(),
@@ -111,9 +112,7 @@ impl ServiceState {
         let i = (0..self.members.len())
             .find(|&i| octet(self, i) == octet_)
             .unwrap();
-        self.ring
-            .backends()
-            .set_enable(&self.members[i].backend, enabled);
+        self.health.set_enable(&self.members[i].backend, enabled);
     }
 }
 
@@ -557,4 +556,42 @@ fn panic_mode_keeps_a_backend_in_maintenance_out() {
             other => panic!("{key}: {other:?}"),
         }
     }
+}
+
+/// The ring hashes identities: a backend with an `id` (or an SRV target) that comes back at
+/// another address keeps every key, and a host name is hashed as its name, as NGINX does.
+#[test]
+fn a_backend_keeps_its_keys_at_a_new_address_while_its_identity_stays() {
+    let mut config = service(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover);
+    for (b, id) in config.backends.iter_mut().zip(["wps1", "wps2", "wps3"]) {
+        b.id = Some(id.into());
+    }
+    let pool = Pool::new(&config, Arc::new(Metrics::new())).unwrap();
+    let identity_of = |state: &ServiceState, key: &str| match state.by_key(key.as_bytes(), &[]) {
+        Decision::Forward { backend, .. } => state.members()[backend].identity.to_string(),
+        other => panic!("{key}: {other:?}"),
+    };
+    let before: Vec<String> = KEYS.iter().map(|k| identity_of(&pool.state(), k)).collect();
+    assert!(before.iter().any(|i| i == "wps3"));
+    // wps3 restarts with a new IP; the config (or a DNS answer) says so.
+    config.backends[2].addr = "127.0.0.99:8093".parse().unwrap();
+    config.backends[2].address = "127.0.0.99:8093".into();
+    pool.apply(&config).unwrap();
+    let state = pool.state();
+    let after: Vec<String> = KEYS.iter().map(|k| identity_of(&state, k)).collect();
+    assert_eq!(before, after, "no key moves");
+    let i = state
+        .members()
+        .iter()
+        .position(|m| &*m.identity == "wps3")
+        .unwrap();
+    assert_eq!(state.members()[i].addr, "127.0.0.99:8093".parse().unwrap());
+    // Without ids, the addresses are the identities: the same change moves wps3's keys.
+    let plain = build(&[(11, 1), (12, 1), (13, 1)], WhenDown::Failover);
+    let moved = build(&[(11, 1), (12, 1), (99, 1)], WhenDown::Failover);
+    let differ = KEYS
+        .iter()
+        .filter(|k| owner(&plain, k) != owner(&moved, k))
+        .count();
+    assert!(differ > 0);
 }
