@@ -380,8 +380,6 @@ def xfer_phase(tmp, nginx, haproxy, args, filled, access_log_path):
     each kind (medians), in front of three bench/xfer_backend.py backends."""
     down_size, up_size = args.xfer_down << 20, args.xfer_up << 20
     source = xfer.sparse_file(os.path.join(tmp, "source.bin"), down_size)
-    body = xfer.sparse_file(os.path.join(tmp, "upload.bin"), up_size)
-    answer = os.path.join(tmp, "upload-answer.json")
     ports = [free_port() for _ in range(3)]
     backend = start([sys.executable, os.path.join(ROOT, "bench/xfer_backend.py"), source,
                      *map(str, ports)])
@@ -397,7 +395,7 @@ def xfer_phase(tmp, nginx, haproxy, args, filled, access_log_path):
             try:
                 wait_port(s["port"], p, name)
                 downs = [xfer.download(p.pid, s["port"], down_size) for _ in range(args.rounds)]
-                ups = [xfer.upload(p.pid, s["port"], body, answer) for _ in range(args.rounds)]
+                ups = [xfer.upload(p.pid, s["port"], up_size) for _ in range(args.rounds)]
             finally:
                 stop(p)
             row = {f"down_{k}": statistics.median(r[k] for r in downs) for k in downs[0]}
@@ -407,7 +405,8 @@ def xfer_phase(tmp, nginx, haproxy, args, filled, access_log_path):
             print(f"bench: {name:28} down {row['down_mbps']:6.0f} MB/s "
                   f"{row['down_cpu_s_per_gb']:.2f} s/GB, up {row['up_mbps']:6.0f} MB/s "
                   f"{row['up_cpu_s_per_gb']:.2f} s/GB, backend saw the head after "
-                  f"{row['up_head_after_s']:.3f} s of {row['up_client_s']:.3f} s", flush=True)
+                  f"{row['up_head_after_s']:.3f} s, the client sent its last byte after "
+                  f"{row['up_sent_s']:.3f} s", flush=True)
     finally:
         stop(backend)
     return rows
@@ -491,12 +490,12 @@ def xfer_table(args, rows):
     up_mbps = {n: r["up_mbps"] for n, r in rows.items()}
     up_cpu = {n: r["up_cpu_s_per_gb"] for n, r in rows.items()}
     lines = ["", f"Large transfers (curl, one at a time, median of {args.rounds}; "
-             f"{args.xfer_down} MiB download, {args.xfer_up} MiB upload; CPU = the proxy's "
+             f"{args.xfer_down} MiB download by curl, {args.xfer_up} MiB upload; CPU = the proxy's "
              f"user + system seconds per 10^9 bytes; MB/s is wall-clock; ratios to NGINX default "
              f"and HAProxy):", "",
              "| proxy | down MB/s | x NGINX | x HAProxy | down CPU s/GB | x NGINX | x HAProxy "
              "| up MB/s | x NGINX | x HAProxy | up CPU s/GB | x NGINX | x HAProxy "
-             "| upload streamed (backend saw the head after / client took) |",
+             "| upload streamed (backend saw the head / client sent the last byte, after) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         cells = []
@@ -505,7 +504,7 @@ def xfer_table(args, rows):
             cells += [format(values[name], fmt), ratio(values, name, refs[0]),
                       ratio(values, name, refs[1])]
         cells.append(f"{'yes' if r['streamed'] else 'no'} ({r['up_head_after_s']:.3f} s / "
-                     f"{r['up_client_s']:.3f} s)")
+                     f"{r['up_sent_s']:.3f} s)")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 

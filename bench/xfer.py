@@ -1,15 +1,17 @@
 """Large transfers through one proxy, for bench/run.py's large-transfer rows: a download of
-`size` bytes (GET /bytes/N, sent by the backend with sendfile) and an upload (POST of a file
-with Content-Length), each by curl, one at a time, with bench/xfer_backend.py behind the proxy.
+`size` bytes (GET /bytes/N, sent by the backend with sendfile) by curl, and an upload (a POST
+with Content-Length) by a small client here that knows when it sent its last byte; one at a
+time, with bench/xfer_backend.py behind the proxy.
 
 Per transfer: MB/s as the client saw it (bytes over curl's total time), the proxy's CPU time
 (user + system, all threads, from /proc/PID/stat before and after) per 10^9 bytes, and for an
-upload when the backend saw the request head, against the client's whole upload time: a proxy
-that streams passes the head on at once, one that buffers it only after the last byte.
+upload when the backend saw the request head, against when the client had sent the body: a
+proxy that streams passes the head on at once, one that buffers it only after the last byte.
 """
 
 import json
 import os
+import socket
 import subprocess
 import time
 
@@ -34,9 +36,9 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime, all threads, dead ones too
 
 
-def _curl(args, out="/dev/null"):
+def _curl(args):
     done = subprocess.run(
-        ["curl", "-sS", "-o", out, "-H", f"machineid: {MACHINEID}",
+        ["curl", "-sS", "-o", "/dev/null", "-H", f"machineid: {MACHINEID}",
          "-w", "%{http_code} %{size_download} %{size_upload} %{time_total}", *args],
         capture_output=True, text=True, timeout=600)
     try:
@@ -63,27 +65,48 @@ def download(pid, port, size):
     return {"mbps": size / total / 1e6, "cpu_s_per_gb": _cpu_s_per_gb(pid, before, size)}
 
 
-def upload(pid, port, path, answer):
-    """One upload of the file at `path` through the proxy `pid` on `port`; `answer` is a
-    scratch file for the backend's timing line."""
-    size = os.path.getsize(path)
+def _post(port, size):
+    """POSTs `size` zero bytes (Content-Length, no `Expect: 100-continue`: the body follows the
+    head at once, as most clients send it); returns (status, answer body, seconds until the
+    last byte was handed to the kernel, seconds until the answer was read), from the start."""
+    zeros = memoryview(bytes(1 << 20))
+    start = time.time()
+    with socket.create_connection(("127.0.0.1", port), timeout=300) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nmachineid: %s\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (port, MACHINEID.encode(), size))
+        left = size
+        while left > 0:
+            n = min(left, len(zeros))
+            s.sendall(zeros[:n])
+            left -= n
+        sent = time.time() - start
+        f = s.makefile("rb")
+        status = int(f.readline().split()[1])
+        length = 0
+        while (line := f.readline()) not in (b"\r\n", b""):
+            key, _, value = line.partition(b":")
+            if key.strip().lower() == b"content-length":
+                length = int(value)
+        answer = f.read(length)
+    return status, answer, sent, time.time() - start
+
+
+def upload(pid, port, size):
+    """One upload of `size` bytes through the proxy `pid` on `port`."""
     before = cpu_ticks(pid)
     start = time.time()
-    # No `Expect: 100-continue`: the body follows the head at once, as most clients send it.
-    code, _, sent, total = _curl(["-T", path, "-X", "POST", "-H", "Expect:",
-                                  f"http://127.0.0.1:{port}/upload"], out=answer)
+    status, answer, sent, total = _post(port, size)
     cpu = _cpu_s_per_gb(pid, before, size)
-    if code != 200 or sent != size:
-        raise XferError(f"upload: status {code}, {sent} of {size} bytes sent")
-    with open(answer) as f:
-        seen = json.load(f)
+    if status != 200:
+        raise XferError(f"upload: status {status}: {answer[:200]!r}")
+    seen = json.loads(answer)
     if seen["bytes"] != size:
         raise XferError(f"upload: the backend got {seen['bytes']} of {size} bytes")
     return {"mbps": size / total / 1e6, "cpu_s_per_gb": cpu,
-            "head_after_s": seen["head"] - start, "client_s": total}
+            "head_after_s": seen["head"] - start, "sent_s": sent}
 
 
 def streamed(run):
-    """An upload is streamed when the backend saw its head within the first half of the
-    client's upload time (streaming proxies: a few ms; buffering ones: after the last byte)."""
-    return run["head_after_s"] < run["client_s"] / 2
+    """An upload is streamed when the backend saw its head before the client had sent its
+    last byte: a proxy that buffers the body can pass the head on only after that."""
+    return run["head_after_s"] < run["sent_s"]
