@@ -18,11 +18,18 @@ Then, per proxy and one at a time (bench/measure.py): user-space instructions pe
 counted by callgrind over an exact number of keep-alive requests after a warm-up (20,000 after
 2,000 on 50 connections), and the RSS grown per idle keep-alive connection (5,000 clients
 holding their connection open after one request each), with ratios to NGINX `consistent` and
-HAProxy. Writes everything to target/bench/results.md and stops every process it started.
-A column that cannot be measured (valgrind missing, a closed idle connection) fails the run.
+HAProxy; from the same callgrind window, the calls into the allocator per request. Then the
+large-transfer rows (bench/xfer.py): a 1 GiB download and a 512 MiB upload through NGINX
+(default, and with its body buffering off), HAProxy, bare Pingora and Roost: MB/s, the
+proxy's CPU seconds per GB, and whether the upload is streamed. Every wrk row's req/s and CPU
+per request are also given as ratios to NGINX `consistent` and HAProxy. Writes everything to
+target/bench/results.md and stops every process it started. A column that cannot be measured
+(valgrind missing, a closed idle connection, a transfer too short for the CPU clock) fails
+the run.
 
     python3 bench/run.py                 # full run (3 rounds x 10 s per cell)
-    python3 bench/run.py --smoke         # CI: 1 round x 2 s, 2,000 counted requests, 200 idle
+    python3 bench/run.py --smoke         # CI: 1 round x 2 s, 2,000 counted requests, 200 idle,
+                                         #     128 MiB down / 64 MiB up
     python3 bench/run.py --table-keys 200000   # a smaller filled table
 """
 
