@@ -164,6 +164,10 @@ def instructions(pid, port, out_prefix, conns, warm, n):
         time.sleep(0.1)
     if total <= 0:
         raise MeasureError(f"callgrind counted {total} instructions")
+    if allocs <= 0:
+        # Every proxy measured here allocates per request (NGINX at least its request pool):
+        # none counted means the entry points were not recognized (ALLOC_FNS out of date).
+        raise MeasureError(f"no calls into the allocator in {out_prefix}: see ALLOC_FNS")
     return total / n, allocs / n
 
 
