@@ -18,11 +18,18 @@ Then, per proxy and one at a time (bench/measure.py): user-space instructions pe
 counted by callgrind over an exact number of keep-alive requests after a warm-up (20,000 after
 2,000 on 50 connections), and the RSS grown per idle keep-alive connection (5,000 clients
 holding their connection open after one request each), with ratios to NGINX `consistent` and
-HAProxy. Writes everything to target/bench/results.md and stops every process it started.
-A column that cannot be measured (valgrind missing, a closed idle connection) fails the run.
+HAProxy; from the same callgrind window, the calls into the allocator per request. Then the
+large-transfer rows (bench/xfer.py): a 1 GiB download and a 512 MiB upload through NGINX
+(default, and with its body buffering off), HAProxy, bare Pingora and Roost: MB/s, the
+proxy's CPU seconds per GB, and whether the upload is streamed. Every wrk row's req/s and CPU
+per request are also given as ratios to NGINX `consistent` and HAProxy. Writes everything to
+target/bench/results.md and stops every process it started. A column that cannot be measured
+(valgrind missing, a closed idle connection, a transfer too short for the CPU clock) fails
+the run.
 
     python3 bench/run.py                 # full run (3 rounds x 10 s per cell)
-    python3 bench/run.py --smoke         # CI: 1 round x 2 s, 2,000 counted requests, 200 idle
+    python3 bench/run.py --smoke         # CI: 1 round x 2 s, 2,000 counted requests, 200 idle,
+                                         #     128 MiB down / 64 MiB up
     python3 bench/run.py --table-keys 200000   # a smaller filled table
 """
 
@@ -39,6 +46,7 @@ import tempfile
 import time
 
 import measure
+import xfer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -123,7 +131,7 @@ def wait_port(port, proc, what, timeout=15):
     sys.exit(f"bench: {what} did not listen on {port}")
 
 
-def nginx_conf(tmp, name, body, connections=4096):
+def nginx_conf(tmp, name, body, connections=4096, extra=""):
     path = os.path.join(tmp, f"{name}.conf")
     with open(path, "w") as f:
         f.write(f"""daemon off; master_process off; worker_processes 1;
@@ -133,6 +141,7 @@ http {{
   access_log off;
   client_body_temp_path {tmp}/{name}.body; proxy_temp_path {tmp}/{name}.proxy;
   fastcgi_temp_path {tmp}/{name}.fcgi; uwsgi_temp_path {tmp}/{name}.uwsgi; scgi_temp_path {tmp}/{name}.scgi;
+  {extra}
 {body}
 }}
 """)
@@ -224,11 +233,12 @@ def run_wrk(wrk, url, conns, seconds, script):
 
 
 def proxy_specs(tmp, tag, backends, nginx, haproxy, args, filled, access_log_path,
-                connections=4096):
+                connections=4096, nginx_extra=""):
     """Every proxy of the run as {name: {port, cmd, env, admin}}, with fresh ports and config
     files whose names end in `tag` (so the wrk, instruction and idle-connection phases each
     start their own instances). `connections` is NGINX's `worker_connections` and HAProxy's
-    `maxconn` (Roost's default `max_connections` is 10,000)."""
+    `maxconn` (Roost's default `max_connections` is 10,000); `nginx_extra` goes into both NGINX
+    configs' `http` block."""
     specs = {}
     env = {**os.environ, "RUST_LOG": "error"}
 
@@ -240,7 +250,8 @@ def proxy_specs(tmp, tag, backends, nginx, haproxy, args, filled, access_log_pat
     conf = nginx_conf(tmp, f"nginx-hash{tag}", f"""
   upstream wps {{ hash $http_machineid;
 {servers}  }}
-  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://wps; }} }}""", connections)
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://wps; }} }}""", connections,
+                      nginx_extra)
     add("NGINX hash", port, [nginx, "-c", conf, "-p", tmp])
     port = free_port()
     conf = nginx_conf(tmp, f"nginx-consistent{tag}", f"""
@@ -251,7 +262,8 @@ def proxy_specs(tmp, tag, backends, nginx, haproxy, args, filled, access_log_pat
                         proxy_set_header Connection "";
                         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
                         proxy_set_header X-Forwarded-Proto $scheme;
-                        proxy_set_header X-Forwarded-Host $host; }} }}""", connections)
+                        proxy_set_header X-Forwarded-Host $host; }} }}""", connections,
+                      nginx_extra)
     add("NGINX consistent", port, [nginx, "-c", conf, "-p", tmp])
     port = free_port()
     hap = os.path.join(tmp, f"haproxy{tag}.cfg")
@@ -315,20 +327,21 @@ COUNTED = ("NGINX hash", "NGINX consistent", "HAProxy", "Pingora (bare)", "Roost
 def instructions_phase(tmp, backends, nginx, haproxy, args, filled, access_log_path):
     """Instructions per request of each COUNTED proxy, one at a time under callgrind."""
     specs = proxy_specs(tmp, "-cg", backends, nginx, haproxy, args, filled, access_log_path)
-    counts = {}
+    counts, allocs = {}, {}
     for name in args.rows:
         s = specs[name]
         out = os.path.join(tmp, f"callgrind.{len(counts)}")
         p = start([*measure.callgrind_prefix(out), *s["cmd"]], env=s["env"])
         try:
             wait_port(s["port"], p, f"{name} under callgrind", timeout=120)
-            counts[name] = measure.instructions(p.pid, s["port"], out, 50, args.insn_warmup,
+            counts[name], allocs[name] = measure.instructions(p.pid, s["port"], out, 50, args.insn_warmup,
                                                 args.insn_requests)
         finally:
             stop(p)
-        print(f"bench: {name:28} {counts[name]:9,.0f} instructions/request "
+        print(f"bench: {name:28} {counts[name]:9,.0f} instructions/request, "
+              f"{allocs[name]:6.1f} allocations/request "
               f"(callgrind, {args.insn_requests:,} requests)", flush=True)
-    return counts
+    return counts, allocs
 
 
 def idle_phase(tmp, backends, nginx, haproxy, args, filled, access_log_path):
@@ -348,6 +361,159 @@ def idle_phase(tmp, backends, nginx, haproxy, args, filled, access_log_path):
         print(f"bench: {name:28} {per / 1024:7.2f} KB per idle connection "
               f"(RSS {base / 1024:.1f} -> {held / 1024:.1f} MB with {args.idle:,})", flush=True)
     return sizes
+
+
+# The rows of the large-transfer phase: NGINX as configured above (it buffers request and
+# response bodies by default), NGINX with both buffers off, and the streaming proxies.
+XFER = ("NGINX default", "NGINX unbuffered", "HAProxy", "Pingora (bare)", "Roost")
+
+
+def xfer_specs(tmp, backends, nginx, haproxy, args, filled, access_log_path):
+    """The XFER proxies in front of the transfer backends. NGINX is the `consistent` config
+    (upstream keep-alive, forwarding headers), without its 1 MB default body limit."""
+    no_limit = "client_max_body_size 0;"
+    default = proxy_specs(tmp, "-xfer", backends, nginx, haproxy, args, filled,
+                          access_log_path, nginx_extra=no_limit)
+    unbuffered = proxy_specs(tmp, "-xfer-unbuf", backends, nginx, haproxy, args, filled,
+                             access_log_path,
+                             nginx_extra=no_limit + " proxy_buffering off; proxy_request_buffering off;")
+    return {"NGINX default": default["NGINX consistent"],
+            "NGINX unbuffered": unbuffered["NGINX consistent"],
+            **{name: default[name] for name in XFER[2:]}}
+
+
+def xfer_phase(tmp, nginx, haproxy, args, filled, access_log_path):
+    """Download and upload rows of each XFER proxy, one at a time, `args.rounds` transfers of
+    each kind (medians), in front of three bench/xfer_backend.py backends."""
+    down_size, up_size = args.xfer_down << 20, args.xfer_up << 20
+    source = xfer.sparse_file(os.path.join(tmp, "source.bin"), down_size)
+    ports = [free_port() for _ in range(3)]
+    backend = start([sys.executable, os.path.join(ROOT, "bench/xfer_backend.py"), source,
+                     *map(str, ports)])
+    for port in ports:
+        wait_port(port, backend, "transfer backend")
+    specs = xfer_specs(tmp, [f"127.0.0.1:{p}" for p in ports], nginx, haproxy, args, filled,
+                       access_log_path)
+    rows = {}
+    try:
+        for name in XFER:
+            s = specs[name]
+            p = start(s["cmd"], env=s["env"])
+            try:
+                wait_port(s["port"], p, name)
+                downs = [xfer.download(p.pid, s["port"], down_size) for _ in range(args.rounds)]
+                ups = [xfer.upload(p.pid, s["port"], up_size) for _ in range(args.rounds)]
+            finally:
+                stop(p)
+            row = {f"down_{k}": statistics.median(r[k] for r in downs) for k in downs[0]}
+            row.update({f"up_{k}": statistics.median(r[k] for r in ups) for k in ups[0]})
+            row["streamed"] = all(xfer.streamed(r) for r in ups)
+            rows[name] = row
+            print(f"bench: {name:28} down {row['down_mbps']:6.0f} MB/s "
+                  f"{row['down_cpu_s_per_gb']:.2f} s/GB, up {row['up_mbps']:6.0f} MB/s "
+                  f"{row['up_cpu_s_per_gb']:.2f} s/GB, backend saw the head after "
+                  f"{row['up_head_after_s']:.3f} s, the client sent its last byte after "
+                  f"{row['up_sent_s']:.3f} s", flush=True)
+    finally:
+        stop(backend)
+    return rows
+
+
+def ratio(values, name, other):
+    """`xN.NN` of two measured values; "-" for one too small to show (the idle RSS of NGINX
+    or HAProxy with the smoke mode's few connections)."""
+    if values[name] <= 0 or values[other] <= 0:
+        return "-"
+    return f"x{values[name] / values[other]:.2f}"
+
+
+def wrk_table(proxies, med, filled, table):
+    """The wrk rows (medians), with every row's req/s and CPU per request at 50 connections
+    as ratios to NGINX `consistent` and HAProxy, then Roost against each of the others."""
+    refs = ("NGINX consistent", "HAProxy")
+    rps = {name: med(name, 50, "rps") for name in proxies}
+    cpu = {name: med(name, 50, "cpu_us") for name in proxies}
+    lines = ["| proxy | conns | req/s (median) | p50 ms | p99 ms | CPU µs/req | RSS MB |",
+             "|---|---|---|---|---|---|---|"]
+    for conns in (50, 1):
+        for name in proxies:
+            lines.append(f"| {name} | {conns} | {med(name, conns, 'rps'):.0f} | "
+                         f"{med(name, conns, 'p50'):.3f} | {med(name, conns, 'p99'):.3f} | "
+                         f"{med(name, conns, 'cpu_us'):.1f} | {med(name, conns, 'rss'):.1f} |")
+    lines += ["", "At 50 connections, as ratios (wall-clock figures: they move with whatever "
+              "else runs on the machine):", "",
+              "| proxy | req/s | x NGINX consistent | x HAProxy | CPU µs/req | x NGINX consistent "
+              "| x HAProxy |", "|---|---|---|---|---|---|---|"]
+    for name in proxies:
+        lines.append(f"| {name} | {rps[name]:.0f} | {ratio(rps, name, refs[0])} | "
+                     f"{ratio(rps, name, refs[1])} | {cpu[name]:.1f} | {ratio(cpu, name, refs[0])} | "
+                     f"{ratio(cpu, name, refs[1])} |")
+    lines.append("")
+    for other in ("NGINX consistent", "NGINX hash", "HAProxy", "Pingora (bare)",
+                  "Roost (access log)"):
+        lines.append(f"- Roost/{other}: req/s x{rps['Roost'] / rps[other]:.2f} "
+                     f"at 50 conns; p99 x{med('Roost', 1, 'p99') / med(other, 1, 'p99'):.2f} at 1 conn; "
+                     f"CPU/req x{cpu['Roost'] / cpu[other]:.2f}")
+    off = "Roost (table off)"
+    for other in ("Roost", filled):
+        lines.append(f"- {other}/{off}: req/s x{rps[other] / rps[off]:.2f} at 50 conns; CPU/req "
+                     f"{cpu[other] - cpu[off]:+.1f} µs (x{cpu[other] / cpu[off]:.2f})")
+    per_key = (table["rss_after"] - table["rss_before"]) * 1024 * 1024 / max(table["keys"], 1)
+    lines.append(f"- sticky table: {table['keys']:,} keys filled by requests in "
+                 f"{table['fill_s']:.0f} s, RSS {table['rss_before']:.1f} -> "
+                 f"{table['rss_after']:.1f} MB: {per_key:.0f} bytes per key, "
+                 f"{per_key * 1e6 / 1024 / 1024:.0f} MB per million keys")
+    return lines
+
+
+def counted_table(args, insn, allocs, idle):
+    """Instructions and allocations per request (one callgrind window) and KB per idle
+    connection, with ratios to NGINX `consistent` and HAProxy."""
+    refs = ("NGINX consistent", "HAProxy")
+    lines = ["", f"Counted (callgrind: user-space instructions and calls into the allocator over "
+             f"{args.insn_requests:,} keep-alive requests on 50 connections, after "
+             f"{args.insn_warmup:,}; RSS grown per idle keep-alive connection, {args.idle:,} held "
+             f"open after one request each):", "",
+             "| proxy | instructions/req | x NGINX consistent | x HAProxy | allocations/req "
+             "| x NGINX consistent | x HAProxy | KB per idle conn | x NGINX consistent | x HAProxy |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in args.rows:
+        cells = [f"{insn[name]:,.0f}", ratio(insn, name, refs[0]), ratio(insn, name, refs[1]),
+                 f"{allocs[name]:.1f}", ratio(allocs, name, refs[0]), ratio(allocs, name, refs[1])]
+        if name in idle:
+            cells += [f"{idle[name] / 1024:.2f}", ratio(idle, name, refs[0]),
+                      ratio(idle, name, refs[1])]
+        else:
+            cells += ["-", "-", "-"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def xfer_table(args, rows):
+    """The large-transfer rows, with ratios to NGINX (default) and HAProxy."""
+    refs = ("NGINX default", "HAProxy")
+    down_mbps = {n: r["down_mbps"] for n, r in rows.items()}
+    down_cpu = {n: r["down_cpu_s_per_gb"] for n, r in rows.items()}
+    up_mbps = {n: r["up_mbps"] for n, r in rows.items()}
+    up_cpu = {n: r["up_cpu_s_per_gb"] for n, r in rows.items()}
+    lines = ["", f"Large transfers (curl, one at a time, median of {args.rounds}; "
+             f"{args.xfer_down} MiB download by curl, {args.xfer_up} MiB upload; CPU = the proxy's "
+             f"user + system seconds per 10^9 bytes; MB/s is wall-clock; ratios to NGINX default "
+             f"and HAProxy):", "",
+             "| proxy | down MB/s | x NGINX | x HAProxy | down CPU s/GB | x NGINX | x HAProxy "
+             "| up MB/s | x NGINX | x HAProxy | up CPU s/GB | x NGINX | x HAProxy "
+             "| upload streamed (backend saw the head / client sent the last byte, after) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        cells = []
+        for values, fmt in ((down_mbps, ".0f"), (down_cpu, ".2f"), (up_mbps, ".0f"),
+                            (up_cpu, ".2f")):
+            cells += [format(values[name], fmt), ratio(values, name, refs[0]),
+                      ratio(values, name, refs[1])]
+        cells.append(f"{'yes' if r['streamed'] else 'no'} ({r['up_head_after_s']:.3f} s / "
+                     f"{r['up_sent_s']:.3f} s)")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main():
@@ -370,6 +536,11 @@ def main():
     ap.add_argument("--counted-only", action="store_true",
                     help="only the instruction and idle-connection columns (no wrk rows)")
     ap.add_argument("--no-idle", action="store_true", help="no idle-connection column")
+    ap.add_argument("--xfer-down", type=int, default=1024,
+                    help="MiB downloaded per large-transfer run (128 in smoke mode)")
+    ap.add_argument("--xfer-up", type=int, default=512,
+                    help="MiB uploaded per large-transfer run (64 in smoke mode)")
+    ap.add_argument("--no-xfer", action="store_true", help="no large-transfer rows")
     ap.add_argument("--rows", default=",".join(COUNTED),
                     help="comma-separated rows of the counted columns (default: all of them)")
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/results.md"))
@@ -386,6 +557,9 @@ def main():
         args.insn_requests = min(args.insn_requests, 2_000)
         args.insn_warmup = min(args.insn_warmup, 500)
         args.idle = min(args.idle, 200)
+        # Big enough for the CPU time of a transfer to be several 10 ms clock ticks.
+        args.xfer_down = min(args.xfer_down, 128)
+        args.xfer_up = min(args.xfer_up, 64)
     try:
         measure.require_valgrind()
         # The idle phase holds `idle` client sockets here and as many in the proxy.
@@ -454,10 +628,12 @@ def main():
                               f"p99 {run['p99']:.2f} ms errors {run['errors']}", flush=True)
             for port, p in proxies.values():
                 stop(p)  # the counting runs below get the CPU to themselves
-        insn = instructions_phase(tmp, backends, nginx, haproxy, args, filled, access_log_path)
+        insn, allocs = instructions_phase(tmp, backends, nginx, haproxy, args, filled, access_log_path)
         idle = {} if args.no_idle else idle_phase(tmp, backends, nginx, haproxy, args, filled,
                                                    access_log_path)
-    except measure.MeasureError as e:
+        transfers = {} if args.no_xfer else xfer_phase(tmp, nginx, haproxy, args, filled,
+                                                       access_log_path)
+    except (measure.MeasureError, xfer.XferError) as e:
         sys.exit(f"bench: {e}")
     finally:
         stop_all()
@@ -471,51 +647,10 @@ def main():
     lines = [f"# Roost benchmark ({timed}, 1 worker each, Roost server: `{args.roost_server}`)",
              ""]
     if not args.counted_only:
-        lines += ["| proxy | conns | req/s (median) | p50 ms | p99 ms | CPU µs/req | RSS MB |",
-                  "|---|---|---|---|---|---|---|"]
-        for conns in (50, 1):
-            for name in proxies:
-                lines.append(f"| {name} | {conns} | {med(name, conns, 'rps'):.0f} | "
-                             f"{med(name, conns, 'p50'):.3f} | {med(name, conns, 'p99'):.3f} | "
-                             f"{med(name, conns, 'cpu_us'):.1f} | {med(name, conns, 'rss'):.1f} |")
-        lines.append("")
-        for other in ("NGINX consistent", "NGINX hash", "HAProxy", "Pingora (bare)",
-                      "Roost (access log)"):
-            lines.append(f"- Roost/{other}: req/s x{med('Roost', 50, 'rps') / med(other, 50, 'rps'):.2f} "
-                         f"at 50 conns; p99 x{med('Roost', 1, 'p99') / med(other, 1, 'p99'):.2f} at 1 conn; "
-                         f"CPU/req x{med('Roost', 50, 'cpu_us') / med(other, 50, 'cpu_us'):.2f}")
-        for other in ("Roost", filled):
-            lines.append(f"- {other}/Roost (table off): req/s "
-                         f"x{med(other, 50, 'rps') / med('Roost (table off)', 50, 'rps'):.2f} at 50 "
-                         f"conns; CPU/req {med(other, 50, 'cpu_us') - med('Roost (table off)', 50, 'cpu_us'):+.1f} µs "
-                         f"(x{med(other, 50, 'cpu_us') / med('Roost (table off)', 50, 'cpu_us'):.2f})")
-        per_key = (table["rss_after"] - table["rss_before"]) * 1024 * 1024 / max(table["keys"], 1)
-        lines.append(f"- sticky table: {table['keys']:,} keys filled by requests in "
-                     f"{table['fill_s']:.0f} s, RSS {table['rss_before']:.1f} -> "
-                     f"{table['rss_after']:.1f} MB: {per_key:.0f} bytes per key, "
-                     f"{per_key * 1e6 / 1024 / 1024:.0f} MB per million keys")
-    lines += ["", f"Counted (callgrind: user-space instructions over {args.insn_requests:,} "
-              f"keep-alive requests on 50 connections, after {args.insn_warmup:,}; RSS grown "
-              f"per idle keep-alive connection, {args.idle:,} held open after one request each):",
-              "", "| proxy | instructions/req | x NGINX consistent | x HAProxy "
-              "| KB per idle conn | x NGINX consistent | x HAProxy |",
-              "|---|---|---|---|---|---|---|"]
-
-    def ratio(values, name, other):
-        # An idle cost too small to show in RSS (NGINX or HAProxy with the smoke mode's few
-        # connections) has no ratio.
-        if values[name] <= 0 or values[other] <= 0:
-            return "-"
-        return f"x{values[name] / values[other]:.2f}"
-
-    for name in args.rows:
-        if name not in idle:
-            lines.append(f"| {name} | {insn[name]:,.0f} | {ratio(insn, name, 'NGINX consistent')} | "
-                         f"{ratio(insn, name, 'HAProxy')} | - | - | - |")
-            continue
-        lines.append(f"| {name} | {insn[name]:,.0f} | {ratio(insn, name, 'NGINX consistent')} | "
-                     f"{ratio(insn, name, 'HAProxy')} | {idle[name] / 1024:.2f} | "
-                     f"{ratio(idle, name, 'NGINX consistent')} | {ratio(idle, name, 'HAProxy')} |")
+        lines += wrk_table(proxies, med, filled, table)
+    lines += counted_table(args, insn, allocs, idle)
+    if transfers:
+        lines += xfer_table(args, transfers)
     lines.append("")
     errors = sum(r["errors"] for runs in results.values() for r in runs)
     lines.append(f"- errors (non-2xx + socket) over all runs: {errors}")
