@@ -31,7 +31,7 @@ test: deps check msrv release ## what CI runs before `make deploy-check`: check,
 deploy-check:    ## build and run the Docker image, compose file and systemd unit for real (root; ~25 min cached, ~60 fresh): doc/deployment.md
 	@if [ "$$(id -u)" = 0 ]; then scripts/deploy-check.sh; else sudo -E scripts/deploy-check.sh; fi
 
-bench: deps release ## Roost vs NGINX vs HAProxy vs bare Pingora (3 rounds x 10 s), then the micro-benchmarks
+bench: deps release ## Roost vs NGINX vs HAProxy vs bare Pingora: req/s (3 rounds x 10 s), instructions and allocations per request, KB per idle connection, large transfers; then the micro-benchmarks
 	python3 bench/run.py
 	cargo bench --bench select
 
