@@ -27,12 +27,14 @@ test: deps check msrv release ## what CI runs before `make deploy-check`: check,
 	scripts/e2e.sh
 	scripts/fuzz.sh 20
 	python3 bench/run.py --smoke --out target/bench/smoke.md
+	python3 bench/shared_state.py --smoke --out target/bench/shared-state-smoke.md
 
 deploy-check:    ## build and run the Docker image, compose file and systemd unit for real (root; ~25 min cached, ~60 fresh): doc/deployment.md
 	@if [ "$$(id -u)" = 0 ]; then scripts/deploy-check.sh; else sudo -E scripts/deploy-check.sh; fi
 
-bench: deps release ## Roost vs NGINX vs HAProxy vs bare Pingora: req/s (3 rounds x 10 s), instructions and allocations per request, KB per idle connection, large transfers; then the micro-benchmarks
+bench: deps release ## Roost vs NGINX vs HAProxy vs bare Pingora: req/s (3 rounds x 10 s), instructions and allocations per request, KB per idle connection, large transfers; the Redis-shared table vs the local one; then the micro-benchmarks
 	python3 bench/run.py
+	python3 bench/shared_state.py
 	cargo bench --bench select
 
 fuzz:            ## every fuzz target for 10 minutes

@@ -1,8 +1,14 @@
 """The two WPS clients our users run, used the way doc/wps-clients.md shows: OWSLib and birdy,
 with the ``machineid`` header set on the client so every request of a session carries it."""
 
+import contextlib
+import random
+import threading
 import time
+from urllib.parse import urlsplit, urlunsplit
 
+import requests
+import requests.adapters
 from birdy import WPSClient
 from owslib.wps import ASYNC, SYNC, WebProcessingService
 
@@ -82,3 +88,63 @@ def fetch_then_subset_birdy(url, key):
     cache_key, fetch_server = wps.fetch(dataset=f"tas-{key}").get()
     output, subset_server = wps.subset(key=cache_key, end=5).get(asobj=True)
     return fetch_server, subset_server, output
+
+
+class Instances:
+    """Several Roost instances behind one name, as clients see them behind a floating address
+    (keepalived) or a DNS name with one record per instance: every HTTP request the WPS
+    clients make (OWSLib and birdy send theirs through ``requests``) goes to one instance,
+    whichever instance its URL names: chosen at random per request, from a generator seeded
+    by the request's machineid (so each session's choices are the same on every run, however
+    the threads interleave), or always `only(i)` within a ``with``. ``sent`` records
+    (instance, machineid, method, path) per request. `install(monkeypatch)` puts it in
+    front of ``requests`` for one test."""
+
+    def __init__(self, sites, seed):
+        self.sites = sites
+        self.seed = seed
+        self.services = {port: name for site in sites for name, port in site.ports.items()
+                         if name != "admin"}
+        self.lock = threading.Lock()
+        self.rngs = {}
+        self.pinned = threading.local()
+        self.sent = []
+
+    def install(self, monkeypatch):
+        send = requests.adapters.HTTPAdapter.send
+        front = self
+
+        def routed(adapter, request, **kwargs):
+            request.url = front.rewrite(request.url, request.headers.get("machineid"),
+                                        request.method)
+            return send(adapter, request, **kwargs)
+
+        monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", routed)
+
+    @contextlib.contextmanager
+    def only(self, instance):
+        """Every request of this thread goes to `instance` meanwhile."""
+        self.pinned.instance = instance
+        try:
+            yield
+        finally:
+            self.pinned.instance = None
+
+    def rewrite(self, url, machineid, method):
+        parts = urlsplit(url)
+        service = self.services.get(parts.port) if parts.hostname == "127.0.0.1" else None
+        if service is None:
+            return url
+        with self.lock:
+            instance = getattr(self.pinned, "instance", None)
+            if instance is None:
+                rng = self.rngs.setdefault(machineid, random.Random(f"{self.seed}:{machineid}"))
+                instance = rng.randrange(len(self.sites))
+            self.sent.append((instance, machineid, method, parts.path))
+        port = self.sites[instance].ports[service]
+        return urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+
+    def of(self, machineid):
+        """(instance, method, path) of every request sent with `machineid`, in order."""
+        with self.lock:
+            return [(i, m, p) for i, k, m, p in self.sent if k == machineid]

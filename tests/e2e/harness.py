@@ -8,10 +8,15 @@ and ``malleefowl``, which fronts the flyingpigeon servers with ``wps_affinity`` 
 what a keyless request gets without it. Every port is chosen at run time. ``Site.close()``
 stops every process it started (PyWPS servers with their job children as a process group,
 every Roost pid ever seen), also when a test failed.
+
+Several Roost instances can front the same machines (``Site(dir, machines=other_site)``), and
+share their state through a real ``redis-server`` (``Redis``, ``state=redis.state()``): the
+scaling-out scenarios (doc/scaling-out.md).
 """
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -127,16 +132,69 @@ class WpsServer:
         self.log.close()
 
 
-class Site:
+class Redis:
+    """A real ``redis-server`` on a Unix socket in `directory` (no port to choose, none to
+    collide), without persistence. ``close()`` stops it."""
+
     def __init__(self, directory):
         self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket = self.dir / "redis.sock"
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.path.exists(binary):
+            raise RuntimeError("redis-server is not installed: run `make deps`")
+        self.log = open(self.dir / "redis.log", "wb")
+        self.proc = subprocess.Popen(
+            [binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            wait_until("redis-server answering", lambda: self.command("PING") == "PONG", timeout=20)
+        except BaseException:
+            self.close()
+            raise
+
+    def command(self, *args):
+        """One command through ``redis-cli`` (installed with redis-server); its output, or
+        None when Redis does not answer."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text()}")
+        run = subprocess.run(["redis-cli", "-s", str(self.socket), *args],
+                             capture_output=True, text=True, timeout=10)
+        return run.stdout.strip() if run.returncode == 0 else None
+
+    def state(self, prefix="e2e:"):
+        """Roost's ``state`` section for this server."""
+        return f'{{ redis: "unix://{self.socket}", prefix: "{prefix}" }}'
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+class Site:
+    def __init__(self, directory, machines=None, state=None, weights=None,
+                 health_interval=HEALTH_INTERVAL):
+        """One Roost instance in front of three machines. `machines`: another site whose PyWPS
+        servers this instance fronts too (it starts and stops none; their URLs name that
+        site's listeners); `state`: the YAML value of Roost's ``state`` section (shared
+        state); `weights`: server name → its weight in this instance's file."""
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.own_servers = machines is None
+        self.state = state
+        self.weights = weights or {}
+        self.health_interval = health_interval
         reserved = {name: reserve_port() for name in (*WPS_SERVICES, "malleefowl", "admin")}
         self.ports = {name: s.getsockname()[1] for name, s in reserved.items()}
         self.config = self.dir / "roost.yaml"
         self.pid_file = self.dir / "roost.pid"
         self.access_log = self.dir / "access.log"
         self.error_log = self.dir / "roost.log"
-        self.servers = {}
+        self.servers = {} if machines is None else machines.servers
         self.roost_pids = set()
         try:
             self._start(reserved)
@@ -161,15 +219,16 @@ class Site:
     # --- lifecycle -------------------------------------------------------------------------
 
     def _start(self, reserved):
-        for service in WPS_SERVICES:
-            for machine in MACHINES:
-                server = WpsServer(
-                    service, machine, self.dir / f"{service}-{machine}",
-                    url=self.url(service), outputurl=f"{self.base(service)}/outputs",
-                )
-                self.servers[server.name] = server
-        for server in self.servers.values():
-            server.wait_ready()
+        if self.own_servers:
+            for service in WPS_SERVICES:
+                for machine in MACHINES:
+                    server = WpsServer(
+                        service, machine, self.dir / f"{service}-{machine}",
+                        url=self.url(service), outputurl=f"{self.base(service)}/outputs",
+                    )
+                    self.servers[server.name] = server
+            for server in self.servers.values():
+                server.wait_ready()
         self.config.write_text(self._yaml())
         check = subprocess.run([roost_binary(), "-c", str(self.config), "-t"],
                                capture_output=True, text=True)
@@ -185,8 +244,12 @@ class Site:
         self.wait_healthy()
 
     def _yaml(self):
+        def entry(server):
+            weight = self.weights.get(server.name)
+            return f"{{ address: {server.addr}, weight: {weight} }}" if weight else server.addr
+
         def service(name, pywps, affinity):
-            backends = "\n".join(f"      - {s.addr}" for s in self.servers.values()
+            backends = "\n".join(f"      - {entry(s)}" for s in self.servers.values()
                                  if s.service == pywps)
             return f"""\
   - name: {name}
@@ -196,7 +259,7 @@ class Site:
 {backends}
     health_check:
       path: /wps?service=WPS&request=GetCapabilities
-      interval: {HEALTH_INTERVAL}
+      interval: {self.health_interval}
       timeout: 400ms
       rise: 1
       fall: 2
@@ -218,6 +281,7 @@ admin:
 access_log:
   format: json
   path: {self.access_log}
+{f"state: {self.state}" if self.state else ""}
 services:
 {service('flyingpigeon', 'flyingpigeon', True)}{service('malleefowl', 'flyingpigeon', False)}\
 {service('emu', 'emu', True)}"""
@@ -307,8 +371,9 @@ services:
                 wait_until(f"roost {pid} to exit", lambda: not pid_alive(pid), timeout=10)
             except TimeoutError:
                 os.kill(pid, signal.SIGKILL)
-        for server in self.servers.values():
-            server.kill()
+        if self.own_servers:
+            for server in self.servers.values():
+                server.kill()
 
     # --- observing Roost ---------------------------------------------------------------------
 
