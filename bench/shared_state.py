@@ -165,7 +165,7 @@ def idle_instructions(pid, out_prefix, seconds):
         if len(found) > had:
             try:
                 newest = max(found, key=lambda p: int(p.rsplit(".", 1)[1]))
-                return measure._callgrind_total(newest) / elapsed
+                return measure._callgrind_counts(newest)[0] / elapsed
             except measure.MeasureError:
                 pass
         if time.time() > deadline:
@@ -288,8 +288,9 @@ def main():
                         cache_every_key(wrk, redis, s, script, p)
                     idle[name] = idle_instructions(p.pid, out, args.idle_seconds)
                     before, started = redis.commands(), time.time()
-                    insn[name] = measure.instructions(p.pid, s["port"], out, 50,
-                                                      args.insn_warmup, args.insn_requests)
+                    insn[name], _allocs = measure.instructions(p.pid, s["port"], out, 50,
+                                                               args.insn_warmup,
+                                                               args.insn_requests)
                     counted_s[name] = (time.time() - started) * args.insn_requests / (
                         args.insn_warmup + args.insn_requests)
                     if shared:
