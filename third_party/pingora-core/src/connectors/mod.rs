@@ -261,7 +261,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if stream_matches_peer(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -470,6 +470,24 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
+
+/// Whether a pooled `stream` is connected to `peer`, checked at each reuse.
+///
+/// The remote address comes from the stream's socket digest, which asks the kernel once per
+/// connection (`getpeername()` the first time it is needed) and keeps the answer: a connection's
+/// remote address cannot change while it is open. Without a digest, if the kernel did not
+/// answer then, or for a peer that does not answer [`Peer::matches_addr`], it falls back to
+/// [`Peer::matches_fd`], a `getpeername()` per call. A connection
+/// broken while idle is found by [`test_reusable_stream`], which reads from it.
+#[cfg(unix)]
+fn stream_matches_peer<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    let digest = stream.get_socket_digest();
+    digest
+        .as_deref()
+        .and_then(|d| d.peer_addr())
+        .and_then(|addr| peer.matches_addr(addr))
+        .unwrap_or_else(|| peer.matches_fd(stream.id()))
+}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
@@ -835,5 +853,137 @@ mod tests {
             1,
             "unexpected_data_connection_count should have incremented"
         );
+    }
+}
+
+/// The peer check at reuse ([`stream_matches_peer`]); not behind a TLS feature like `tests`
+/// above, since it needs only a TCP listener on loopback.
+#[cfg(all(test, unix))]
+mod reuse_check_tests {
+    use super::*;
+    use crate::upstreams::peer::BasicPeer;
+
+    /// A plain TCP server on loopback that accepts connections and holds them open.
+    async fn holding_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn test_reuse_checks_peer_from_digest() {
+        let (addr, server) = holding_server().await;
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&addr.to_string());
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let digest = stream.get_socket_digest().unwrap();
+
+        // every reuse finds the same connection, and its remote address is the one recorded in
+        // the digest (by the connect, or else by the first check), which the checks read
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        for _ in 0..3 {
+            let (stream, reused) = connector.get_stream(&peer).await.unwrap();
+            assert!(reused);
+            assert!(Arc::ptr_eq(&stream.get_socket_digest().unwrap(), &digest));
+            assert_eq!(
+                digest.peer_addr.get().cloned().flatten().unwrap().as_inet(),
+                Some(&addr)
+            );
+            connector.release_stream(stream, peer.reuse_hash(), None);
+        }
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn test_reuse_refuses_stream_to_other_peer() {
+        let (addr, server) = holding_server().await;
+        let (other_addr, other_server) = holding_server().await;
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&addr.to_string());
+        let other = BasicPeer::new(&other_addr.to_string());
+
+        // a connection to `other` pooled under `peer`'s key (as a hash collision would) is
+        // not handed out for `peer`, whether its remote address is recorded yet or not
+        for record_first in [false, true] {
+            let stream = connector.new_stream(&other).await.unwrap();
+            if record_first {
+                let digest = stream.get_socket_digest().unwrap();
+                assert_eq!(digest.peer_addr().unwrap().as_inet(), Some(&other_addr));
+            }
+            connector.release_stream(stream, peer.reuse_hash(), None);
+            assert!(connector.reused_stream(&peer).await.is_none());
+        }
+        server.abort();
+        other_server.abort();
+    }
+
+    #[tokio::test]
+    async fn test_reuse_asks_overridden_matches_fd() {
+        use std::fmt::{Display, Formatter, Result as FmtResult};
+        use std::os::unix::prelude::AsRawFd;
+
+        // a peer of its own that overrides matches_fd only: still asked at every reuse
+        #[derive(Clone)]
+        struct Refusing(BasicPeer);
+        impl Display for Refusing {
+            fn fmt(&self, f: &mut Formatter<'_>) -> FmtResult {
+                self.0.fmt(f)
+            }
+        }
+        impl Peer for Refusing {
+            fn address(&self) -> &crate::protocols::l4::socket::SocketAddr {
+                self.0.address()
+            }
+            fn tls(&self) -> bool {
+                false
+            }
+            fn sni(&self) -> &str {
+                ""
+            }
+            fn reuse_hash(&self) -> u64 {
+                self.0.reuse_hash()
+            }
+            fn matches_fd<V: AsRawFd>(&self, _fd: V) -> bool {
+                false
+            }
+        }
+
+        let (addr, server) = holding_server().await;
+        let connector = TransportConnector::new(None);
+        let peer = Refusing(BasicPeer::new(&addr.to_string()));
+        let stream = connector.new_stream(&peer).await.unwrap();
+        // the digest knows the address, which is the peer's
+        let digest = stream.get_socket_digest().unwrap();
+        assert_eq!(digest.peer_addr().unwrap().as_inet(), Some(&addr));
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        assert!(connector.reused_stream(&peer).await.is_none());
+        server.abort();
+    }
+
+    #[test]
+    fn test_matches_addr() {
+        use crate::protocols::l4::socket::SocketAddr as PeerAddr;
+        let at = |s: &str| PeerAddr::Inet(s.parse().unwrap());
+        let peer = BasicPeer::new("127.0.0.1:8080");
+        assert_eq!(peer.matches_addr(&at("127.0.0.1:8080")), Some(true));
+        assert_eq!(peer.matches_addr(&at("127.0.0.1:8081")), Some(false));
+        assert_eq!(peer.matches_addr(&at("127.0.0.2:8080")), Some(false));
+        // 0.0.0.0 as a destination is not checked, as in matches_fd
+        let any = BasicPeer::new("0.0.0.0:8080");
+        assert_eq!(any.matches_addr(&at("127.0.0.1:8080")), Some(true));
+
+        let path = test_utils::unique_uds_path("matches_addr");
+        let uds = BasicPeer::new_uds(&path).unwrap();
+        let unix =
+            |p: &str| PeerAddr::Unix(std::os::unix::net::SocketAddr::from_pathname(p).unwrap());
+        assert_eq!(uds.matches_addr(&unix(&path)), Some(true));
+        assert_eq!(uds.matches_addr(&unix("/tmp/elsewhere.sock")), Some(false));
+        assert_eq!(uds.matches_addr(&at("127.0.0.1:8080")), Some(false));
     }
 }

@@ -271,6 +271,10 @@ pub mod ext_test {
 #[cfg(unix)]
 pub(crate) trait ConnFdReusable {
     fn check_fd_match<V: AsRawFd>(&self, fd: V) -> bool;
+
+    /// The same check as [`ConnFdReusable::check_fd_match`], on the remote address of the
+    /// connection as its [`SocketDigest`] recorded it, so without a `getpeername()` call.
+    fn check_addr_match(&self, peer: &SocketAddr) -> bool;
 }
 
 #[cfg(windows)]
@@ -299,6 +303,16 @@ impl ConnFdReusable for SocketAddr {
                 .as_pathname()
                 .expect("non-pathname unix sockets not supported as peer")
                 .check_fd_match(fd),
+        }
+    }
+
+    fn check_addr_match(&self, peer: &SocketAddr) -> bool {
+        match self {
+            SocketAddr::Inet(addr) => addr.check_addr_match(peer),
+            SocketAddr::Unix(addr) => addr
+                .as_pathname()
+                .expect("non-pathname unix sockets not supported as peer")
+                .check_addr_match(peer),
         }
     }
 }
@@ -338,6 +352,20 @@ impl ConnFdReusable for Path {
             }
         }
     }
+
+    fn check_addr_match(&self, peer: &SocketAddr) -> bool {
+        let connected = peer.as_unix().and_then(|addr| addr.as_pathname());
+        if connected == Some(self) {
+            debug!("Unix FD to: {} is reusable", self.display());
+            true
+        } else {
+            error!(
+                "Crit: unix FD mismatch: peer: {peer}, addr: {}",
+                self.display()
+            );
+            false
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -367,6 +395,21 @@ impl ConnFdReusable for InetSocketAddr {
                 debug!("Idle connection is broken: {e:?}");
                 false
             }
+        }
+    }
+
+    fn check_addr_match(&self, peer: &SocketAddr) -> bool {
+        const ZERO: IpAddr = IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0));
+        if self.ip() == ZERO {
+            // see check_fd_match(): 0.0.0.0 may be mapped to 127.0.0.1
+            return true;
+        }
+        if peer.as_inet() == Some(self) {
+            debug!("Inet FD to: {self} is reusable");
+            true
+        } else {
+            error!("Crit: FD mismatch: addr: {self}, peer: {peer}");
+            false
         }
     }
 }

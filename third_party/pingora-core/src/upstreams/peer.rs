@@ -261,6 +261,19 @@ pub trait Peer: Display + Clone {
         self.address().check_fd_match(fd)
     }
 
+    /// What [`Peer::matches_fd`] checks, on the remote address of an established connection
+    /// (`addr`, as the connection's [`SocketDigest`](crate::protocols::SocketDigest) recorded
+    /// it) instead of the socket itself, so that a check per reuse of a pooled connection
+    /// costs no `getpeername()`.
+    ///
+    /// `None` (the default) means "ask [`Peer::matches_fd`]": an implementation that overrides
+    /// `matches_fd` keeps being asked, unless it also answers here. [`BasicPeer`] and
+    /// [`HttpPeer`] answer here with the rules of their `matches_fd`.
+    #[cfg(unix)]
+    fn matches_addr(&self, _addr: &SocketAddr) -> Option<bool> {
+        None
+    }
+
     #[cfg(windows)]
     fn matches_sock<V: AsRawSocket>(&self, sock: V) -> bool {
         use crate::protocols::ConnSockReusable;
@@ -349,6 +362,11 @@ impl Display for BasicPeer {
 impl Peer for BasicPeer {
     fn address(&self) -> &SocketAddr {
         &self._address
+    }
+
+    #[cfg(unix)]
+    fn matches_addr(&self, addr: &SocketAddr) -> Option<bool> {
+        Some(self.address().check_addr_match(addr))
     }
 
     fn tls(&self) -> bool {
@@ -853,6 +871,15 @@ impl Peer for HttpPeer {
         } else {
             self.address().check_fd_match(fd)
         }
+    }
+
+    #[cfg(unix)]
+    fn matches_addr(&self, addr: &SocketAddr) -> Option<bool> {
+        Some(if let Some(proxy) = self.get_proxy() {
+            proxy.next_hop.check_addr_match(addr)
+        } else {
+            self.address().check_addr_match(addr)
+        })
     }
 
     #[cfg(windows)]
