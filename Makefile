@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CONFIG ?= conf/roost.yaml
 
-.PHONY: deps build release run test e2e check unit msrv fmt fmt-check lint clean upgrade reload fuzz bench deploy-check help
+.PHONY: deps build release run test e2e check unit msrv fmt fmt-check lint clean upgrade reload fuzz bench deploy-check pingora-test help
 
 deps:            ## install system packages and Rust (Debian/Ubuntu)
 	@scripts/deps.sh
@@ -43,11 +43,19 @@ fuzz:            ## every fuzz target for 10 minutes
 e2e: build       ## only the WPS end-to-end suite (PyWPS servers, OWSLib, birdy): tests/e2e
 	scripts/e2e.sh
 
-check: fmt-check lint unit ## the quick tier (offline once dependencies are cached): fmt, clippy, -t on conf/, unit tests
+check: fmt-check lint unit ## the quick tier (offline once dependencies are cached): fmt, clippy, -t on conf/, unit tests, Pingora patch series
 	@for f in conf/*.yaml; do cargo run -q --bin roost -- -c "$$f" -t || exit 1; done
+	@scripts/pingora-patches.sh check
 
 unit:            ## unit tests (the pure cores: config, policy, selection, tables)
 	cargo test --lib --bins
+
+pingora-test:    ## Pingora's own unit tests of the crates third_party/ patches, but the four needing the internet (doc/pingora-patches.md)
+	cargo test --manifest-path third_party/Cargo.toml --workspace --lib -- \
+	  --skip connectors::http::v1::tests::test_connect \
+	  --skip connectors::http::v1::tests::test_reuse_rejects_fd_mismatch \
+	  --skip connectors::l4::tests::test_conn_error_addr_not_avail \
+	  --skip connectors::l4::tests::test_conn_timeout
 
 msrv:            ## build with the Rust version Cargo.toml declares (rustup installs it)
 	scripts/msrv.sh
