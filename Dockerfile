@@ -13,8 +13,10 @@ WORKDIR /src
 # Symbols stripped from the binary (about a third of its size); panics still name their place.
 ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 # The dependencies in a layer of their own: a change under src/ does not rebuild pingora.
-# Cargo.toml names the `select` bench, so the manifest needs that file to exist.
+# Cargo.toml names the `select` bench, so the manifest needs that file to exist; its
+# `[patch.crates-io]` builds pingora-core from third_party/ (doc/pingora-patches.md).
 COPY Cargo.toml Cargo.lock ./
+COPY third_party ./third_party
 RUN mkdir -p src benches \
     && echo 'fn main() {}' >src/main.rs && : >src/lib.rs && echo 'fn main() {}' >benches/select.rs \
     && cargo build --release --locked --bin roost \
