@@ -22,7 +22,7 @@ release:         ## optimized binaries: target/release/roost (+ the benchmark's 
 run: deps release ## three demo backends + Roost on conf/example-local.yaml (Ctrl-C stops)
 	@scripts/run-example.sh
 
-test: deps check msrv release ## what CI runs before `make deploy-check`: check, MSRV, integration and WPS e2e tests, fuzz and bench smoke
+test: deps check msrv release pingora-test ## what CI runs before `make deploy-check`: check, MSRV, Pingora's tests of the patched crates, integration and WPS e2e tests, fuzz and bench smoke
 	cargo test --all-targets
 	scripts/e2e.sh
 	scripts/fuzz.sh 20
