@@ -43,6 +43,8 @@ esac
 if [ "${CACHE_CHECK:-1}" = 1 ]; then
     cctx="$WORK/ctx-cache"; rm -rf "$cctx"; mkdir -p "$cctx"
     (cd "$REPO" && cp -a Dockerfile .dockerignore Cargo.toml Cargo.lock src benches conf deploy "$cctx/")
+    # The patched Pingora crates, without their test build (.dockerignore leaves it out too).
+    (cd "$REPO" && tar --exclude=third_party/target -cf - third_party) | tar -xf - -C "$cctx"
     echo "// cache check $(date +%s)" >>"$cctx/src/main.rs"
     t1=$(date +%s)
     # The CLI itself in the background (not the `docker` function of env.sh, whose subshell
