@@ -652,12 +652,18 @@ def main():
     if transfers:
         lines += xfer_table(args, transfers)
     lines.append("")
+    report(lines, results, args.out)
+
+
+def report(lines, results, out):
+    """Print `lines` with the error count of every wrk run in `results`, write them to `out`,
+    and fail the run when any request failed."""
     errors = sum(r["errors"] for runs in results.values() for r in runs)
     lines.append(f"- errors (non-2xx + socket) over all runs: {errors}")
     text = "\n".join(lines) + "\n"
     print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
         f.write(text)
     if errors:
         sys.exit("bench: some requests failed")

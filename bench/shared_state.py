@@ -356,15 +356,7 @@ def main():
                      f"{by or '-'} |")
     lines += ["", "- cached keys: nothing but the writer's idle PING (one a second) reaches "
               "Redis; the run fails otherwise", ""]
-    errors = sum(r["errors"] for runs in results.values() for r in runs)
-    lines.append(f"- errors (non-2xx + socket) over all runs: {errors}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    if errors:
-        sys.exit("bench: some requests failed")
+    bench.report(lines, results, args.out)
 
 
 if __name__ == "__main__":
