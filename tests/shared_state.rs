@@ -27,7 +27,7 @@ struct Redis {
 impl Redis {
     fn start() -> Redis {
         let mut redis = Redis {
-            port: free_port(),
+            port: stable_port(),
             proc: None,
             dir: tempfile::tempdir().unwrap(),
         };
@@ -35,22 +35,36 @@ impl Redis {
         redis
     }
 
-    /// Start it (again) on its port and wait until it answers.
+    /// Start it (again) on its port and wait until it answers; on a timeout the panic carries
+    /// Redis's own log (e.g. the port taken).
     fn restart(&mut self) {
         assert!(self.proc.is_none(), "already running");
+        let log = self.dir.path().join("redis.log");
         let child = Command::new(redis_binary())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        self.proc = Some(Proc { child });
-        wait_until(Duration::from_secs(10), "redis-server answering", || {
-            self.command("PING").is_some_and(|r| r.starts_with("+PONG"))
-        });
+        let mut proc = Proc { child };
+        let start = Instant::now();
+        while !self.command("PING").is_some_and(|r| r.starts_with("+PONG")) {
+            if start.elapsed() > Duration::from_secs(20) || !proc.is_running() {
+                panic!(
+                    "redis-server on port {} did not answer (running: {}); its log:\n{}",
+                    self.port,
+                    proc.is_running(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.proc = Some(proc);
     }
 
     /// SIGKILL: gone at once, as a crashed Redis.

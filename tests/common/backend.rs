@@ -16,9 +16,11 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Start on `127.0.0.1:0`.
+    /// Start on a loopback [`stable_port`](super::process::stable_port), so that a test can
+    /// stop it and start it again on the same address.
     pub fn start(name: &str) -> Backend {
-        Self::start_on(name, "127.0.0.1:0")
+        let port = super::process::stable_port();
+        Self::start_on(name, &format!("127.0.0.1:{port}"))
     }
 
     /// Start on a given address (e.g. to restart a killed backend on its old port).

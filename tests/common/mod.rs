@@ -7,7 +7,7 @@
 //!
 //! | file | provides |
 //! |---|---|
-//! | `process.rs` | binary paths, run-time ports, `wait_until`, `Proc`, `rss_kib` |
+//! | `process.rs` | binary paths, run-time ports (`free_port`; `stable_port` for a server restarted on its port), `wait_until`, `Proc`, `rss_kib` |
 //! | `http.rs` | `Response`, `raw`, `get`, `get_key`, `read_response` |
 //! | `keys.rs` | `keys` (names for affinity keys), `mapping` (which backend answers each), `keys_on` (one backend's) |
 //! | `backend.rs` | the demo `Backend`, the in-process `FakeBackend` and its `Misbehaviour` |

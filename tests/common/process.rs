@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const ROOST: &str = env!("CARGO_BIN_EXE_roost");
@@ -15,6 +16,34 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind port 0")
         .port()
+}
+
+/// A free port below the kernel's ephemeral range, for a server that a test stops and starts
+/// again on the same port (a backend, `redis-server`). A freed ephemeral port can be handed to
+/// any `bind(0)` meanwhile (another test's backend, a port from [`free_port`]), and the restart
+/// then fails; the kernel never hands out a port below the range. Distinct within this test
+/// binary (a counter) and free when returned (a trial bind). Falls back to [`free_port`] where
+/// the range starts too low to leave room.
+pub fn stable_port() -> u16 {
+    const FIRST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    if low < FIRST + 1_000 {
+        return free_port();
+    }
+    let span = low - FIRST;
+    // Start where another test binary running at the same time is unlikely to be.
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = (FIRST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
 }
 
 /// A loopback address on a [`free_port`], for Roost to listen on.
