@@ -14,7 +14,7 @@ WORKDIR /src
 ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 # The dependencies in a layer of their own: a change under src/ does not rebuild pingora.
 # Cargo.toml names the `select` bench, so the manifest needs that file to exist; its
-# `[patch.crates-io]` builds pingora-core from third_party/ (doc/pingora-patches.md).
+# `[patch.crates-io]` builds pingora-core and pingora-proxy from third_party/ (doc/pingora-patches.md).
 COPY Cargo.toml Cargo.lock ./
 COPY third_party ./third_party
 RUN mkdir -p src benches \

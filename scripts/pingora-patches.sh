@@ -20,6 +20,7 @@ VERSION=0.9.1
 # the [patch.crates-io] replaced them).
 declare -A SHA256=(
     [pingora-core]=a535f47f65fdcb003f9e1df04cd18e614c128dfe9388acce3f211ae38ac14d68
+    [pingora-proxy]=8e3d5670490740405ecc8c6f75c3fcbce4d24f7adaffb355ca44550e7918e358
 )
 CRATES=$(printf '%s\n' "${!SHA256[@]}" | sort)
 

@@ -417,6 +417,40 @@ fn failing_backends_give_clean_failures() {
 }
 
 #[test]
+fn a_client_that_leaves_while_the_backend_works_frees_the_backend_connection() {
+    // A long job: the backend reads the request and works (never answers). The client gives up
+    // and closes; Roost must notice while it waits for the answer and close its connection to
+    // the backend (not hold it until the read timeout, an hour here), as NGINX does.
+    let hang = FakeBackend::start(Misbehaviour::Hang);
+    let (roost, addr) = roost(&[hang.addr], "    timeouts: { upstream_read: 1h }\n");
+    for round in 1..=2 {
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .write_all(b"GET /wps?service=WPS HTTP/1.1\r\nHost: x\r\nmachineid: k\r\n\r\n")
+            .unwrap();
+        wait_until(
+            Duration::from_secs(10),
+            "the request at the backend",
+            || hang.requests().len() == round,
+        );
+        drop(client);
+        wait_until(
+            Duration::from_secs(10),
+            "Roost closing the backend connection",
+            || hang.hung_up() == round,
+        );
+    }
+    // Logged as the client's doing (status 0: nothing sent), not as a backend failure.
+    wait_until(Duration::from_secs(10), "both requests logged", || {
+        roost
+            .log_text()
+            .matches("\"GET /wps?service=WPS\" 0 key=k")
+            .count()
+            == 2
+    });
+}
+
+#[test]
 fn a_flapping_backend_does_not_move_other_keys() {
     let mut site = Site::start(
         "    health_check: { path: /health, interval: 200ms, timeout: 150ms, rise: 3, fall: 2 }\n",

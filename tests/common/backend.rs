@@ -59,7 +59,8 @@ impl Backend {
 pub enum Misbehaviour {
     /// Answers `200 ok` and records every request head it got.
     Record,
-    /// Reads the request and never answers.
+    /// Reads the request and never answers; counts the connections the proxy closed while it
+    /// waited ([`FakeBackend::hung_up`]).
     Hang,
     /// Accepts each connection and closes it at once, before reading anything: a port that
     /// answers but does not speak HTTP.
@@ -75,6 +76,7 @@ pub enum Misbehaviour {
 pub struct FakeBackend {
     pub addr: SocketAddr,
     pub heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    hung_up: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeBackend {
@@ -83,6 +85,8 @@ impl FakeBackend {
         let addr = listener.local_addr().unwrap();
         let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = heads.clone();
+        let hung_up = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = hung_up.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
@@ -91,6 +95,7 @@ impl FakeBackend {
                     continue;
                 }
                 let record = record.clone();
+                let closed = closed.clone();
                 std::thread::spawn(move || {
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
                     let mut head = Vec::new();
@@ -111,7 +116,20 @@ impl FakeBackend {
                                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Backend: fake\r\nConnection: close\r\n\r\nok",
                             );
                         }
-                        Misbehaviour::Hang => std::thread::sleep(Duration::from_secs(30)),
+                        Misbehaviour::Hang => {
+                            // Until the proxy closes its side (end of file) or 30 s pass.
+                            let mut rest = [0u8; 512];
+                            loop {
+                                match conn.read(&mut rest) {
+                                    Ok(0) => {
+                                        closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                        break;
+                                    }
+                                    Ok(_) => continue,
+                                    Err(_) => break,
+                                }
+                            }
+                        }
                         Misbehaviour::Close => unreachable!("closed on accept"),
                         Misbehaviour::Garbage => {
                             let _ = conn.write_all(b"SURPRISE \x00\x01 not http at all\r\n\r\n");
@@ -130,11 +148,20 @@ impl FakeBackend {
                 });
             }
         });
-        FakeBackend { addr, heads }
+        FakeBackend {
+            addr,
+            heads,
+            hung_up,
+        }
     }
 
     pub fn requests(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
+    }
+
+    /// [`Misbehaviour::Hang`]: connections the proxy closed before an answer.
+    pub fn hung_up(&self) -> usize {
+        self.hung_up.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
