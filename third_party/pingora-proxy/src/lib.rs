@@ -45,6 +45,7 @@ use once_cell::sync::Lazy;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::fmt::Debug;
 use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::str;
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
@@ -1550,14 +1551,13 @@ impl SubrequestSpawner {
     }
 }
 
-#[async_trait]
-impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
+    async fn process_new_http_inner(
         self: &Arc<Self>,
         mut session: HttpSession,
         shutdown: &ShutdownWatch,
@@ -1593,6 +1593,42 @@ where
         }
 
         self.process_request(session, ctx).await
+    }
+}
+
+/// `Box::pin(make())`, with the allocation made before the future is. `Box::pin(fut)` builds
+/// the future on the stack first and then copies all of it into the allocation: with unwinding
+/// on, the compiler may not reorder the allocation (which can fail) before the value is made.
+/// The copy is the future's whole size, not only what it holds when it starts: a request's
+/// future (the whole proxy state machine, several KiB) copied once per request. Allocating
+/// first lets the compiler write the future's few arguments into the allocation directly.
+fn box_in_place<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: written just above.
+    Box::into_pin(unsafe { slot.assume_init() })
+}
+
+#[async_trait]
+impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    // Written out instead of `async fn`, which `#[async_trait]` would turn into
+    // `Box::pin(async move { .. })`: see `box_in_place`.
+    fn process_new_http<'a, 'b, 'f>(
+        self: &'a Arc<Self>,
+        session: HttpSession,
+        shutdown: &'b ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'f>>
+    where
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        box_in_place(move || self.process_new_http_inner(session, shutdown))
     }
 
     async fn http_cleanup(&self) {
@@ -2626,5 +2662,41 @@ mod tests {
         .await
         .expect("read_request parked after shutdown");
         assert!(session.is_none());
+    }
+}
+
+#[cfg(test)]
+mod box_in_place_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Dropped(Arc<AtomicUsize>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_future_runs_and_is_dropped_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let held = Dropped(drops.clone());
+        let fut = box_in_place(move || async move {
+            tokio::task::yield_now().await;
+            let _held = held;
+            7
+        });
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        assert_eq!(fut.await, 7);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+        // Dropped before it ran: what it holds is dropped with it.
+        let held = Dropped(drops.clone());
+        let fut = box_in_place(move || async move {
+            let _held = held;
+        });
+        drop(fut);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
     }
 }
