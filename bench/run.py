@@ -289,7 +289,7 @@ backend wps
 """ + "".join(f"  server b{i} {b}\n" for i, b in enumerate(backends, 1)))
     add("HAProxy", port, [haproxy, "-f", hap, "-db"])
     port = free_port()
-    add("Pingora (bare)", port, [args.bare, f"127.0.0.1:{port}", *backends])
+    add("Pingora (bare)", port, [args.bare, *args.bare_flags.split(), f"127.0.0.1:{port}", *backends])
     extra = "".join(f"  {line}\n" for line in args.roost_server.split(";") if line.strip())
     # Roost as compared (access log off, like the others; its sticky table on, as by
     # default), Roost as shipped (its access log written to a file by its background
@@ -523,6 +523,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--roost", default=os.path.join(ROOT, "target/release/roost"))
     ap.add_argument("--bare", default=os.path.join(ROOT, "target/release/examples/bare_pingora"))
+    ap.add_argument("--bare-flags", default="",
+                    help="flags for bare Pingora (examples/bare_pingora.rs), e.g. --no-header-case")
     ap.add_argument("--roost-server", default="work_stealing: false",
                     help="extra keys for Roost's server section (levers)")
     ap.add_argument("--table-keys", type=int, default=1_000_000,
@@ -644,7 +646,8 @@ def main():
 
     timed = "counted columns only" if args.counted_only else \
         f"{args.rounds} rounds x {args.seconds} s, wrk -t1"
-    lines = [f"# Roost benchmark ({timed}, 1 worker each, Roost server: `{args.roost_server}`)",
+    bare = f", bare Pingora: `{args.bare_flags}`" if args.bare_flags else ""
+    lines = [f"# Roost benchmark ({timed}, 1 worker each, Roost server: `{args.roost_server}`{bare})",
              ""]
     if not args.counted_only:
         lines += wrk_table(proxies, med, filled, table)

@@ -31,6 +31,8 @@ pub struct FileServer {
     #[serde(default, deserialize_with = "lenient")]
     pub upstream_keepalive_pool_size: Option<usize>,
     #[serde(default, deserialize_with = "lenient")]
+    pub preserve_header_case: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
     pub state_dir: Option<String>,
 }
 

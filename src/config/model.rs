@@ -103,6 +103,10 @@ pub struct ServerSettings {
     pub error_log: Option<PathBuf>,
     pub work_stealing: bool,
     pub upstream_keepalive_pool_size: usize,
+    /// Whether header names keep the case they arrived in: a request's on its way to the
+    /// backend, a response's on its way to the client. Off, Pingora does not build the second
+    /// header map that remembers it (names go out titled if well known, else lowercase).
+    pub preserve_header_case: bool,
     /// Where the sticky tables are saved so that a restart or an upgrade starts with them
     /// (`None`: not saved).
     pub state_dir: Option<PathBuf>,
@@ -119,6 +123,7 @@ impl Default for ServerSettings {
             error_log: None,
             work_stealing: true,
             upstream_keepalive_pool_size: DEFAULT_UPSTREAM_KEEPALIVE_POOL_SIZE,
+            preserve_header_case: false,
             state_dir: None,
         }
     }

@@ -36,6 +36,7 @@ impl Loader<'_> {
             upstream_keepalive_pool_size: f
                 .upstream_keepalive_pool_size
                 .unwrap_or(d.upstream_keepalive_pool_size),
+            preserve_header_case: f.preserve_header_case.unwrap_or(d.preserve_header_case),
             state_dir: f
                 .state_dir
                 .map(|dir| self.absolute_path("server.state_dir", Some(dir), PathBuf::new())),

@@ -14,6 +14,7 @@ use crate::service::pool::{HealthService, HistoryService, Pool};
 use crate::service::proxy::WpsProxy;
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::Metrics;
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -28,6 +29,17 @@ use std::sync::{Arc, Mutex};
 /// once more; and its default of 64 KiB, held by every open connection, made up ~2/3 of an
 /// idle keep-alive connection's memory (doc/performance.md).
 const CLIENT_READ_BUFFER: usize = 0;
+
+/// Pingora's HTTP server options for every client connection of a proxy service.
+///
+/// `server.preserve_header_case: false` (the default): client requests are read without the
+/// map that remembers their header names' case (Pingora patch 0002, doc/pingora-patches.md);
+/// the upstream side is [`WpsProxy`]'s peers.
+fn http_server_options(settings: &ServerSettings) -> HttpServerOptions {
+    let mut options = HttpServerOptions::default();
+    options.h1_no_header_case = !settings.preserve_header_case;
+    options
+}
 
 /// How this process was asked to start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -100,9 +112,15 @@ pub fn build(config: &Config, path: PathBuf, options: RunOptions) -> Result<Serv
     });
     for (service, pool) in config.services.iter().zip(&pools) {
         let mut app = pingora::proxy::HttpProxy::new(
-            WpsProxy::new(Arc::clone(pool), Arc::clone(&draining), access_log.clone()),
+            WpsProxy::new(
+                Arc::clone(pool),
+                Arc::clone(&draining),
+                access_log.clone(),
+                config.server.preserve_header_case,
+            ),
             Arc::clone(&server.configuration),
         );
+        app.server_options = Some(http_server_options(&config.server));
         app.handle_init_modules();
         let guard = Guard::new(app, Arc::clone(pool) as Arc<dyn GuardLimits>);
         outstanding.connections.push(guard.connections());

@@ -18,7 +18,7 @@ pub struct Forwarding<'a> {
 pub fn apply(req: &mut RequestHeader, fwd: &Forwarding) {
     // X-Forwarded-For: append this client to whatever chain arrived, as one header line.
     if let Some(ip) = fwd.client_ip {
-        let mut chain = String::new();
+        let mut chain = String::with_capacity(IPV4_TEXT);
         for value in req.headers.get_all("x-forwarded-for") {
             if let Ok(v) = value.to_str() {
                 let v = v.trim();
@@ -28,7 +28,7 @@ pub fn apply(req: &mut RequestHeader, fwd: &Forwarding) {
                 }
             }
         }
-        chain.push_str(&ip.to_string());
+        push_ip(&mut chain, ip);
         req.insert_header("X-Forwarded-For", chain)
             .expect("IP text is a valid header value");
     }
@@ -60,6 +60,30 @@ pub fn apply(req: &mut RequestHeader, fwd: &Forwarding) {
     if host.is_none() {
         req.insert_header(http::header::HOST, fwd.fallback_host)
             .expect("configured address is a valid header value");
+    }
+}
+
+/// The longest IPv4 address text (`255.255.255.255`).
+const IPV4_TEXT: usize = 15;
+
+/// `ip` as text, appended. IPv4 digit by digit: `Display` goes through the formatting
+/// machinery, ~1,300 instructions of a request that costs ~80,000 in all.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    let IpAddr::V4(v4) = ip else {
+        out.push_str(&ip.to_string());
+        return;
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
     }
 }
 
@@ -135,6 +159,22 @@ mod tests {
         );
         assert_eq!(get(&r, "x-forwarded-proto"), ["https"]);
         assert_eq!(get(&r, "x-forwarded-host"), ["outer.example"]);
+    }
+
+    #[test]
+    fn ip_text_is_what_display_writes() {
+        let mut addrs: Vec<IpAddr> = [0u8, 1, 9, 10, 99, 100, 199, 200, 255]
+            .iter()
+            .flat_map(|&a| [[a, 0, 7, 255], [127, a, 10, 1], [a, a, a, a]])
+            .map(|o| IpAddr::V4(o.into()))
+            .collect();
+        addrs.push("2001:db8::7".parse().unwrap());
+        addrs.push("::ffff:192.0.2.7".parse().unwrap());
+        for ip in addrs {
+            let mut text = String::from("x");
+            push_ip(&mut text, ip);
+            assert_eq!(text, format!("x{ip}"));
+        }
     }
 
     #[test]

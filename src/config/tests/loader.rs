@@ -41,6 +41,7 @@ server:
   error_log: /var/log/roost.log
   work_stealing: false
   upstream_keepalive_pool_size: 64
+  preserve_header_case: true
 admin:
   listen: 127.0.0.1:9900
 services:
@@ -72,6 +73,8 @@ services:
     assert_eq!(c.server.graceful_shutdown_timeout_seconds, 3);
     assert!(!c.server.work_stealing);
     assert_eq!(c.server.upstream_keepalive_pool_size, 64);
+    assert!(c.server.preserve_header_case);
+    assert!(!ServerSettings::default().preserve_header_case);
     assert_eq!(
         c.admin.as_ref().unwrap().listen,
         "127.0.0.1:9900".parse().unwrap()

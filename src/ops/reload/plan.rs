@@ -49,6 +49,10 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             "upstream_keepalive_pool_size",
             o.upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
         ),
+        (
+            "preserve_header_case",
+            o.preserve_header_case != n.preserve_header_case,
+        ),
         ("state_dir", o.state_dir != n.state_dir),
     ];
     for (key, changed) in server_changes {
@@ -400,7 +404,7 @@ services:
     fn added_and_removed_services_and_server_settings_need_an_upgrade() {
         let new = config(
             "\
-server: { threads: 4 }
+server: { threads: 4, preserve_header_case: true }
 admin: { listen: 9900 }
 services:
   - name: fp
@@ -416,6 +420,7 @@ services:
         let all = p.needs_upgrade.join("\n");
         for needle in [
             "server.threads changed",
+            "server.preserve_header_case changed",
             "admin changed",
             "service raven added",
             "service emu removed",

@@ -61,10 +61,18 @@ pub struct WpsProxy {
     jobs_unavailable: IntCounter,
     /// `roost_wps_job_moves_total` by [`Move`].
     job_moves: [IntCounter; Move::ALL.len()],
+    /// `server.preserve_header_case`: whether backend responses are read with the map that
+    /// remembers their header names' case (the client side: `ops::server`).
+    preserve_header_case: bool,
 }
 
 impl WpsProxy {
-    pub fn new(pool: Arc<Pool>, draining: Arc<AtomicBool>, access_log: Option<AccessLog>) -> Self {
+    pub fn new(
+        pool: Arc<Pool>,
+        draining: Arc<AtomicBool>,
+        access_log: Option<AccessLog>,
+        preserve_header_case: bool,
+    ) -> Self {
         let name = pool.name.as_str();
         let m = &pool.metrics;
         Self {
@@ -80,6 +88,7 @@ impl WpsProxy {
                 .map(|why| m.wps_job_moves.with_label_values(&[name, why.as_str()])),
             pool,
             draining,
+            preserve_header_case,
         }
     }
 }
@@ -163,6 +172,7 @@ impl ProxyHttp for WpsProxy {
         peer.options.read_timeout = Some(timeouts.upstream_read);
         peer.options.write_timeout = Some(timeouts.upstream_write);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        peer.options.h1_no_header_case = !self.preserve_header_case;
         Ok(Box::new(peer))
     }
 

@@ -89,6 +89,17 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// Read HTTP/1 request headers without keeping the case of their names.
+    ///
+    /// By default each HTTP/1 request header keeps the names as the client sent them, in a
+    /// second map beside the header values, so that a proxied request reaches an HTTP/1
+    /// upstream with the same bytes. When set, that map is not built (see
+    /// [`HttpSession::set_preserve_header_case`](crate::protocols::http::v1::server::HttpSession::set_preserve_header_case)):
+    /// header names are case-insensitive, and most peers do not care.
+    ///
+    /// Default: `false` (the case is kept)
+    pub h1_no_header_case: bool,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -344,7 +355,11 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
+            let preserve_header_case = !self
+                .server_options()
+                .is_some_and(|opts| opts.h1_no_header_case);
             let mut session = ServerSession::new_http1(stream);
+            session.set_preserve_header_case(preserve_header_case);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
                 session.set_keepalive(None);
@@ -360,6 +375,7 @@ where
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 let mut session = ServerSession::new_http1(stream);
+                session.set_preserve_header_case(preserve_header_case);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }
@@ -425,5 +441,76 @@ mod tests {
         assert!(session2.take_connection_user_context().is_none());
         // Keepalive should still work
         assert_eq!(session2.get_keepalive(), Some(30));
+    }
+}
+
+/// [`HttpServerOptions::h1_no_header_case`] reaching every HTTP/1 session of a connection.
+#[cfg(test)]
+mod header_case_tests {
+    use super::*;
+    use crate::apps::http_app::{HttpServer, ServeHttp};
+    use http::Response;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers `ok` and records whether each request header kept its case.
+    struct Recorder(Arc<Mutex<Vec<bool>>>);
+
+    #[async_trait]
+    impl ServeHttp for Recorder {
+        async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+            self.0.lock().unwrap().push(session.req_header().has_case());
+            Response::builder()
+                .header("Content-Length", "2")
+                .body(b"ok".to_vec())
+                .unwrap()
+        }
+    }
+
+    /// Two requests on one keep-alive connection; whether each kept its header case.
+    async fn serve_two_requests(options: Option<HttpServerOptions>) -> Vec<bool> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut server = HttpServer::new_app(Recorder(seen.clone()));
+        server.server_options = options;
+        let app = Arc::new(server);
+        let (mut client, server_io) = tokio::io::duplex(4096);
+        let (_shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
+        let serving =
+            tokio::spawn(async move { app.process_new(Box::new(server_io), &shutdown).await });
+
+        for _ in 0..2 {
+            client
+                .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Case: 1\r\n\r\n")
+                .await
+                .unwrap();
+            let mut response = Vec::new();
+            while !response.ends_with(b"\r\n\r\nok") {
+                let mut buf = [0; 1024];
+                let n = client.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed after {response:?}");
+                response.extend_from_slice(&buf[..n]);
+            }
+        }
+        drop(client);
+        assert!(serving.await.unwrap().is_none());
+        let seen = seen.lock().unwrap().clone();
+        seen
+    }
+
+    #[tokio::test]
+    async fn header_case_kept_by_default() {
+        assert_eq!(serve_two_requests(None).await, [true, true]);
+        let options = HttpServerOptions::default();
+        assert!(!options.h1_no_header_case);
+        assert_eq!(serve_two_requests(Some(options)).await, [true, true]);
+    }
+
+    #[tokio::test]
+    async fn header_case_off_for_every_request_of_a_connection() {
+        let options = HttpServerOptions {
+            h1_no_header_case: true,
+            ..Default::default()
+        };
+        assert_eq!(serve_two_requests(Some(options)).await, [false, false]);
     }
 }

@@ -559,6 +559,15 @@ pub struct PeerOptions {
     /// **Note:** This field is unstable and may be removed or changed in future versions.
     /// It exists primarily for compatibility with legacy servers that send malformed headers.
     pub allow_h1_response_invalid_content_length: bool,
+    /// Read HTTP/1 response headers from this peer without keeping the case of their names.
+    ///
+    /// By default each HTTP/1 response header keeps the names as the server sent them, in a
+    /// second map beside the header values, so that a proxied response reaches an HTTP/1
+    /// client with the same bytes. When set, that map is not built (see
+    /// [`HttpSession::set_preserve_header_case`](crate::protocols::http::v1::client::HttpSession::set_preserve_header_case)).
+    /// Not part of the connection's reuse hash: it changes how each response is read, not the
+    /// connection.
+    pub h1_no_header_case: bool,
     /// Controls automatically forwarded request headers sent to HTTP upstreams.
     pub http_upstream_request_policy: HttpUpstreamRequestPolicy,
     pub extra_proxy_headers: BTreeMap<String, Vec<u8>>,
@@ -618,6 +627,7 @@ impl PeerOptions {
             h2_stream_window_size: None,
             h2_connection_window_size: None,
             allow_h1_response_invalid_content_length: false,
+            h1_no_header_case: false,
             http_upstream_request_policy: HttpUpstreamRequestPolicy::default(),
             extra_proxy_headers: BTreeMap::new(),
             curves: None,

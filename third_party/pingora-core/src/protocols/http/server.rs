@@ -943,6 +943,16 @@ impl Session {
         }
     }
 
+    /// Keep (default) or drop the case of the request's header names as the client sent them.
+    ///
+    /// No-op for H2 / Subrequest / Custom (their request headers have no case to keep). See
+    /// [`HttpSession::set_preserve_header_case`](crate::protocols::http::v1::server::HttpSession::set_preserve_header_case).
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        if let Self::H1(s) = self {
+            s.set_preserve_header_case(preserve);
+        }
+    }
+
     /// Set pipelined bytes to be parsed as the start of this session's request.
     ///
     /// No-op for non-H1 sessions. See

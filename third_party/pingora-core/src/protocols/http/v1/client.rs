@@ -67,6 +67,9 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    // Whether the response header keeps the case of its header names as the server sent them
+    // (a second map, see `ResponseHeader::build`).
+    preserve_header_case: bool,
 }
 
 /// HTTP 1.x client session
@@ -100,6 +103,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            preserve_header_case: true,
         }
     }
 
@@ -110,6 +114,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.set_preserve_header_case(!options.h1_no_header_case);
         }
         session
     }
@@ -284,10 +289,13 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
-                            resp.code.unwrap(),
-                            Some(resp.headers.len()),
-                        ) {
+                        let (code, size_hint) = (resp.code.unwrap(), Some(resp.headers.len()));
+                        let response_header = if self.preserve_header_case {
+                            ResponseHeader::build(code, size_hint)
+                        } else {
+                            ResponseHeader::build_no_case(code, size_hint)
+                        };
+                        let mut response_header = match response_header {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
                         };
@@ -521,6 +529,25 @@ impl HttpSession {
 
     pub fn set_allow_h1_response_invalid_content_length(&mut self, allow: bool) {
         self.allow_h1_response_invalid_content_length = allow;
+    }
+
+    /// Whether the response headers read by this session keep the case of their names.
+    pub fn preserve_header_case(&self) -> bool {
+        self.preserve_header_case
+    }
+
+    /// Keep (default) or drop the case of the response's header names as the server sent them.
+    ///
+    /// Kept, the response header carries a second map with each name's original bytes
+    /// ([`ResponseHeader::build`]), and a response forwarded to an HTTP/1 client goes out with
+    /// the names as they came in. Dropped, it is built with [`ResponseHeader::build_no_case`]
+    /// (one map less to fill per response) and is written out like one that came over HTTP/2:
+    /// well-known names titled (`Content-Type`, `Date`, ...), the others lowercase. Values,
+    /// duplicates and their order are the same either way. Set from
+    /// [`PeerOptions::h1_no_header_case`](crate::upstreams::peer::PeerOptions::h1_no_header_case)
+    /// by [`Self::new_with_options`].
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        self.preserve_header_case = preserve;
     }
 
     pub(super) fn get_headers_raw(&self) -> &[u8] {
@@ -2931,5 +2958,75 @@ mod test_sync {
         assert!(!request_target_has_forbidden_byte(b"/normal/path?a=b"));
         assert!(request_target_has_forbidden_byte(b"/x HTTP/1.1")); // SP
         assert!(request_target_has_forbidden_byte(b"/a\r\nb")); // CR/LF
+    }
+}
+
+/// [`HttpSession::set_preserve_header_case`]: the response header's case map, kept (default)
+/// or not built, and [`PeerOptions::h1_no_header_case`](crate::upstreams::peer::PeerOptions)
+/// reaching the session.
+#[cfg(test)]
+mod header_case_tests {
+    use super::*;
+    use crate::upstreams::peer::HttpPeer;
+    use tokio_test::io::Builder;
+
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\n\
+        content-TYPE: text/xml\r\n\
+        X-Job-Id: j1\r\n\
+        Set-Cookie: a=1\r\n\
+        set-COOKIE: b=2\r\n\
+        Content-Length: 0\r\n\
+        \r\n";
+
+    async fn read(session: &mut HttpSession) -> String {
+        session.read_response().await.unwrap();
+        let resp = session.resp_header().unwrap();
+        assert_eq!(resp.headers.len(), 5);
+        assert_eq!(resp.headers["x-job-id"], "j1");
+        let cookies: Vec<_> = resp.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        let mut buf = Vec::new();
+        resp.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[tokio::test]
+    async fn response_keeps_header_case_by_default() {
+        let mut session = HttpSession::new(Box::new(Builder::new().read(RESPONSE).build()));
+        assert!(session.preserve_header_case());
+        let wire = read(&mut session).await;
+        assert!(session.resp_header().unwrap().has_case());
+        assert_eq!(
+            wire,
+            "content-TYPE: text/xml\r\nX-Job-Id: j1\r\nSet-Cookie: a=1\r\nset-COOKIE: b=2\r\n\
+             Content-Length: 0\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn response_without_header_case() {
+        let mut session = HttpSession::new(Box::new(Builder::new().read(RESPONSE).build()));
+        session.set_preserve_header_case(false);
+        let wire = read(&mut session).await;
+        assert!(!session.resp_header().unwrap().has_case());
+        assert_eq!(
+            wire,
+            "Content-Type: text/xml\r\nx-job-id: j1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
+             Content-Length: 0\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn peer_options_set_header_case() {
+        let mut peer = HttpPeer::new("127.0.0.1:80", false, String::new());
+        let session = HttpSession::new_with_options(Box::new(Builder::new().build()), &peer);
+        assert!(session.preserve_header_case());
+
+        peer.options.h1_no_header_case = true;
+        let mut session =
+            HttpSession::new_with_options(Box::new(Builder::new().read(RESPONSE).build()), &peer);
+        assert!(!session.preserve_header_case());
+        read(&mut session).await;
+        assert!(!session.resp_header().unwrap().has_case());
     }
 }

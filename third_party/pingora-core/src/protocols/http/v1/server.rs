@@ -158,6 +158,10 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// Whether the request header keeps the case of its header names as the client sent
+    /// them (a second map, see [`RequestHeader::build`]). Defaults to true. Can be turned
+    /// off via [`set_preserve_header_case`](Self::set_preserve_header_case).
+    preserve_header_case: bool,
 }
 
 impl HttpSession {
@@ -206,6 +210,7 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            preserve_header_case: true,
         }
     }
 
@@ -349,12 +354,17 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
-                        )?);
+                        // we path httparse to allow unsafe bytes in the str
+                        let (method, path) = (req.method.unwrap_or(""), req.path.unwrap_or(""));
+                        let mut request_header = Box::new(if self.preserve_header_case {
+                            RequestHeader::build(method, path.as_bytes(), Some(req.headers.len()))?
+                        } else {
+                            RequestHeader::build_no_case(
+                                method,
+                                path.as_bytes(),
+                                Some(req.headers.len()),
+                            )?
+                        });
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -1013,6 +1023,27 @@ impl HttpSession {
     /// request N+1 begins processing. No parallel pipelining.
     pub fn set_pipelining_enabled(&mut self, enabled: bool) {
         self.pipelining_enabled = enabled;
+    }
+
+    /// Whether the request header read by this session keeps the case of its header names.
+    pub fn preserve_header_case(&self) -> bool {
+        self.preserve_header_case
+    }
+
+    /// Keep (default) or drop the case of the request's header names as the client sent them.
+    ///
+    /// Kept, the request header carries a second map with each name's original bytes
+    /// ([`RequestHeader::build`]), and a request forwarded to an HTTP/1 server goes out with
+    /// the names as they came in. Dropped, the request header is built with
+    /// [`RequestHeader::build_no_case`] (one map less to fill per request) and is written out
+    /// like one that came over HTTP/2: well-known names titled (`Content-Type`, `Host`, ...),
+    /// the others lowercase. Values, duplicates and their order are the same either way.
+    /// HTTP header names are case-insensitive (RFC 9110, section 5.1); drop the case only where
+    /// no peer depends on it.
+    ///
+    /// Applies to the next [`Self::read_request`].
+    pub fn set_preserve_header_case(&mut self, preserve: bool) {
+        self.preserve_header_case = preserve;
     }
 
     /// Set pipelined bytes to be parsed as the start of this session's request.
@@ -4591,5 +4622,124 @@ mod test_pipelining {
         }
 
         assert!(prefix.is_empty());
+    }
+}
+
+/// [`HttpSession::set_preserve_header_case`]: the request header's case map, kept (default) or
+/// not built, and what a request read either way looks like when it is forwarded.
+#[cfg(test)]
+mod header_case_tests {
+    use super::*;
+    use crate::protocols::http::v1::client::HttpSession as ClientSession;
+    use tokio_test::io::Builder;
+
+    /// Names in mixed case, a well-known one in odd case, a name repeated in two cases.
+    const REQUEST: &[u8] = b"GET /wps?service=WPS HTTP/1.1\r\n\
+        hOST: example.org\r\n\
+        X-Machine-Id: abc\r\n\
+        content-TYPE: text/xml\r\n\
+        X-Dup: 1\r\n\
+        x-DUP: 2\r\n\
+        \r\n";
+
+    async fn read(preserve: Option<bool>) -> HttpSession {
+        let mock_io = Builder::new().read(REQUEST).build();
+        let mut session = HttpSession::new(Box::new(mock_io));
+        if let Some(preserve) = preserve {
+            session.set_preserve_header_case(preserve);
+        }
+        session.read_request().await.unwrap();
+        session
+    }
+
+    fn wire(req: &RequestHeader) -> String {
+        let mut buf = Vec::new();
+        req.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn assert_values(req: &RequestHeader) {
+        assert_eq!(req.headers.len(), 5);
+        assert_eq!(req.headers["host"], "example.org");
+        assert_eq!(req.headers["x-machine-id"], "abc");
+        assert_eq!(req.headers["content-type"], "text/xml");
+        let dups: Vec<_> = req.headers.get_all("x-dup").iter().collect();
+        assert_eq!(dups, ["1", "2"]);
+    }
+
+    #[tokio::test]
+    async fn request_keeps_header_case_by_default() {
+        let session = read(None).await;
+        assert!(session.preserve_header_case());
+        let req = session.req_header();
+        assert!(req.has_case());
+        assert_values(req);
+        assert_eq!(
+            wire(req),
+            "hOST: example.org\r\nX-Machine-Id: abc\r\ncontent-TYPE: text/xml\r\n\
+             X-Dup: 1\r\nx-DUP: 2\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn request_without_header_case() {
+        let session = read(Some(false)).await;
+        assert!(!session.preserve_header_case());
+        let req = session.req_header();
+        assert!(!req.has_case());
+        assert_values(req);
+        // well-known names titled, the others lowercase; values and order as read
+        assert_eq!(
+            wire(req),
+            "Host: example.org\r\nx-machine-id: abc\r\nContent-Type: text/xml\r\n\
+             x-dup: 1\r\nx-dup: 2\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn header_case_applies_to_each_read() {
+        // turned back on, the next read builds the map again
+        let mock_io = Builder::new().read(REQUEST).build();
+        let mut session = HttpSession::new(Box::new(mock_io));
+        session.set_preserve_header_case(false);
+        session.set_preserve_header_case(true);
+        session.read_request().await.unwrap();
+        assert!(session.req_header().has_case());
+    }
+
+    #[tokio::test]
+    async fn forward_request_without_header_case() {
+        // a request read without the map, changed as a proxy would and written to an upstream
+        let session = read(Some(false)).await;
+        let mut req = Box::new(session.req_header().clone());
+        req.insert_header("X-Forwarded-For", "192.0.2.1").unwrap();
+        req.append_header("X-DUP", "3").unwrap();
+        let expected = b"GET /wps?service=WPS HTTP/1.1\r\n\
+            Host: example.org\r\nx-machine-id: abc\r\nContent-Type: text/xml\r\n\
+            x-dup: 1\r\nx-dup: 2\r\nx-dup: 3\r\nx-forwarded-for: 192.0.2.1\r\n\r\n";
+        let mock_io = Builder::new().write(expected).build();
+        let mut upstream = ClientSession::new(Box::new(mock_io));
+        upstream.write_request_header(req).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn forward_response_without_header_case() {
+        // a response read from an upstream without the map, written to the client
+        let response = b"HTTP/1.1 200 OK\r\n\
+            content-length: 2\r\nX-Job-Id: j1\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\r\n";
+        let mock_io = Builder::new().read(response).build();
+        let mut upstream = ClientSession::new(Box::new(mock_io));
+        upstream.set_preserve_header_case(false);
+        upstream.read_response().await.unwrap();
+        let resp = upstream.resp_header().unwrap().clone();
+        assert!(!resp.has_case());
+
+        let expected = b"HTTP/1.1 200 OK\r\n\
+            Content-Length: 2\r\nx-job-id: j1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
+        let mock_io = Builder::new().read(REQUEST).write(expected).build();
+        let mut session = HttpSession::new(Box::new(mock_io));
+        session.read_request().await.unwrap();
+        session.update_resp_headers = false;
+        session.write_response_header(Box::new(resp)).await.unwrap();
     }
 }
