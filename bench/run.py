@@ -523,8 +523,10 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--roost", default=os.path.join(ROOT, "target/release/roost"))
     ap.add_argument("--bare", default=os.path.join(ROOT, "target/release/examples/bare_pingora"))
-    ap.add_argument("--bare-flags", default="",
-                    help="flags for bare Pingora (examples/bare_pingora.rs), e.g. --no-header-case")
+    ap.add_argument("--bare-flags", default="--no-header-case",
+                    help="flags for bare Pingora (examples/bare_pingora.rs); the default drops the "
+                         "case-preserving header map as Roost does by default (patch 0002), '' "
+                         "keeps Pingora's default")
     ap.add_argument("--roost-server", default="work_stealing: false",
                     help="extra keys for Roost's server section (levers)")
     ap.add_argument("--table-keys", type=int, default=1_000_000,

@@ -64,7 +64,7 @@ fn malformed_and_ambiguous_requests_never_reach_a_backend() {
     let seen = backend.requests();
     assert!(
         seen.iter()
-            .all(|h| !h.starts_with("GET / HTTP/1.1\r\nHost: x\r\nX-A")),
+            .all(|h| !h.to_ascii_lowercase().contains("\r\nx-a:")),
         "{seen:?}"
     );
     assert!(
