@@ -201,28 +201,30 @@ impl IdlePool {
     fn sweep(&self) -> Option<Duration> {
         let now = Instant::now();
         let mut closed = Vec::new();
-        let mut idle = self.idle.lock();
-        let idle = &mut *idle;
-        idle.peers.retain(|_, stack| {
-            for mut conn in std::mem::take(stack) {
-                if !conn.expired(now)
-                    && test_reusable_stream(&mut conn.stream, &self.unexpected_data)
-                {
-                    stack.push_back(conn);
-                } else {
-                    closed.push(conn);
+        let next = {
+            let mut guard = self.idle.lock();
+            let idle = &mut *guard;
+            idle.peers.retain(|_, stack| {
+                for mut conn in std::mem::take(stack) {
+                    if !conn.expired(now)
+                        && test_reusable_stream(&mut conn.stream, &self.unexpected_data)
+                    {
+                        stack.push_back(conn);
+                    } else {
+                        closed.push(conn);
+                    }
                 }
+                !stack.is_empty()
+            });
+            idle.len -= closed.len();
+            if idle.len == 0 {
+                idle.sweeping = false;
+                None
+            } else {
+                Some(idle.sweep_period())
             }
-            !stack.is_empty()
-        });
-        idle.len -= closed.len();
-        let next = if idle.len == 0 {
-            idle.sweeping = false;
-            None
-        } else {
-            Some(idle.sweep_period())
         };
-        drop(closed); // closes them, after the lock is released (`idle` ends before it)
+        drop(closed); // closes them, after the lock is released
         next
     }
 
