@@ -215,6 +215,51 @@ fn slow_headers_and_stalled_bodies_get_408() {
     assert!(start.elapsed() < Duration::from_secs(3));
 }
 
+/// The TCP states (`/proc/net/tcp`: 01 ESTABLISHED, 08 CLOSE_WAIT, ...) of the IPv4 sockets
+/// connected to `backend`: Roost's side of its connections to it.
+fn states_of_connections_to(backend: SocketAddr) -> Vec<u8> {
+    let remote = format!(":{:04X}", backend.port());
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields[2]
+                .ends_with(&remote)
+                .then(|| u8::from_str_radix(fields[3], 16).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn idle_upstream_connections_the_backend_closes_are_closed_and_not_reused() {
+    const ESTABLISHED: u8 = 0x01;
+    const CLOSE_WAIT: u8 = 0x08;
+    let backend = FakeBackend::start(Misbehaviour::KeepAlive);
+    let (_roost, addr) = roost(&[backend.addr], "");
+    assert_eq!(get_key(addr, "k").unwrap().status, 200);
+    // Roost keeps its connection to the backend for the next request
+    wait_until(
+        Duration::from_secs(5),
+        "a pooled upstream connection",
+        || states_of_connections_to(backend.addr) == [ESTABLISHED],
+    );
+
+    // The backend ends it while it is idle: Roost closes its side within about a second (its
+    // pool looks at idle connections every second at most), instead of holding it in
+    // CLOSE_WAIT until a request comes to find it dead.
+    backend.close_connections();
+    wait_until(Duration::from_secs(10), "Roost closing its side", || {
+        !states_of_connections_to(backend.addr)
+            .iter()
+            .any(|s| [ESTABLISHED, CLOSE_WAIT].contains(s))
+    });
+    // and the next request goes over a new connection
+    assert_eq!(get_key(addr, "k").unwrap().status, 200);
+    assert_eq!(backend.connections(), 2);
+}
+
 #[test]
 fn idle_keepalive_connections_close_after_the_keepalive_timeout_and_only_then() {
     let backend = Backend::start("b1");

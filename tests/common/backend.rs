@@ -69,6 +69,9 @@ pub enum Misbehaviour {
     Garbage,
     /// Sends a header promising 100000 bytes, 1000 of them, then resets the connection.
     ResetMidBody,
+    /// Answers `200 ok` to every request of a keep-alive connection and keeps it open until
+    /// [`FakeBackend::close_connections`] (a backend ending its idle connections).
+    KeepAlive,
 }
 
 /// An in-process backend on a run-time port, for behaviour the demo backend does not have.
@@ -76,6 +79,8 @@ pub enum Misbehaviour {
 pub struct FakeBackend {
     pub addr: SocketAddr,
     pub heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The connections it accepted, in order ([`Misbehaviour::KeepAlive`] only).
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
     hung_up: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -85,6 +90,8 @@ impl FakeBackend {
         let addr = listener.local_addr().unwrap();
         let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = heads.clone();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepted = conns.clone();
         let hung_up = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let closed = hung_up.clone();
         std::thread::spawn(move || {
@@ -94,9 +101,15 @@ impl FakeBackend {
                     drop(conn);
                     continue;
                 }
+                if mode == Misbehaviour::KeepAlive {
+                    accepted
+                        .lock()
+                        .unwrap()
+                        .push(conn.try_clone().expect("clone socket"));
+                }
                 let record = record.clone();
                 let closed = closed.clone();
-                std::thread::spawn(move || {
+                std::thread::spawn(move || loop {
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
                     let mut head = Vec::new();
                     let mut byte = [0u8; 1];
@@ -111,6 +124,13 @@ impl FakeBackend {
                         .unwrap()
                         .push(String::from_utf8_lossy(&head).into_owned());
                     match mode {
+                        Misbehaviour::KeepAlive => {
+                            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Backend: fake\r\n\r\nok";
+                            if conn.write_all(answer).is_err() {
+                                return;
+                            }
+                            continue; // the next request on this connection
+                        }
                         Misbehaviour::Record => {
                             let _ = conn.write_all(
                                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Backend: fake\r\nConnection: close\r\n\r\nok",
@@ -145,18 +165,33 @@ impl FakeBackend {
                             drop(sock);
                         }
                     }
+                    return;
                 });
             }
         });
         FakeBackend {
             addr,
             heads,
+            conns,
             hung_up,
         }
     }
 
     pub fn requests(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
+    }
+
+    /// How many connections it accepted ([`Misbehaviour::KeepAlive`] only).
+    pub fn connections(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
+    /// Closes every connection it accepted (FIN to the proxy), as a backend does with the
+    /// connections its keep-alive timeout ends ([`Misbehaviour::KeepAlive`] only).
+    pub fn close_connections(&self) {
+        for conn in self.conns.lock().unwrap().iter() {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// [`Misbehaviour::Hang`]: connections the proxy closed before an answer.
