@@ -175,7 +175,33 @@ impl ConnectionNominations {
     }
 }
 
+/// The hop-by-hop fields `strip_standard_hop_by_hop_headers` removes.
+const STANDARD_HOP_BY_HOP: [&str; 10] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    HTTP2_SETTINGS,
+];
+
+/// Whether `req` has a field named in `names` (lowercase): one pass over its field names. Most
+/// requests have none of the fields these callers remove, and a `remove_header` per name costs
+/// a hash and a probe of each header map even for a field that is not there.
+fn has_any_header(req: &RequestHeader, names: &[&str]) -> bool {
+    req.headers
+        .keys()
+        .any(|name| names.contains(&name.as_str()))
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
+    if !has_any_header(req, &STANDARD_HOP_BY_HOP) {
+        return;
+    }
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
     req.remove_header(&header::PROXY_AUTHENTICATE);
@@ -358,20 +384,25 @@ pub(crate) fn sanitize_h1_upstream_request(
         strip_standard_hop_by_hop_headers(req);
     }
 
+    let upgrade_fields = ["connection", "upgrade", HTTP2_SETTINGS];
     match policy.h1_upgrade {
         H1UpgradePolicy::WebSocketOnly => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if has_any_header(req, &upgrade_fields) {
+                req.remove_header(&header::CONNECTION);
+                req.remove_header(&header::UPGRADE);
+                req.remove_header(HTTP2_SETTINGS);
+            }
             if websocket_upgrade {
                 req.insert_header(header::CONNECTION, "Upgrade")?;
                 req.insert_header(header::UPGRADE, "websocket")?;
             }
         }
         H1UpgradePolicy::Deny => {
-            req.remove_header(&header::CONNECTION);
-            req.remove_header(&header::UPGRADE);
-            req.remove_header(HTTP2_SETTINGS);
+            if has_any_header(req, &upgrade_fields) {
+                req.remove_header(&header::CONNECTION);
+                req.remove_header(&header::UPGRADE);
+                req.remove_header(HTTP2_SETTINGS);
+            }
         }
         H1UpgradePolicy::Preserve => {}
     }
@@ -605,6 +636,32 @@ mod tests {
             .unwrap();
         set_h1_host_from_authority_if_absent(&mut custom).unwrap();
         assert_eq!(custom.headers[header::HOST], "custom.example");
+    }
+
+    #[test]
+    fn each_standard_hop_by_hop_field_is_stripped_and_nothing_else() {
+        for field in STANDARD_HOP_BY_HOP {
+            // Names in the case a client may send them.
+            let sent = field.to_ascii_uppercase();
+            let mut request = request_with_headers(&[
+                ("Host", "h"),
+                (sent.as_str(), "x"),
+                ("Accept", "*/*"),
+                (sent.as_str(), "y"),
+            ]);
+            assert!(has_any_header(&request, &STANDARD_HOP_BY_HOP));
+            strip_standard_hop_by_hop_headers(&mut request);
+            assert!(!request.headers.contains_key(field), "{field} kept");
+            assert_eq!(request.headers.len(), 2, "{field}: {:?}", request.headers);
+            assert_eq!(request.headers[header::HOST], "h");
+        }
+
+        // None there: the request is left as it is.
+        let headers = [("Host", "h"), ("Accept", "*/*"), ("Accept", "text/html")];
+        let mut request = request_with_headers(&headers);
+        assert!(!has_any_header(&request, &STANDARD_HOP_BY_HOP));
+        strip_standard_hop_by_hop_headers(&mut request);
+        assert_eq!(request.headers, request_with_headers(&headers).headers);
     }
 
     #[test]
