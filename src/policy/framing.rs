@@ -223,9 +223,11 @@ impl Framing {
 
 /// The body framing a complete head announces, after checking the head whole.
 fn head_framing(head: &[u8]) -> Result<Phase, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
+    // Uninitialised: filling 256 empty headers first would cost more than parsing a typical
+    // head (httparse writes each header it returns).
+    let mut headers = [std::mem::MaybeUninit::uninit(); MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) | Err(_) => return Err("malformed request head"),
     }

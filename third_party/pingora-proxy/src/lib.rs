@@ -1592,7 +1592,9 @@ where
                 .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
         }
 
-        self.process_request(session, ctx).await
+        // The request's state is allocated only now that a request has arrived: an idle
+        // keep-alive connection waits above holding only the state of reading a header.
+        box_in_place(move || self.process_request(session, ctx)).await
     }
 }
 

@@ -73,6 +73,40 @@ impl ProxyTaskState {
     }
 }
 
+/// `stream.read_buf(buf)`, except that an empty, unallocated `buf` is given its
+/// `INIT_HEADER_BUF_SIZE` bytes only once the stream has data: the first read goes into a
+/// buffer on the stack, copied into `buf` when it returns. A connection that waits for a
+/// request (most of all a keep-alive connection between requests) then holds no buffer.
+/// Same system calls as `read_buf`: one read, of up to `INIT_HEADER_BUF_SIZE` bytes.
+async fn read_buf_allocating(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    use std::mem::MaybeUninit;
+    use std::pin::Pin;
+    use std::task::Poll;
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    if buf.capacity() > 0 {
+        return stream.read_buf(buf).await;
+    }
+    std::future::poll_fn(|cx| {
+        // Lives only while this poll runs, never in the future's state.
+        let mut first = [MaybeUninit::<u8>::uninit(); INIT_HEADER_BUF_SIZE];
+        let mut read = ReadBuf::uninit(&mut first);
+        match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                if n > 0 {
+                    buf.reserve(INIT_HEADER_BUF_SIZE);
+                    buf.extend_from_slice(read.filled());
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// The HTTP 1.x server session
 pub struct HttpSession {
     underlying_stream: Stream,
@@ -220,7 +254,7 @@ impl HttpSession {
         already_read: usize,
     ) -> Result<Option<usize>> {
         let read_result = {
-            let read_event = self.underlying_stream.read_buf(buf);
+            let read_event = read_buf_allocating(&mut self.underlying_stream, buf);
             match self.keepalive_timeout {
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
@@ -301,11 +335,14 @@ impl HttpSession {
         // below tries to parse first when we already have pipelined bytes —
         // a pipelined prefix can contain a complete request header, in which
         // case we must NOT issue another stream read (which would block).
+        // Without a prefix the buffer is allocated when the first bytes arrive
+        // (`read_buf_allocating`): a keep-alive connection waiting for its next request holds
+        // no header buffer.
         let mut buf = self
             .pipelined_prefix
             .take()
             .filter(|prefix| !prefix.is_empty())
-            .unwrap_or_else(|| BytesMut::with_capacity(INIT_HEADER_BUF_SIZE));
+            .unwrap_or_default();
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
@@ -1908,6 +1945,50 @@ mod tests_stream {
         let res = http_stream.read_request().await;
         assert_eq!(input.len(), res.unwrap().unwrap());
         assert_eq!(0, http_stream.req_header().headers.len());
+    }
+
+    #[tokio::test]
+    async fn header_buffer_allocated_when_bytes_arrive() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut stream: Stream = Box::new(server);
+        let mut buf = BytesMut::new();
+        // Nothing sent yet: the read waits and has allocated nothing.
+        let waiting = futures::FutureExt::now_or_never(read_buf_allocating(&mut stream, &mut buf));
+        assert!(waiting.is_none());
+        assert_eq!(buf.capacity(), 0);
+
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let n = read_buf_allocating(&mut stream, &mut buf).await.unwrap();
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+        assert_eq!(n, buf.len());
+        assert!(buf.capacity() >= INIT_HEADER_BUF_SIZE);
+        // Later reads append to it as `read_buf` does.
+        client.write_all(b"Host: a\r\n\r\n").await.unwrap();
+        read_buf_allocating(&mut stream, &mut buf).await.unwrap();
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+
+        // The end of the stream before any byte: 0, still nothing allocated.
+        drop(client);
+        let mut empty = BytesMut::new();
+        assert_eq!(
+            read_buf_allocating(&mut stream, &mut empty).await.unwrap(),
+            0
+        );
+        assert_eq!(empty.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_keepalive_session_reads_its_next_request_into_a_new_buffer() {
+        init_log();
+        let input = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: b\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..28]).read(&input[28..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        assert_eq!(http_stream.read_request().await.unwrap(), Some(28));
+        assert_eq!(http_stream.get_path(), b"/a");
+        assert_eq!(http_stream.read_request().await.unwrap(), Some(28));
+        assert_eq!(http_stream.get_path(), b"/b");
+        assert_eq!(http_stream.get_header_bytes("Host"), b"b");
     }
 
     #[cfg(feature = "patched_http1")]
