@@ -276,9 +276,12 @@ impl HttpSession {
 
         loop {
             if parse_existing_buffer {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut headers);
-                let parsed = parse_resp_buffer(&mut resp, &self.response_header_read_buf);
+                // Left uninitialised: filling all MAX_HEADERS slots (8 KiB) costs more than
+                // parsing a typical header.
+                let mut headers = [std::mem::MaybeUninit::uninit(); MAX_HEADERS];
+                let mut resp = httparse::Response::new(&mut []);
+                let parsed =
+                    parse_resp_buffer(&mut resp, &self.response_header_read_buf, &mut headers);
                 match parsed {
                     HeaderParseState::Complete(s) => {
                         let total_read = self.response_header_read_buf.len();
@@ -910,14 +913,15 @@ impl HttpSession {
 }
 
 #[inline]
-fn parse_resp_buffer<'buf>(
-    resp: &mut httparse::Response<'_, 'buf>,
+fn parse_resp_buffer<'h, 'buf>(
+    resp: &mut httparse::Response<'h, 'buf>,
     buf: &'buf [u8],
+    headers: &'h mut [std::mem::MaybeUninit<httparse::Header<'buf>>],
 ) -> HeaderParseState {
     let mut parser = httparse::ParserConfig::default();
     parser.allow_spaces_after_header_name_in_responses(true);
     parser.allow_obsolete_multiline_headers_in_responses(true);
-    let res = match parser.parse_response(resp, buf) {
+    let res = match parser.parse_response_with_uninit_headers(resp, buf, headers) {
         Ok(s) => s,
         Err(e) => {
             return HeaderParseState::Invalid(e);
@@ -1016,6 +1020,27 @@ mod tests_stream {
             http_stream.resp_header().unwrap().get_reason_phrase(),
             Some("Just Fine")
         );
+    }
+
+    #[tokio::test]
+    async fn read_response_with_many_headers_in_order() {
+        init_log();
+        let mut input = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..120 {
+            input.extend_from_slice(format!("X-H{i}: v{i}\r\nX-Dup: {i}\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        let mock_io = Builder::new().read(&input).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        assert_eq!(http_stream.read_response().await.unwrap(), input.len());
+        let header = http_stream.resp_header().unwrap();
+        assert_eq!(header.headers.len(), 241);
+        assert_eq!(header.headers["x-h0"], "v0");
+        assert_eq!(header.headers["x-h119"], "v119");
+        let dups: Vec<_> = header.headers.get_all("x-dup").iter().collect();
+        assert_eq!(dups.len(), 120);
+        assert_eq!(dups[0], "0");
+        assert_eq!(dups[119], "119");
     }
 
     #[tokio::test]

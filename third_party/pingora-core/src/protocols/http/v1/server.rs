@@ -373,9 +373,14 @@ impl HttpSession {
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
             loop {
+                // Left uninitialised where the parser allows it: filling all MAX_HEADERS
+                // slots (8 KiB) costs more than parsing a typical header.
+                #[cfg(not(feature = "patched_http1"))]
+                let mut headers = [std::mem::MaybeUninit::uninit(); MAX_HEADERS];
+                #[cfg(feature = "patched_http1")]
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut req = httparse::Request::new(&mut headers);
-                let parsed = parse_req_buffer(&mut req, &buf);
+                let mut req = httparse::Request::new(&mut []);
+                let parsed = parse_req_buffer(&mut req, &buf, &mut headers);
                 match parsed {
                     HeaderParseState::Complete(s) => {
                         self.raw_header = Some(BufRef(0, s));
@@ -1861,24 +1866,41 @@ fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
     }
 }
 
+/// The header slots `parse_req_buffer` parses into: uninitialised ones where the parser takes
+/// them (the patched parser does not).
+#[cfg(not(feature = "patched_http1"))]
+type HeaderSlot<'buf> = std::mem::MaybeUninit<httparse::Header<'buf>>;
+#[cfg(feature = "patched_http1")]
+type HeaderSlot<'buf> = httparse::Header<'buf>;
+
 #[inline]
-fn parse_req_buffer<'buf>(
-    req: &mut httparse::Request<'_, 'buf>,
+fn parse_req_buffer<'h, 'buf>(
+    req: &mut httparse::Request<'h, 'buf>,
     buf: &'buf [u8],
+    headers: &'h mut [HeaderSlot<'buf>],
 ) -> HeaderParseState {
     use httparse::Result;
 
     #[cfg(feature = "patched_http1")]
-    fn parse<'buf>(req: &mut httparse::Request<'_, 'buf>, buf: &'buf [u8]) -> Result<usize> {
+    fn parse<'h, 'buf>(
+        req: &mut httparse::Request<'h, 'buf>,
+        buf: &'buf [u8],
+        headers: &'h mut [HeaderSlot<'buf>],
+    ) -> Result<usize> {
+        req.headers = headers;
         req.parse_unchecked(buf)
     }
 
     #[cfg(not(feature = "patched_http1"))]
-    fn parse<'buf>(req: &mut httparse::Request<'_, 'buf>, buf: &'buf [u8]) -> Result<usize> {
-        req.parse(buf)
+    fn parse<'h, 'buf>(
+        req: &mut httparse::Request<'h, 'buf>,
+        buf: &'buf [u8],
+        headers: &'h mut [HeaderSlot<'buf>],
+    ) -> Result<usize> {
+        req.parse_with_uninit_headers(buf, headers)
     }
 
-    let res = match parse(req, buf) {
+    let res = match parse(req, buf, headers) {
         Ok(s) => s,
         Err(e) => {
             return HeaderParseState::Invalid(e);
@@ -1945,6 +1967,26 @@ mod tests_stream {
         let res = http_stream.read_request().await;
         assert_eq!(input.len(), res.unwrap().unwrap());
         assert_eq!(0, http_stream.req_header().headers.len());
+    }
+
+    #[tokio::test]
+    async fn read_with_many_headers_in_order() {
+        init_log();
+        let mut input = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..120 {
+            input.extend_from_slice(format!("X-H{i}: v{i}\r\nX-Dup: {i}\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"\r\n");
+        let mock_io = Builder::new().read(&input).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        assert_eq!(http_stream.read_request().await.unwrap(), Some(input.len()));
+        let header = http_stream.req_header();
+        assert_eq!(header.headers.len(), 241);
+        assert_eq!(header.headers["x-h119"], "v119");
+        let dups: Vec<_> = header.headers.get_all("x-dup").iter().collect();
+        assert_eq!(dups.len(), 120);
+        assert_eq!(dups[0], "0");
+        assert_eq!(dups[119], "119");
     }
 
     #[tokio::test]
