@@ -79,7 +79,7 @@ regenerate)
         cp -a "$scratch/tree/$c" "$TP/$c"
     done
     cp "$scratch/tree.sha256" "$PATCHES/pristine.sha256"
-    echo "regenerated: $CRATES (with $(ls "$PATCHES"/[0-9]*.patch 2>/dev/null | wc -l) patches)"
+    echo "regenerated: $(echo $CRATES) (with $(ls "$PATCHES"/[0-9]*.patch 2>/dev/null | wc -l) patches)"
     ;;
 check)
     # offline: copy the committed trees, take the series out in reverse order, compare with the
@@ -96,7 +96,14 @@ check)
     (cd "$scratch/tree" && find $CRATES -type f -print0 | sort -z | xargs -0 sha256sum) >"$scratch/now.sha256"
     diff -u "$PATCHES/pristine.sha256" "$scratch/now.sha256" >&2 ||
         die "third_party/ differs from crate + patches (run: $0 diff)"
-    echo "third_party: $CRATES = $VERSION + $(ls "$PATCHES"/[0-9]*.patch 2>/dev/null | wc -l) patches"
+    # every manifest that builds Roost takes every patched crate from third_party/
+    for manifest in Cargo.toml fuzz/Cargo.toml; do
+        for c in $CRATES; do
+            grep -Eq "^$c = \{ path = \"(\.\./)?third_party/$c\" \}" "$ROOT/$manifest" ||
+                die "$manifest: no [patch.crates-io] line for $c (path third_party/$c)"
+        done
+    done
+    echo "third_party: $(echo $CRATES) = $VERSION + $(ls "$PATCHES"/[0-9]*.patch 2>/dev/null | wc -l) patches"
     ;;
 diff)
     build_series "$scratch/tree"
