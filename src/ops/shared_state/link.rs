@@ -15,7 +15,9 @@ pub(super) enum Part {
 
 /// Up or down. Up takes both connections working (a write and a subscription), so that the
 /// one that notices an outage last, or the stale connection the other finds on the way back,
-/// cannot make it flap: the outage is logged once, when it begins, and its end once.
+/// cannot make it flap: the outage is logged once, when it begins, and its end once. When an
+/// outage is noticed by the subscription, the writer must work again after it: an idle writer
+/// still holds the connection from before, which fails on its first use.
 pub(super) struct Link {
     pub(super) url: String,
     /// The writer's last operation worked, the subscription is on, and what was said.
@@ -51,7 +53,11 @@ impl Link {
         let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
         match part {
             Part::Writer => parts.0 = false,
-            Part::Subscriber => parts.1 = false,
+            // The writer's last success may be from before the subscription was lost: it must
+            // work again (an idle writer still holds its connection from before, which fails on
+            // its next use). A lost writer says nothing about the subscription, whose
+            // connection reports its own loss.
+            Part::Subscriber => *parts = (false, false, parts.2),
         }
         if parts.2 != Phase::Down {
             parts.2 = Phase::Down;
@@ -89,5 +95,48 @@ impl Link {
     /// Whether the writer's last operation worked (it retries slower when not).
     pub(super) fn writing(&self) -> bool {
         self.parts.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    #[cfg(test)]
+    fn up(&self) -> bool {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner()).2 == Phase::Up
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_only_when_both_connections_worked_after_the_outage() {
+        let link = Link::new("redis://test", Arc::new(Metrics::new()));
+        link.ok(Part::Writer);
+        assert!(!link.up(), "the subscription is not on yet");
+        link.ok(Part::Subscriber);
+        assert!(link.up());
+
+        // The subscription notices the outage; the idle writer did not.
+        link.failed(Part::Subscriber, "subscribe", &"connection lost");
+        assert!(!link.up());
+        // Redis is back: the subscription reconnects first; the writer's connection from
+        // before the outage fails on its first use, inside the same outage.
+        link.ok(Part::Subscriber);
+        assert!(!link.up(), "back before the writer worked again");
+        link.failed(Part::Writer, "read", &"broken pipe");
+        link.ok(Part::Writer);
+        assert!(link.up());
+        let errors = link
+            .metrics
+            .shared_state_errors
+            .with_label_values(&["read"])
+            .get();
+        assert_eq!(errors, 1);
+
+        // Only the writer fails (a slow Redis): the subscription, still on, needs no new
+        // subscribe for the link to be back.
+        link.failed(Part::Writer, "write", &"timed out");
+        assert!(!link.up());
+        link.ok(Part::Writer);
+        assert!(link.up());
     }
 }
