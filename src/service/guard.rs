@@ -182,8 +182,8 @@ pub struct Rearm<A>(Arc<A>);
 impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Rearm<A> {
     /// Written out instead of `async fn`: the work is done before the request's future is made,
     /// and the inner app's (boxed) future is returned as it is. An `async fn` here would box
-    /// a second future holding the first and move the session into each, copies of a few KiB
-    /// per request (~10 % of Roost's instructions per request).
+    /// a second future around the first and move the session into it: one allocation and two
+    /// moves of the session per request for nothing.
     fn process_new_http<'a, 'b, 'f>(
         self: &'a Arc<Self>,
         session: ServerSession,
