@@ -151,6 +151,9 @@ pub struct BodyReader {
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
+    // Chunked parsing keeps offsets into `body_buf` between reads, so its pieces cannot be
+    // handed out of the buffer (see `take_body`).
+    chunked: bool,
 }
 
 impl BodyReader {
@@ -162,6 +165,7 @@ impl BodyReader {
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
+            chunked: false,
         }
     }
 
@@ -220,6 +224,7 @@ impl BodyReader {
     }
 
     pub fn init_chunked(&mut self, buf_to_rewind: &[u8]) {
+        self.chunked = true;
         self.body_state = PS::Chunked(0, 0, 0, 0);
         self.prepare_buf(buf_to_rewind);
     }
@@ -230,11 +235,13 @@ impl BodyReader {
     /// bytes the header parser read past the end of the header (the start of the body, and
     /// possibly of following pipelined requests) keep their original allocation.
     pub fn init_chunked_owned(&mut self, buf_to_rewind: BytesMut) {
+        self.chunked = true;
         self.body_state = PS::Chunked(0, 0, 0, 0);
         self.prepare_owned_buf(buf_to_rewind);
     }
 
     pub fn init_content_length(&mut self, cl: usize, buf_to_rewind: &[u8]) {
+        self.chunked = false;
         match cl {
             0 => {
                 self.body_state = PS::Complete(0);
@@ -257,6 +264,7 @@ impl BodyReader {
     /// `buf_to_rewind` is adopted as the body buffer (or, when `cl` is 0, as the overread buffer)
     /// rather than copied into a fresh one. See [`Self::init_chunked_owned`].
     pub fn init_content_length_owned(&mut self, cl: usize, buf_to_rewind: BytesMut) {
+        self.chunked = false;
         match cl {
             0 => {
                 self.body_state = PS::Complete(0);
@@ -270,6 +278,7 @@ impl BodyReader {
     }
 
     pub fn init_close_delimited(&mut self, buf_to_rewind: &[u8]) {
+        self.chunked = false;
         self.prepare_buf(buf_to_rewind);
         self.body_state = PS::UntilClose(0);
     }
@@ -279,6 +288,7 @@ impl BodyReader {
     /// `buf_to_rewind` is adopted as the body buffer rather than copied into a fresh one. See
     /// [`Self::init_chunked_owned`].
     pub fn init_close_delimited_owned(&mut self, buf_to_rewind: BytesMut) {
+        self.chunked = false;
         self.prepare_owned_buf(buf_to_rewind);
         self.body_state = PS::UntilClose(0);
     }
@@ -299,12 +309,29 @@ impl BodyReader {
             let extra = self.body_buf_overread.take().unwrap_or_default();
             self.prepare_owned_buf(extra);
         } // if rewind_buf_len is not 0, body read has not yet been polled
+        self.chunked = false;
         self.body_state = PS::UntilClose(0);
     }
 
     pub fn get_body(&self, buf_ref: &BufRef) -> &[u8] {
         // TODO: these get_*() could panic. handle them better
         buf_ref.get(self.body_buf.as_ref().unwrap())
+    }
+
+    /// The bytes `buf_ref` names, owned.
+    ///
+    /// When they are the whole body buffer of a length- or close-delimited body, which is what
+    /// every read of such a body returns, the buffer itself is handed over instead of copied:
+    /// the parser keeps no offset into it, and the next read would have cleared it anyway. The
+    /// next read then fills the rest of the same allocation, or the whole of it again once the
+    /// caller has dropped what it was given, or (while that is still held) a new one. Chunked
+    /// bodies keep offsets into the buffer between reads, so their pieces are copied.
+    pub fn take_body(&mut self, buf_ref: &BufRef) -> Bytes {
+        let body_buf = self.body_buf.as_mut().expect("a body read came first");
+        if !self.chunked && buf_ref.0 == 0 && buf_ref.1 == body_buf.len() {
+            return body_buf.split().freeze();
+        }
+        Bytes::copy_from_slice(buf_ref.get(body_buf))
     }
 
     #[allow(dead_code)]
@@ -2059,6 +2086,89 @@ mod tests {
         let second = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
         assert_eq!(body_reader.get_body(&second), b"bc");
         assert!(body_reader.body_buf.as_ref().unwrap().capacity() < BODY_BUFFER_SIZE);
+    }
+
+    #[tokio::test]
+    async fn take_body_hands_over_a_length_delimited_read_without_copying() {
+        init_log();
+        let mut mock_io = Builder::new().read(b"abc").read(b"defgh").build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(6, b"");
+
+        let first = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        let buf_ptr = body_reader.body_buf.as_ref().unwrap().as_ptr();
+        let first = body_reader.take_body(&first);
+        assert_eq!(first.as_ref(), b"abc");
+        assert_eq!(first.as_ptr(), buf_ptr);
+
+        // `first` is still held: the next read must not write over it
+        let second = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        let second = body_reader.take_body(&second);
+        assert_eq!(second.as_ref(), b"def");
+        assert_eq!(first.as_ref(), b"abc");
+        assert_eq!(body_reader.body_state, ParseState::Complete(6));
+        // what was read past the body stays where the next response's parser looks for it
+        assert_eq!(body_reader.get_body_overread(), Some(&b"gh"[..]));
+        assert_eq!(body_reader.read_body(&mut mock_io).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn take_body_leaves_a_pipelined_request_where_it_was_read() {
+        init_log();
+        let mut mock_io = Builder::new().build();
+        let rewind = BytesMut::from(&b"abcdGET /next HTTP/1.1\r\n"[..]);
+        let rewind_ptr = rewind.as_ptr();
+        let mut body_reader = BodyReader::new(false);
+        body_reader.init_content_length_owned(4, rewind);
+
+        let piece = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        let body = body_reader.take_body(&piece);
+        assert_eq!(body.as_ref(), b"abcd");
+        assert_eq!(body.as_ptr(), rewind_ptr);
+        assert_eq!(body_reader.body_state, ParseState::Complete(4));
+        let next = body_reader.take_body_overread().unwrap();
+        assert_eq!(next.as_ref(), b"GET /next HTTP/1.1\r\n");
+        assert_eq!(next.as_ptr(), rewind_ptr.wrapping_add(4));
+    }
+
+    #[tokio::test]
+    async fn take_body_hands_over_rewound_and_close_delimited_bytes() {
+        init_log();
+        let mut mock_io = Builder::new().read(b"rest").build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_close_delimited_owned(BytesMut::from(&b"start"[..]));
+
+        let first = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.take_body(&first).as_ref(), b"start");
+        let second = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.take_body(&second).as_ref(), b"rest");
+        assert_eq!(body_reader.read_body(&mut mock_io).await.unwrap(), None);
+        assert_eq!(body_reader.body_state, ParseState::Complete(9));
+    }
+
+    #[tokio::test]
+    async fn take_body_copies_chunks_and_leaves_the_chunk_parser_its_buffer() {
+        init_log();
+        // both chunks and the end in one read (the parser returns the first chunk and keeps
+        // offsets into the same buffer for the second), then a chunk split over reads (its
+        // second part is a whole read)
+        let input1 = b"3\r\nabc\r\n2\r\nde\r\n";
+        let (input2, input3, input4) = (b"5\r\nfg", b"hij", b"\r\n0\r\n\r\n");
+        let mut mock_io = Builder::new()
+            .read(&input1[..])
+            .read(&input2[..])
+            .read(&input3[..])
+            .read(&input4[..])
+            .build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_chunked(b"");
+
+        let mut body = Vec::new();
+        while let Some(piece) = body_reader.read_body(&mut mock_io).await.unwrap() {
+            body.extend_from_slice(&body_reader.take_body(&piece));
+        }
+        assert_eq!(body, b"abcdefghij");
+        assert_eq!(body_reader.body_state, ParseState::Complete(10));
     }
 
     #[tokio::test]

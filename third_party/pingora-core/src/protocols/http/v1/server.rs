@@ -635,10 +635,13 @@ impl HttpSession {
     }
 
     /// Read the request body. `Ok(None)` when there is no (more) body to read.
+    ///
+    /// A length-delimited body is handed over in the buffer it was read into rather than copied
+    /// (see [`BodyReader::take_body`]).
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         let read = self.read_body().await?;
         Ok(read.map(|b| {
-            let bytes = Bytes::copy_from_slice(self.get_body(&b));
+            let bytes = self.body_reader.take_body(&b);
             self.body_bytes_read += bytes.len();
             if let Some(buffer) = self.retry_buffer.as_mut() {
                 buffer.write_to_buffer(&bytes);
