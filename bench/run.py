@@ -34,6 +34,7 @@ the run.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -419,6 +420,30 @@ def xfer_phase(tmp, nginx, haproxy, args, filled, access_log_path):
     return rows
 
 
+def xfer_at_mtu(args, mtu):
+    """The large-transfer rows again, in a network namespace of their own whose loopback has
+    `mtu` (as a real network's path would): this script re-run under `unshare -n` with
+    --xfer-only, its rows read back as JSON. Loopback's own MTU is 64 KiB, where the size of
+    the pieces a proxy sends matters in a way it does not at 1,500 bytes
+    (doc/performance.md)."""
+    out = os.path.join(tempfile.mkdtemp(prefix="roost-bench-mtu-"), "rows.json")
+    cmd = [sys.executable, os.path.abspath(__file__), "--xfer-only", out,
+           "--rounds", str(args.rounds), "--xfer-down", str(args.xfer_down),
+           "--xfer-up", str(args.xfer_up), "--roost", args.roost, "--bare", args.bare,
+           f"--bare-flags={args.bare_flags}", f"--roost-server={args.roost_server}"]
+    setup = f"ip link set lo up && ip link set lo mtu {mtu} && exec \"$0\" \"$@\""
+    print(f"bench: the large transfers again, at MTU {mtu} in a network namespace", flush=True)
+    try:
+        done = subprocess.run(["unshare", "-n", "sh", "-c", setup, *cmd], timeout=3600)
+        if done.returncode != 0:
+            raise xfer.XferError(f"transfers at MTU {mtu} (unshare -n, needs root; "
+                                 f"--xfer-mtu '' skips them): exit {done.returncode}")
+        with open(out) as f:
+            return json.load(f)
+    finally:
+        shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+
+
 def ratio(values, name, other):
     """`xN.NN` of two measured values; "-" for one too small to show (the idle RSS of NGINX
     or HAProxy with the smoke mode's few connections)."""
@@ -489,14 +514,14 @@ def counted_table(args, insn, allocs, idle):
     return lines
 
 
-def xfer_table(args, rows):
+def xfer_table(args, rows, where="loopback"):
     """The large-transfer rows, with ratios to NGINX (default) and HAProxy."""
     refs = ("NGINX default", "HAProxy")
     down_mbps = {n: r["down_mbps"] for n, r in rows.items()}
     down_cpu = {n: r["down_cpu_s_per_gb"] for n, r in rows.items()}
     up_mbps = {n: r["up_mbps"] for n, r in rows.items()}
     up_cpu = {n: r["up_cpu_s_per_gb"] for n, r in rows.items()}
-    lines = ["", f"Large transfers (curl, one at a time, median of {args.rounds}; "
+    lines = ["", f"Large transfers on {where} (curl, one at a time, median of {args.rounds}; "
              f"{args.xfer_down} MiB download by curl, {args.xfer_up} MiB upload; CPU = the proxy's "
              f"user + system seconds per 10^9 bytes; MB/s is wall-clock; ratios to NGINX default "
              f"and HAProxy):", "",
@@ -545,6 +570,11 @@ def main():
     ap.add_argument("--xfer-up", type=int, default=512,
                     help="MiB uploaded per large-transfer run (64 in smoke mode)")
     ap.add_argument("--no-xfer", action="store_true", help="no large-transfer rows")
+    ap.add_argument("--xfer-mtu", default="1500",
+                    help="the large-transfer rows again at this loopback MTU, in a network "
+                         "namespace of their own (unshare -n, root); '' for none")
+    ap.add_argument("--xfer-only", metavar="JSON",
+                    help="(internal) only the large-transfer rows, written to JSON")
     ap.add_argument("--rows", default=",".join(COUNTED),
                     help="comma-separated rows of the counted columns (default: all of them)")
     ap.add_argument("--out", default=os.path.join(ROOT, "target/bench/results.md"))
@@ -578,15 +608,26 @@ def main():
             sys.exit(f"bench: {path} missing; run `make release`")
 
     tmp = tempfile.mkdtemp(prefix="roost-bench-")
+    filled = f"Roost (table, {args.table_keys:,} keys)"
+    access_log_path = os.path.join(tmp, "roost-access.log")
+    if args.xfer_only:
+        try:
+            rows = xfer_phase(tmp, nginx, haproxy, args, filled, access_log_path)
+        except xfer.XferError as e:
+            sys.exit(f"bench: {e}")
+        finally:
+            stop_all()
+            shutil.rmtree(tmp, ignore_errors=True)
+        with open(args.xfer_only, "w") as f:
+            json.dump(rows, f)
+        return
     script = os.path.join(tmp, "keys.lua")
     with open(script, "w") as f:
         f.write(LUA)
     many = os.path.join(tmp, "many.lua")
     with open(many, "w") as f:
         f.write(LUA_MANY % args.table_keys)
-    filled = f"Roost (table, {args.table_keys:,} keys)"
     scripts = {filled: many}
-    access_log_path = os.path.join(tmp, "roost-access.log")
     try:
         backends = []
         for i in range(1, 4):
@@ -637,6 +678,8 @@ def main():
                                                    access_log_path)
         transfers = {} if args.no_xfer else xfer_phase(tmp, nginx, haproxy, args, filled,
                                                        access_log_path)
+        transfers_mtu = {} if args.no_xfer or not args.xfer_mtu else \
+            xfer_at_mtu(args, int(args.xfer_mtu))
     except (measure.MeasureError, xfer.XferError) as e:
         sys.exit(f"bench: {e}")
     finally:
@@ -656,6 +699,10 @@ def main():
     lines += counted_table(args, insn, allocs, idle)
     if transfers:
         lines += xfer_table(args, transfers)
+    if transfers_mtu:
+        lines += xfer_table(args, transfers_mtu,
+                            f"a loopback with MTU {int(args.xfer_mtu):,} (a network namespace "
+                            f"of its own)")
     lines.append("")
     report(lines, results, args.out)
 

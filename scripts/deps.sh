@@ -6,7 +6,8 @@
 # playwright-core goes into tests/status_page/node_modules, from its package-lock.json),
 # python3 with venv (the WPS e2e suite), dnsmasq (the DNS server of the DNS-backend tests),
 # redis-server with redis-cli (the shared-state tests, the e2e scenario and the benchmark: Roost
-# instances sharing their sticky tables), and
+# instances sharing their sticky tables), iproute2 (`ip`: the benchmark's transfers at a
+# 1,500-byte MTU, in a network namespace), and
 # Rust through rustup when cargo is missing.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
@@ -18,7 +19,7 @@ need=()
 for pair in cc:build-essential cmake:cmake pkg-config:pkg-config curl:curl \
             nginx:nginx-light haproxy:haproxy wrk:wrk valgrind:valgrind python3:python3 chromium:chromium \
             node:nodejs npm:npm dnsmasq:dnsmasq-base redis-server:redis-server \
-            redis-cli:redis-tools; do
+            redis-cli:redis-tools ip:iproute2; do
     cmd="${pair%%:*}"; pkg="${pair#*:}"
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then need+=("$pkg"); fi
 done
