@@ -420,6 +420,15 @@ def xfer_phase(tmp, nginx, haproxy, args, filled, access_log_path):
     return rows
 
 
+def mtu_arg(value):
+    """--xfer-mtu: an MTU loopback takes (68..65536), or '' for no second transfer run."""
+    if value == "":
+        return None
+    if not value.isdigit() or not 68 <= int(value) <= 65536:
+        raise argparse.ArgumentTypeError(f"{value!r}: an MTU from 68 to 65536, or '' for none")
+    return int(value)
+
+
 def xfer_at_mtu(args, mtu):
     """The large-transfer rows again, in a network namespace of their own whose loopback has
     `mtu` (as a real network's path would): this script re-run under `unshare -n` with
@@ -570,7 +579,7 @@ def main():
     ap.add_argument("--xfer-up", type=int, default=512,
                     help="MiB uploaded per large-transfer run (64 in smoke mode)")
     ap.add_argument("--no-xfer", action="store_true", help="no large-transfer rows")
-    ap.add_argument("--xfer-mtu", default="1500",
+    ap.add_argument("--xfer-mtu", default=1500, type=mtu_arg,
                     help="the large-transfer rows again at this loopback MTU, in a network "
                          "namespace of their own (unshare -n, root); '' for none")
     ap.add_argument("--xfer-only", metavar="JSON",
@@ -679,7 +688,7 @@ def main():
         transfers = {} if args.no_xfer else xfer_phase(tmp, nginx, haproxy, args, filled,
                                                        access_log_path)
         transfers_mtu = {} if args.no_xfer or not args.xfer_mtu else \
-            xfer_at_mtu(args, int(args.xfer_mtu))
+            xfer_at_mtu(args, args.xfer_mtu)
     except (measure.MeasureError, xfer.XferError) as e:
         sys.exit(f"bench: {e}")
     finally:
@@ -701,7 +710,7 @@ def main():
         lines += xfer_table(args, transfers)
     if transfers_mtu:
         lines += xfer_table(args, transfers_mtu,
-                            f"a loopback with MTU {int(args.xfer_mtu):,} (a network namespace "
+                            f"a loopback with MTU {args.xfer_mtu:,} (a network namespace "
                             f"of its own)")
     lines.append("")
     report(lines, results, args.out)
